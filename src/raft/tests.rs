@@ -1,0 +1,405 @@
+//! The paper's scenarios as unit tests, driven through a small in-memory network.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use bytes::Bytes;
+
+use super::*;
+
+/// What a node has on "disk".
+#[derive(Default, Clone)]
+struct Durable {
+    hard_state: HardState,
+    snapshot: Option<Snapshot>,
+    entries: Vec<Entry>,
+}
+
+impl Durable {
+    fn persist(&mut self, ready: &Ready) {
+        if let Some(s) = &ready.snapshot {
+            self.snapshot = Some(s.clone());
+            self.entries.clear();
+        }
+        if let Some(first) = ready.entries.first() {
+            self.entries.retain(|e| e.index < first.index);
+            self.entries.extend(ready.entries.iter().cloned());
+        }
+        if let Some(hs) = ready.hard_state {
+            self.hard_state = hs;
+        }
+    }
+}
+
+struct TestNode {
+    raft: Raft,
+    durable: Durable,
+    applied: Vec<Entry>,
+    read_states: Vec<ReadState>,
+}
+
+struct Cluster {
+    nodes: BTreeMap<NodeId, TestNode>,
+    queue: VecDeque<Message>,
+    /// Directed links that drop everything.
+    blocked: BTreeSet<(NodeId, NodeId)>,
+}
+
+fn config(id: NodeId, n: u64) -> RaftConfig {
+    RaftConfig::new(id, (1..=n).collect(), 42)
+}
+
+fn entries_with_terms(terms: &[Term]) -> Vec<Entry> {
+    terms
+        .iter()
+        .enumerate()
+        .map(|(i, &term)| Entry {
+            index: i as u64 + 1,
+            term,
+            kind: EntryKind::Normal,
+            data: Bytes::from(format!("{i}@{term}")),
+        })
+        .collect()
+}
+
+impl Cluster {
+    fn new(n: u64) -> Cluster {
+        Cluster::with(n, |_| {}, &vec![&[][..]; n as usize], 0)
+    }
+
+    /// A cluster whose node `i+1` restarts from `logs[i]` (terms by index) at hard-state `term`.
+    fn with(n: u64, tweak: impl Fn(&mut RaftConfig), logs: &[&[Term]], term: Term) -> Cluster {
+        let mut nodes = BTreeMap::new();
+        for id in 1..=n {
+            let mut cfg = config(id, n);
+            tweak(&mut cfg);
+            let durable = Durable {
+                hard_state: HardState { term, vote: 0, commit: 0 },
+                snapshot: None,
+                entries: entries_with_terms(logs[(id - 1) as usize]),
+            };
+            let restored =
+                Restored { hard_state: durable.hard_state, snapshot: None, entries: durable.entries.clone() };
+            let raft = Raft::new(cfg, restored).expect("valid restore");
+            nodes.insert(id, TestNode { raft, durable, applied: Vec::new(), read_states: Vec::new() });
+        }
+        Cluster { nodes, queue: VecDeque::new(), blocked: BTreeSet::new() }
+    }
+
+    fn node(&self, id: NodeId) -> &Raft {
+        &self.nodes[&id].raft
+    }
+
+    fn node_mut(&mut self, id: NodeId) -> &mut Raft {
+        &mut self.nodes.get_mut(&id).expect("node exists").raft
+    }
+
+    fn process_ready(&mut self, id: NodeId) {
+        let node = self.nodes.get_mut(&id).expect("node exists");
+        while node.raft.has_ready() {
+            let ready = node.raft.ready();
+            self.queue.extend(ready.messages.iter().cloned());
+            node.durable.persist(&ready);
+            self.queue.extend(ready.persisted_messages.iter().cloned());
+            node.applied.extend(ready.committed_entries.iter().cloned());
+            node.read_states.extend(ready.read_states.iter().copied());
+            node.raft.advance();
+        }
+    }
+
+    /// Runs every ready batch and delivers every message until the cluster is quiet.
+    fn settle(&mut self) {
+        for _ in 0..100_000 {
+            let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+            for id in ids {
+                self.process_ready(id);
+            }
+            let Some(m) = self.queue.pop_front() else { return };
+            if !self.blocked.contains(&(m.from, m.to)) {
+                if let Some(node) = self.nodes.get_mut(&m.to) {
+                    node.raft.step(m);
+                }
+            }
+        }
+        panic!("cluster did not settle");
+    }
+
+    fn tick(&mut self, id: NodeId) {
+        self.node_mut(id).tick();
+        self.settle();
+    }
+
+    fn tick_all(&mut self, ticks: u32) {
+        for _ in 0..ticks {
+            let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+            for id in ids {
+                self.node_mut(id).tick();
+            }
+            self.settle();
+        }
+    }
+
+    /// Ticks only `id` until it starts campaigning, then lets the election run.
+    fn elect(&mut self, id: NodeId) {
+        for _ in 0..100 {
+            self.node_mut(id).tick();
+            if self.node(id).role() != Role::Follower {
+                break;
+            }
+        }
+        self.settle();
+        assert_eq!(self.node(id).role(), Role::Leader, "node {id} should have won");
+    }
+
+    fn isolate(&mut self, id: NodeId) {
+        let others: Vec<NodeId> = self.nodes.keys().copied().filter(|&o| o != id).collect();
+        for o in others {
+            self.blocked.insert((id, o));
+            self.blocked.insert((o, id));
+        }
+    }
+
+    fn heal(&mut self) {
+        self.blocked.clear();
+    }
+
+    fn terms(&self, id: NodeId) -> Vec<Term> {
+        self.node(id).log_entries().map(|e| e.term).collect()
+    }
+}
+
+#[test]
+fn three_nodes_elect_a_leader_and_commit() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    let index = c.node_mut(1).propose(Bytes::from_static(b"x")).expect("leader accepts");
+    c.settle();
+    for id in 1..=3 {
+        assert_eq!(c.node(id).committed(), index, "node {id}");
+        assert!(c.nodes[&id].applied.iter().any(|e| e.data.as_ref() == b"x"));
+    }
+}
+
+#[test]
+fn single_node_commits_only_after_persisting() {
+    let mut c = Cluster::new(1);
+    c.elect(1);
+    let index = c.node_mut(1).propose(Bytes::from_static(b"solo")).expect("leader");
+    assert!(c.node(1).committed() < index, "must not commit before the entry is persisted");
+    c.settle();
+    assert_eq!(c.node(1).committed(), index);
+}
+
+/// Paper Figure 7: a leader of term 8 brings followers (a)–(f) in line with its log.
+#[test]
+fn figure_7_follower_logs_are_brought_in_line() {
+    let leader: &[Term] = &[1, 1, 1, 4, 4, 5, 5, 6, 6, 6];
+    let logs: [&[Term]; 7] = [
+        leader,
+        &[1, 1, 1, 4, 4, 5, 5, 6, 6],
+        &[1, 1, 1, 4],
+        &[1, 1, 1, 4, 4, 5, 5, 6, 6, 6, 6],
+        &[1, 1, 1, 4, 4, 5, 5, 6, 6, 6, 7, 7],
+        &[1, 1, 1, 4, 4, 4, 4],
+        &[1, 1, 1, 2, 2, 2, 3, 3, 3, 3, 3],
+    ];
+    let mut c = Cluster::with(7, |_| {}, &logs, 7);
+    c.elect(1);
+    assert_eq!(c.node(1).term(), 8);
+    let mut want = leader.to_vec();
+    want.push(8); // the new leader's no-op
+    for id in 1..=7 {
+        assert_eq!(c.terms(id), want, "follower {id} log");
+        assert_eq!(c.node(id).committed(), 11, "follower {id} commit");
+    }
+}
+
+#[test]
+fn vote_is_refused_to_a_candidate_with_a_stale_log() {
+    let mut c = Cluster::with(3, |_| {}, &[&[1, 1, 2], &[], &[]], 2);
+    let mut ask = |last_log_index, last_log_term, term| {
+        let node = c.node_mut(1);
+        node.step(Message { from: 2, to: 1, term, body: MessageBody::RequestVote { last_log_index, last_log_term } });
+        let ready = node.ready();
+        node.advance();
+        ready.persisted_messages.iter().find_map(|m| match m.body {
+            MessageBody::RequestVoteResponse { granted } => Some(granted),
+            _ => None,
+        })
+    };
+    assert_eq!(ask(3, 1, 3), Some(false), "older last term");
+    assert_eq!(ask(2, 2, 4), Some(false), "same last term, shorter log");
+    assert_eq!(ask(3, 2, 5), Some(true), "equal log");
+    assert_eq!(c.node(1).vote(), 2);
+}
+
+#[test]
+fn vote_grant_waits_for_persistence() {
+    let mut c = Cluster::new(3);
+    let node = c.node_mut(1);
+    node.step(Message {
+        from: 2,
+        to: 1,
+        term: 1,
+        body: MessageBody::RequestVote { last_log_index: 0, last_log_term: 0 },
+    });
+    let ready = node.ready();
+    assert!(ready.messages.is_empty(), "a grant must not leave before the vote is durable");
+    assert_eq!(ready.hard_state.map(|hs| hs.vote), Some(2));
+    assert_eq!(ready.persisted_messages.len(), 1);
+}
+
+/// Paper Figure 8: counting replicas commits only entries of the leader's current term.
+#[test]
+fn figure_8_old_term_entries_do_not_commit_by_counting() {
+    let logs: [&[Term]; 5] = [&[1, 2], &[1, 2], &[1], &[1], &[1]];
+    let mut c = Cluster::with(5, |_| {}, &logs, 2);
+    c.blocked.extend((2..=5).map(|peer| (1, peer)));
+    c.blocked.extend((2..=5).map(|peer| (peer, 1)));
+    // Win the election by hand, without letting any append through.
+    for _ in 0..100 {
+        c.node_mut(1).tick();
+        if c.node(1).role() != Role::Follower {
+            break;
+        }
+    }
+    let term = c.node(1).term() + 1;
+    for peer in 2..=5 {
+        c.node_mut(1).step(Message { from: peer, to: 1, term, body: MessageBody::PreVoteResponse { granted: true } });
+    }
+    for peer in 2..=5 {
+        c.node_mut(1).step(Message {
+            from: peer,
+            to: 1,
+            term,
+            body: MessageBody::RequestVoteResponse { granted: true },
+        });
+    }
+    assert_eq!(c.node(1).role(), Role::Leader);
+    c.settle(); // persists the no-op at index 3; all messages are dropped
+    let ack =
+        |index| MessageBody::AppendEntriesResponse { reject: false, index, reject_hint_index: 0, reject_hint_term: 0 };
+    for peer in [2, 3] {
+        c.node_mut(1).step(Message { from: peer, to: 1, term, body: ack(2) });
+    }
+    c.settle();
+    assert_eq!(c.node(1).committed(), 0, "index 2 (term 2) is on a majority but must not commit");
+    c.node_mut(1).step(Message { from: 2, to: 1, term, body: ack(3) });
+    c.node_mut(1).step(Message { from: 3, to: 1, term, body: ack(3) });
+    c.settle();
+    assert_eq!(c.node(1).committed(), 3, "a current-term entry on a majority commits, and its prefix with it");
+}
+
+#[test]
+fn leader_steps_down_on_a_higher_term() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    let term = c.node(1).term();
+    c.node_mut(1).step(Message {
+        from: 2,
+        to: 1,
+        term: term + 1,
+        body: MessageBody::HeartbeatResponse { read_seq: 0 },
+    });
+    assert_eq!(c.node(1).role(), Role::Follower);
+    assert_eq!(c.node(1).term(), term + 1);
+}
+
+#[test]
+fn pre_vote_keeps_a_rejoining_node_from_disturbing_the_leader() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    let term = c.node(1).term();
+    c.isolate(3);
+    c.tick_all(200);
+    assert_eq!(c.node(3).term(), term, "an isolated node must not bump its term with pre-vote on");
+    c.heal();
+    c.tick_all(50);
+    assert_eq!(c.node(1).role(), Role::Leader);
+    assert_eq!(c.node(1).term(), term);
+    assert_eq!(c.node(3).leader(), 1);
+}
+
+#[test]
+fn without_pre_vote_a_rejoining_node_bumps_the_term() {
+    // The control for the test above: proves the scenario really exercises pre-vote.
+    let mut c = Cluster::with(3, |cfg| cfg.pre_vote = false, &[&[], &[], &[]], 0);
+    c.elect(1);
+    let term = c.node(1).term();
+    c.isolate(3);
+    c.tick_all(200);
+    assert!(c.node(3).term() > term);
+}
+
+#[test]
+fn check_quorum_steps_an_isolated_leader_down() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.isolate(1);
+    for _ in 0..2 * 15 + 1 {
+        c.tick(1);
+    }
+    assert_eq!(c.node(1).role(), Role::Follower, "a leader without a quorum must step down");
+    assert_eq!(c.node(1).leader(), 0);
+}
+
+#[test]
+fn read_index_waits_for_a_quorum_heartbeat_round() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.isolate(1);
+    c.node_mut(1).read_index(7).expect("leader");
+    c.settle();
+    assert!(c.nodes[&1].read_states.is_empty(), "no quorum, no read");
+    c.heal();
+    c.tick_all(5); // next heartbeat round carries the read
+    let reads = &c.nodes[&1].read_states;
+    assert_eq!(reads.len(), 1);
+    assert_eq!(reads[0].ctx, 7);
+    assert_eq!(reads[0].index, c.node(1).committed());
+}
+
+#[test]
+fn deposed_leader_drops_pending_reads() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.isolate(1);
+    c.node_mut(1).read_index(9).expect("leader");
+    c.tick_all(40); // 2 and 3 elect a new leader; 1 steps down by check-quorum
+    assert_ne!(c.node(1).role(), Role::Leader);
+    assert!(c.nodes[&1].read_states.is_empty(), "a deposed leader must not serve the read");
+}
+
+#[test]
+fn lagging_follower_catches_up_from_a_snapshot() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.isolate(3);
+    for i in 0..20 {
+        c.node_mut(1).propose(Bytes::from(format!("v{i}"))).expect("leader");
+        c.settle();
+    }
+    let applied = c.node(1).applied();
+    let term = c.node(1).log_term(applied).expect("term");
+    let snapshot = Snapshot {
+        meta: SnapshotMeta { index: applied, term, conf: ConfState { voters: vec![1, 2, 3] } },
+        data: Bytes::from_static(b"image"),
+    };
+    c.node_mut(1).compact(snapshot).expect("compact");
+    c.heal();
+    c.tick_all(10);
+    assert_eq!(c.nodes[&3].durable.snapshot.as_ref().map(|s| s.meta.index), Some(applied));
+    assert_eq!(c.node(3).committed(), c.node(1).committed());
+}
+
+#[test]
+fn restart_keeps_only_what_was_persisted() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.node_mut(1).propose(Bytes::from_static(b"a")).expect("leader");
+    c.settle();
+    let durable = c.nodes[&2].durable.clone();
+    let restored = Restored { hard_state: durable.hard_state, snapshot: durable.snapshot, entries: durable.entries };
+    let raft = Raft::new(config(2, 3), restored).expect("restart");
+    assert_eq!(raft.last_index(), c.node(2).last_index());
+    assert_eq!(raft.term(), c.node(2).term());
+}
