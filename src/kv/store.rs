@@ -74,6 +74,11 @@ impl KvStore {
         self.data.get(key)
     }
 
+    /// Every key and value, in ascending key order (for dump tools and tests).
+    pub fn iter(&self) -> impl Iterator<Item = (&Bytes, &Bytes)> {
+        self.data.iter()
+    }
+
     /// Number of keys.
     pub fn len(&self) -> usize {
         self.data.len()

@@ -123,6 +123,7 @@ fn set_get_delete_behave_like_a_map() {
     apply_all(&mut store, &[set(1, 5, "a", "3")]);
     assert_eq!(store.get(b"a"), Some(&b("3")));
     assert_eq!(store.len(), 1);
+    assert_eq!(store.iter().collect::<Vec<_>>(), vec![(&b("a"), &b("3"))]);
     assert_eq!(store.applied_index(), 5);
 }
 
