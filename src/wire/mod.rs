@@ -1,0 +1,74 @@
+//! Frames and message encoding: bytes in, values out. No I/O.
+//!
+//! This module is the single source of truth for the byte layout that `protocol.md` documents; the
+//! two must agree field for field (a test checks the worked examples in `protocol.md` against the
+//! encoder). Pieces:
+//!
+//! - [`FrameDecoder`]: a streaming decoder. Feed it bytes as they arrive; it yields [`RawFrame`]s
+//!   (header parsed, payload a zero-copy slice) and refuses a bad length, version or type as soon as
+//!   those header bytes arrive, before it buffers the frame's body.
+//! - [`Frame`] / [`FrameBody`]: typed frames. [`Frame::encode`] appends one whole frame to a
+//!   `BytesMut`; [`Frame::decode`] parses a `RawFrame`'s payload.
+//! - [`snapshot_chunks`] / [`SnapshotAssembler`]: `InstallSnapshot` streamed as chunk frames.
+//!
+//! Invariants:
+//! - Decoding never panics, whatever the input, and never allocates more than the bytes it was given
+//!   plus element counts capped by named limits (`MAX_*` below).
+//! - Every limit is enforced on both sides: the encoder refuses what the decoder would refuse.
+//! - A frame on the wire is at most [`MAX_FRAME_BYTES`] after its 4-byte length prefix.
+//! - Integers are big-endian. Byte strings are a `u32` length then the bytes.
+
+mod error;
+mod frame;
+mod message;
+mod reader;
+mod snapshot;
+
+#[cfg(test)]
+mod tests;
+
+pub use crate::kv::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
+pub use error::{ErrorCode, WireError};
+pub use frame::{FrameDecoder, MessageType, RawFrame};
+pub use message::{
+    check_hello, ClientReply, ClientRequest, ErrorReply, Frame, FrameBody, Hello, HelloOk, NodeRole, PeerStatus,
+    ReadConsistency, Role, SnapshotChunk, StatusReport,
+};
+pub use snapshot::{snapshot_chunks, SnapshotAssembler};
+
+/// The protocol version this code speaks; the second byte after the length prefix of every frame.
+pub const PROTOCOL_VERSION: u8 = 1;
+
+/// Bytes of the length prefix.
+pub const LENGTH_PREFIX_BYTES: usize = 4;
+
+/// Bytes of the fixed header counted by the length prefix: version (1), type (1), request id (8).
+pub const FRAME_HEADER_BYTES: usize = 10;
+
+/// Largest value of the length prefix (16 MiB): header plus payload, excluding the prefix itself.
+pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
+
+/// Most entries in one `AppendEntries`. Senders also cap a batch by bytes to stay under
+/// [`MAX_FRAME_BYTES`].
+pub const MAX_APPEND_ENTRIES: usize = 65_536;
+
+/// Most voters in a snapshot's configuration.
+pub const MAX_VOTERS: usize = 256;
+
+/// Most peers in a status report.
+pub const MAX_STATUS_PEERS: usize = 256;
+
+/// Longest `Error` message, in bytes of UTF-8. [`ErrorReply::new`] truncates to fit.
+pub const MAX_ERROR_MESSAGE_BYTES: usize = 4 * 1024;
+
+/// Longest leader address in `NotLeader`, in bytes of UTF-8.
+pub const MAX_ADDRESS_BYTES: usize = 256;
+
+/// Largest snapshot image a receiver will reassemble (1 GiB).
+pub const MAX_SNAPSHOT_BYTES: u64 = 1024 * 1024 * 1024;
+
+/// Largest data chunk [`snapshot_chunks`] puts in one frame (8 MiB, well under the frame limit).
+pub const MAX_SNAPSHOT_CHUNK_BYTES: usize = 8 * 1024 * 1024;
+
+/// The chunk size a sender should use unless it has a reason not to (1 MiB).
+pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
