@@ -7,4 +7,6 @@
 
 pub mod kv;
 pub mod raft;
+pub mod server;
+pub mod storage;
 pub mod wire;

@@ -356,12 +356,9 @@ impl Raft {
         Ok(())
     }
 
-    /// Folds the log up to `snapshot.meta.index` (which must be applied) into `snapshot`.
-    /// Call only between `advance()` and the next `ready()`.
+    /// Folds the log up to `snapshot.meta.index` into `snapshot`. The index must be applied by the
+    /// application and persisted in storage; a ready batch may be in flight meanwhile.
     pub fn compact(&mut self, snapshot: Snapshot) -> Result<(), String> {
-        if self.in_flight.is_some() {
-            return Err("compact called while a ready batch is being persisted".into());
-        }
         self.log.compact(snapshot)
     }
 

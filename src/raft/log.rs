@@ -277,8 +277,8 @@ impl RaftLog {
         if index > self.applied {
             return Err(format!("cannot compact to {index}: only {} is applied", self.applied));
         }
-        if index >= self.unstable_from {
-            return Err(format!("cannot compact to {index}: entries from {} are not persisted", self.unstable_from));
+        if index > self.persisted {
+            return Err(format!("cannot compact to {index}: only {} is persisted", self.persisted));
         }
         if self.term(index) != Some(snapshot.meta.term) {
             return Err(format!("snapshot at {index} has term {}, log has {:?}", snapshot.meta.term, self.term(index)));

@@ -1,0 +1,184 @@
+//! One TCP connection in the reactor: non-blocking reads into a frame decoder, and a bounded
+//! write queue flushed as the socket accepts bytes.
+//!
+//! Partial reads and writes are the normal case. Invariants: `queued_bytes` equals the bytes in
+//! `out` not yet written; it never exceeds the connection's cap (a message that would exceed it
+//! is refused, and the caller decides whether to drop the message or the connection); a closed
+//! connection never reads or writes again.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::time::Instant;
+
+use bytes::Bytes;
+use mio::net::TcpStream;
+
+use crate::raft::NodeId;
+use crate::wire::{FrameDecoder, RawFrame, WireError};
+
+/// Bytes read from a socket per `read` call.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Bytes read from one connection per readiness event before others get a turn (fairness).
+const READ_BURST_BYTES: usize = 4 * 1024 * 1024;
+
+/// Who is on the other end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnKind {
+    /// Accepted; its first frame must be `Hello`.
+    AwaitingHello,
+    Client,
+    /// An accepted connection from a peer: we read its messages here.
+    InboundPeer(NodeId),
+    /// Our own dial to a peer: we send our messages here. `ready` once `HelloOk` arrived.
+    OutboundPeer { peer: NodeId, ready: bool },
+}
+
+pub struct Connection {
+    pub stream: TcpStream,
+    /// Distinguishes this connection from a later one that reuses its slab slot.
+    pub serial: u64,
+    pub kind: ConnKind,
+    decoder: FrameDecoder,
+    out: VecDeque<Bytes>,
+    /// Bytes of `out.front()` already written.
+    out_offset: usize,
+    queued_bytes: usize,
+    queued_bytes_max: usize,
+    pub last_read: Instant,
+    pub last_write_progress: Instant,
+    /// Close once the write queue drains (after an error frame).
+    pub close_after_flush: bool,
+    pub closed: bool,
+    /// Reads are paused while the write queue is above half its cap (backpressure).
+    pub read_paused: bool,
+    /// Outbound connect in progress.
+    pub connecting: bool,
+    /// Client requests accepted on this connection and not yet answered.
+    pub requests_in_flight: usize,
+}
+
+/// What one read pass produced.
+pub struct ReadOutcome {
+    pub frames: Vec<RawFrame>,
+    /// The peer closed its end (after the frames above).
+    pub eof: bool,
+    /// The byte stream is not valid protocol; the connection must be refused.
+    pub error: Option<WireError>,
+    /// Reading stopped at the fairness budget: more input may be waiting in the socket, and no
+    /// new readiness event will announce it (mio is edge-triggered).
+    pub more: bool,
+}
+
+impl Connection {
+    pub fn new(stream: TcpStream, serial: u64, kind: ConnKind, queued_bytes_max: usize) -> Connection {
+        let now = Instant::now();
+        Connection {
+            stream,
+            serial,
+            kind,
+            decoder: FrameDecoder::new(),
+            out: VecDeque::new(),
+            out_offset: 0,
+            queued_bytes: 0,
+            queued_bytes_max,
+            last_read: now,
+            last_write_progress: now,
+            close_after_flush: false,
+            closed: false,
+            read_paused: false,
+            connecting: false,
+            requests_in_flight: 0,
+        }
+    }
+
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes
+    }
+
+    pub fn has_pending_writes(&self) -> bool {
+        !self.out.is_empty()
+    }
+
+    /// Queues an encoded frame. Returns false (and queues nothing) if it would exceed the cap.
+    pub fn queue(&mut self, frame: Bytes) -> bool {
+        if self.closed || self.queued_bytes + frame.len() > self.queued_bytes_max {
+            return false;
+        }
+        if self.out.is_empty() {
+            self.last_write_progress = Instant::now();
+        }
+        self.queued_bytes += frame.len();
+        self.out.push_back(frame);
+        true
+    }
+
+    /// Above half the cap, stop reading requests from this connection until it drains.
+    pub fn over_high_watermark(&self) -> bool {
+        self.queued_bytes > self.queued_bytes_max / 2
+    }
+
+    /// Reads whatever the socket has (up to a fairness budget) and decodes complete frames.
+    pub fn read(&mut self) -> ReadOutcome {
+        let mut outcome = ReadOutcome { frames: Vec::new(), eof: false, error: None, more: false };
+        let mut buf = [0u8; READ_CHUNK_BYTES];
+        let mut budget = READ_BURST_BYTES;
+        while budget > 0 {
+            match self.stream.read(&mut buf) {
+                Ok(0) => {
+                    outcome.eof = true;
+                    break;
+                }
+                Ok(n) => {
+                    budget = budget.saturating_sub(n);
+                    outcome.more = budget == 0;
+                    self.last_read = Instant::now();
+                    if let Err(e) = self.decoder.feed(&buf[..n]) {
+                        outcome.error = Some(e);
+                        return outcome;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    outcome.eof = true;
+                    break;
+                }
+            }
+        }
+        loop {
+            match self.decoder.next_frame() {
+                Ok(Some(frame)) => outcome.frames.push(frame),
+                Ok(None) => break,
+                Err(e) => {
+                    outcome.error = Some(e);
+                    break;
+                }
+            }
+        }
+        outcome
+    }
+
+    /// Writes as much of the queue as the socket takes. Returns Err on a broken connection.
+    pub fn flush(&mut self) -> io::Result<()> {
+        while let Some(front) = self.out.front() {
+            let remaining = &front[self.out_offset..];
+            match self.stream.write(remaining) {
+                Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "socket accepted no bytes")),
+                Ok(n) => {
+                    self.out_offset += n;
+                    self.queued_bytes -= n;
+                    self.last_write_progress = Instant::now();
+                    if self.out_offset == front.len() {
+                        self.out.pop_front();
+                        self.out_offset = 0;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        debug_assert_eq!(self.queued_bytes, 0);
+        Ok(())
+    }
+}

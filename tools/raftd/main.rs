@@ -1,0 +1,123 @@
+//! `raftd`: one mini-raft node. See `raftd --help`.
+
+use std::fs::OpenOptions;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use log::LevelFilter;
+use mini_raft::server::{parse_peers, Node, NodeConfig};
+use simplelog::{ColorChoice, CombinedLogger, ConfigBuilder, SharedLogger, TermLogger, TerminalMode, WriteLogger};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut opts = getopts::Options::new();
+    opts.optopt("", "id", "this node's id (a positive integer, one of --peers)", "N");
+    opts.optopt("", "listen", "address to serve peers and clients on", "HOST:PORT");
+    opts.optopt("", "peers", "every member, this node included", "1=HOST:PORT,2=HOST:PORT,...");
+    opts.optopt("", "data-dir", "directory for the log and snapshots (created if missing)", "DIR");
+    opts.optopt("", "cluster-id", "cluster identity; peers and clients of another cluster are refused (default 1)", "N");
+    opts.optopt("", "tick-ms", "length of one logical tick in milliseconds (default 10)", "MS");
+    opts.optopt("", "heartbeat-ticks", "leader heartbeat interval in ticks (default 5 = 50 ms)", "N");
+    opts.optopt("", "election-ticks", "base election timeout in ticks, randomized up to twice that (default 15)", "N");
+    opts.optopt("", "snapshot-every", "take a snapshot after this many applied entries (default 10000)", "N");
+    opts.optopt("", "segment-mib", "WAL segment size in MiB (default 64)", "N");
+    opts.optopt("", "log-level", "error, warn, info, debug or trace (default info)", "LEVEL");
+    opts.optopt("", "log-file", "also append the log to this file", "PATH");
+    opts.optflag("h", "help", "print this help");
+    let usage = opts.usage("Usage: raftd --id N --listen HOST:PORT --peers 1=HOST:PORT,... --data-dir DIR [options]");
+    let matches = match opts.parse(&args) {
+        Ok(m) => m,
+        Err(e) => return fail(&format!("{e}\n\n{usage}"), 2),
+    };
+    if matches.opt_present("help") {
+        print!("{usage}");
+        return ExitCode::SUCCESS;
+    }
+    if !matches.free.is_empty() {
+        return fail(&format!("unexpected argument {:?}\n\n{usage}", matches.free[0]), 2);
+    }
+    let cfg = match config_from(&matches) {
+        Ok(cfg) => cfg,
+        Err(e) => return fail(&format!("{e}\n\n{usage}"), 2),
+    };
+    if let Err(e) = init_logging(&matches) {
+        return fail(&e, 2);
+    }
+    let node = match Node::start(cfg) {
+        Ok(node) => node,
+        Err(e) => return fail(&e.to_string(), 1),
+    };
+    match node.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            fail(&e, 1)
+        }
+    }
+}
+
+fn fail(message: &str, code: u8) -> ExitCode {
+    eprintln!("raftd: {message}");
+    ExitCode::from(code)
+}
+
+fn required(matches: &getopts::Matches, name: &str) -> Result<String, String> {
+    matches.opt_str(name).ok_or_else(|| format!("--{name} is required"))
+}
+
+fn number<T: std::str::FromStr>(matches: &getopts::Matches, name: &str, default: T) -> Result<T, String> {
+    match matches.opt_str(name) {
+        None => Ok(default),
+        Some(text) => text.parse().map_err(|_| format!("--{name} needs a non-negative integer, got {text:?}")),
+    }
+}
+
+fn config_from(matches: &getopts::Matches) -> Result<NodeConfig, String> {
+    let id: u64 = required(matches, "id")?.parse().map_err(|_| "--id needs a positive integer".to_string())?;
+    let listen_text = required(matches, "listen")?;
+    let listen = listen_text.parse().map_err(|_| format!("--listen {listen_text:?} is not an IP:PORT address"))?;
+    let peers = parse_peers(&required(matches, "peers")?)?;
+    let data_dir = PathBuf::from(required(matches, "data-dir")?);
+    let segment_mib: u64 = number(matches, "segment-mib", 64)?;
+    if !(1..=1024).contains(&segment_mib) {
+        return Err(format!("--segment-mib must be between 1 and 1024, got {segment_mib}"));
+    }
+    let cfg = NodeConfig {
+        id,
+        cluster_id: number(matches, "cluster-id", 1)?,
+        listen,
+        peers,
+        data_dir,
+        tick: Duration::from_millis(number(matches, "tick-ms", 10)?),
+        heartbeat_ticks: number(matches, "heartbeat-ticks", 5)?,
+        election_ticks: number(matches, "election-ticks", 15)?,
+        snapshot_every: number(matches, "snapshot-every", 10_000)?,
+        segment_bytes: segment_mib << 20,
+    };
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn init_logging(matches: &getopts::Matches) -> Result<(), String> {
+    let level = match matches.opt_str("log-level").as_deref().unwrap_or("info") {
+        "error" => LevelFilter::Error,
+        "warn" => LevelFilter::Warn,
+        "info" => LevelFilter::Info,
+        "debug" => LevelFilter::Debug,
+        "trace" => LevelFilter::Trace,
+        other => return Err(format!("--log-level {other:?} is not one of error, warn, info, debug, trace")),
+    };
+    let config = ConfigBuilder::new().set_time_format_rfc3339().build();
+    let mut loggers: Vec<Box<dyn SharedLogger>> =
+        vec![TermLogger::new(level, config.clone(), TerminalMode::Stderr, ColorChoice::Never)];
+    if let Some(path) = matches.opt_str("log-file") {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| format!("cannot open --log-file {path}: {e}"))?;
+        loggers.push(WriteLogger::new(level, config, file));
+    }
+    CombinedLogger::init(loggers).map_err(|e| format!("cannot start logging: {e}"))
+}
