@@ -6,3 +6,4 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 
 pub mod raft;
+pub mod storage;

@@ -19,11 +19,21 @@ pub struct Message {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MessageBody {
     /// Dissertation §9.6: "would you vote for me in `term`?" Grants change no state.
-    PreVote { last_log_index: Index, last_log_term: Term },
-    PreVoteResponse { granted: bool },
+    PreVote {
+        last_log_index: Index,
+        last_log_term: Term,
+    },
+    PreVoteResponse {
+        granted: bool,
+    },
     /// Paper §5.2 RequestVote.
-    RequestVote { last_log_index: Index, last_log_term: Term },
-    RequestVoteResponse { granted: bool },
+    RequestVote {
+        last_log_index: Index,
+        last_log_term: Term,
+    },
+    RequestVoteResponse {
+        granted: bool,
+    },
     /// Paper §5.3 AppendEntries, batched: `entries` may be empty (a probe).
     AppendEntries {
         prev_log_index: Index,
@@ -44,11 +54,18 @@ pub enum MessageBody {
     /// Leader liveness and commit propagation. `commit` is at most what the follower is known to
     /// match, so a follower can always apply it. `read_seq` is the ReadIndex round this heartbeat
     /// confirms (0 when none).
-    Heartbeat { commit: Index, read_seq: u64 },
-    HeartbeatResponse { read_seq: u64 },
+    Heartbeat {
+        commit: Index,
+        read_seq: u64,
+    },
+    HeartbeatResponse {
+        read_seq: u64,
+    },
     /// A whole snapshot. The transport may stream `snapshot.data` in chunks and hand the core the
     /// reassembled message; the core never sees a partial snapshot.
-    InstallSnapshot { snapshot: Snapshot },
+    InstallSnapshot {
+        snapshot: Snapshot,
+    },
 }
 
 impl MessageBody {
