@@ -69,13 +69,8 @@ pub fn list_segments(dir: &Path) -> Result<(Vec<SegmentFile>, Vec<PathBuf>), Sto
                 next_path: w[1].path.clone(),
             });
         }
-        if w[1].first_index < w[0].first_index {
-            return Err(StorageError::corrupt(
-                &w[1].path,
-                0,
-                "first index in the file name is below the previous segment's",
-            ));
-        }
+        // first_index may go down: a Truncate record can move the log end back before the
+        // next rotation.
     }
     temps.sort();
     Ok((segments, temps))

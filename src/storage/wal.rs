@@ -444,6 +444,13 @@ impl Wal {
         self.segments.iter().all(|s| s.synced_pos == s.write_pos)
     }
 
+    /// The newest segment and the offset up to which it is durable; a power failure can only
+    /// lose bytes after it (older segments are fully durable).
+    pub fn durable_tail(&self) -> (PathBuf, u64) {
+        let seg = self.current();
+        (seg.path.clone(), seg.synced_pos as u64)
+    }
+
     /// Paths of the segment files, oldest first.
     pub fn segment_paths(&self) -> Vec<PathBuf> {
         self.segments.iter().map(|s| s.path.clone()).collect()
