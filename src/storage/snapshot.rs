@@ -301,6 +301,8 @@ pub struct SnapshotWriter {
     written: u64,
     /// Some in image mode: the running CRC and image length; None in raw mode.
     image: Option<(crc32fast::Hasher, u64)>,
+    /// Set once the file was renamed into place; until then Drop removes the temporary file.
+    installed: bool,
 }
 
 impl SnapshotWriter {
@@ -320,6 +322,7 @@ impl SnapshotWriter {
             out: Some(BufWriter::with_capacity(READ_BUF_BYTES, file)),
             written: 0,
             image: None,
+            installed: false,
         };
         if let Some(meta) = meta {
             let header = encode_header(meta)?;
@@ -386,6 +389,7 @@ impl SnapshotWriter {
         let mut info = verify_file(&self.tmp, None)?;
         let path = self.dir.join(snapshot_name(info.meta.index, info.meta.term));
         fs::rename(&self.tmp, &path).map_err(|e| StorageError::io("rename snapshot", &path, e))?;
+        self.installed = true;
         sync_dir(&self.dir)?;
         info.path = path;
         let store = SnapshotStore { dir: self.dir.clone() };
@@ -396,8 +400,9 @@ impl SnapshotWriter {
 
 impl Drop for SnapshotWriter {
     fn drop(&mut self) {
-        if self.out.is_some() {
-            // Unfinished: best effort cleanup; a crash leaves the file, which open() removes.
+        if !self.installed {
+            // Unfinished or failed: best effort cleanup; a crash leaves the file, which
+            // SnapshotStore::open removes.
             self.out = None;
             let _ = fs::remove_file(&self.tmp);
         }
