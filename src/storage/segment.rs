@@ -47,6 +47,13 @@ pub struct SegmentFile {
 /// Lists segment files (sorted by seq) and leftover temporary files of `dir`. Checks that the
 /// sequence numbers are consecutive: a missing middle segment is a hard error.
 pub fn list_segments(dir: &Path) -> Result<(Vec<SegmentFile>, Vec<PathBuf>), StorageError> {
+    let (segments, temps) = find_segment_files(dir)?;
+    check_consecutive(dir, &segments)?;
+    Ok((segments, temps))
+}
+
+/// Lists segment files (sorted by seq) and temporary files without judging the sequence.
+pub fn find_segment_files(dir: &Path) -> Result<(Vec<SegmentFile>, Vec<PathBuf>), StorageError> {
     let mut segments = Vec::new();
     let mut temps = Vec::new();
     let rd = fs::read_dir(dir).map_err(|e| StorageError::io("read directory", dir, e))?;
@@ -61,6 +68,13 @@ pub fn list_segments(dir: &Path) -> Result<(Vec<SegmentFile>, Vec<PathBuf>), Sto
         }
     }
     segments.sort_by_key(|s| s.seq);
+    temps.sort();
+    Ok((segments, temps))
+}
+
+/// Checks that segment sequence numbers are consecutive. `first_index` may go down from one
+/// segment to the next: a Truncate record can move the log end back before a rotation.
+pub fn check_consecutive(dir: &Path, segments: &[SegmentFile]) -> Result<(), StorageError> {
     for w in segments.windows(2) {
         if w[1].seq != w[0].seq + 1 {
             return Err(StorageError::MissingSegment {
@@ -69,11 +83,8 @@ pub fn list_segments(dir: &Path) -> Result<(Vec<SegmentFile>, Vec<PathBuf>), Sto
                 next_path: w[1].path.clone(),
             });
         }
-        // first_index may go down: a Truncate record can move the log end back before the
-        // next rotation.
     }
-    temps.sort();
-    Ok((segments, temps))
+    Ok(())
 }
 
 /// Fsyncs a directory so that renames and deletions in it are durable.
