@@ -73,6 +73,8 @@ fn an_interrupted_write_leaves_the_previous_snapshot_in_use() {
     assert_eq!(store.latest().expect("latest"), Some(old));
 }
 
+type Damage = Box<dyn Fn(&mut Vec<u8>)>;
+
 #[test]
 fn a_corrupt_or_truncated_snapshot_is_an_error_naming_the_file() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -80,7 +82,7 @@ fn a_corrupt_or_truncated_snapshot_is_an_error_naming_the_file() {
     let info = store.save(&snap(10, 1, 10_000)).expect("save");
     let good = fs::read(&info.path).expect("read");
     let name = info.path.file_name().and_then(|n| n.to_str()).expect("name").to_string();
-    let damage: [(&str, Box<dyn Fn(&mut Vec<u8>)>); 4] = [
+    let damage: [(&str, Damage); 4] = [
         ("bit flip in the image", Box::new(|b: &mut Vec<u8>| b[5000] ^= 4)),
         ("bit flip in the header", Box::new(|b: &mut Vec<u8>| b[17] ^= 1)),
         ("truncated", Box::new(|b: &mut Vec<u8>| b.truncate(b.len() - 100))),

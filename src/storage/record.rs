@@ -268,7 +268,7 @@ pub struct Decoded<'a> {
 
 /// Decodes and fully validates the record starting at `buf[off..]`.
 pub fn decode(buf: &[u8], off: usize) -> Result<Decoded<'_>, DecodeError> {
-    debug_assert!(off % RECORD_ALIGN == 0);
+    debug_assert!(off.is_multiple_of(RECORD_ALIGN));
     let available = buf.len().saturating_sub(off);
     if available < HEADER_LEN {
         if buf[off.min(buf.len())..].iter().all(|&b| b == 0) {

@@ -86,7 +86,7 @@ impl Wal {
     pub fn open(dir: &Path, opts: WalOptions) -> Result<(Wal, RecoveryReport), StorageError> {
         let bytes = opts.segment_bytes;
         if !(segment::SEGMENT_BYTES_MIN..=segment::SEGMENT_BYTES_MAX).contains(&bytes)
-            || bytes % record::RECORD_ALIGN as u64 != 0
+            || !bytes.is_multiple_of(record::RECORD_ALIGN as u64)
         {
             return Err(StorageError::Invalid(format!(
                 "segment_bytes {bytes} must be a multiple of 8 in [{}, {}]",
