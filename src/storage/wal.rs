@@ -95,7 +95,12 @@ impl Wal {
             )));
         }
         let started = Instant::now();
-        fs::create_dir_all(dir).map_err(|e| StorageError::io("create directory", dir, e))?;
+        if !dir.is_dir() {
+            fs::create_dir_all(dir).map_err(|e| StorageError::io("create directory", dir, e))?;
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                segment::sync_dir(parent)?;
+            }
+        }
         let lock = lock_dir(dir)?;
         let (files, temps) = segment::list_segments(dir)?;
         let mut report = RecoveryReport::default();
@@ -348,7 +353,6 @@ impl Wal {
             Some(s) => s.seq,
             None => self.current().seq,
         };
-        let mut removed = 0;
         while self.segments.len() > 1 && self.segments[0].seq < keep_seq {
             let Some(seg) = self.segments.pop_front() else {
                 break;
@@ -356,9 +360,8 @@ impl Wal {
             let path = seg.path.clone();
             drop(seg);
             fs::remove_file(&path).map_err(|e| StorageError::io("remove segment", &path, e))?;
-            removed += 1;
-        }
-        if removed > 0 {
+            // One directory sync per deletion: unlinks must reach the disk oldest first, or a
+            // power failure could leave a gap in the sequence (a hard error on open).
             segment::sync_dir(&self.dir)?;
         }
         Ok(())
