@@ -30,7 +30,10 @@ pub enum ConnKind {
     /// An accepted connection from a peer: we read its messages here.
     InboundPeer(NodeId),
     /// Our own dial to a peer: we send our messages here. `ready` once `HelloOk` arrived.
-    OutboundPeer { peer: NodeId, ready: bool },
+    OutboundPeer {
+        peer: NodeId,
+        ready: bool,
+    },
 }
 
 pub struct Connection {

@@ -12,7 +12,7 @@
 //! connection (`CLIENT_REQUESTS_IN_FLIGHT_MAX`) and per node (`WRITES_WAITING_MAX`,
 //! `READS_WAITING_MAX`); connections (`CONNECTIONS_MAX`).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,14 +29,13 @@ use super::storage_thread::{IoDone, IoJob, StorageThread};
 use crate::kv::{ApplyResult, KvStore};
 use crate::raft::rng::Rng;
 use crate::raft::{
-    ConfState, Entry, EntryKind, Index, Message, MessageBody, NodeId, ProposeError, Raft, RaftConfig, Ready,
-    Restored, Role, Snapshot, SnapshotMeta,
+    ConfState, Entry, EntryKind, Index, Message, MessageBody, NodeId, ProposeError, Raft, RaftConfig, Ready, Restored,
+    Role, Snapshot, SnapshotMeta,
 };
 use crate::storage::{SnapshotStore, Wal, WalOptions};
 use crate::wire::{
-    check_hello, snapshot_chunks, ClientReply, ClientRequest, ErrorCode, ErrorReply, Frame, FrameBody, Hello,
-    HelloOk, NodeRole, PeerStatus, ReadConsistency, SnapshotAssembler, StatusReport, PROTOCOL_VERSION,
-    SNAPSHOT_CHUNK_BYTES,
+    check_hello, snapshot_chunks, ClientReply, ClientRequest, ErrorCode, ErrorReply, Frame, FrameBody, Hello, HelloOk,
+    NodeRole, PeerStatus, ReadConsistency, SnapshotAssembler, StatusReport, PROTOCOL_VERSION, SNAPSHOT_CHUNK_BYTES,
 };
 
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -141,16 +140,17 @@ impl Node {
             .latest()
             .map_err(|e| StartError(format!("cannot load the latest snapshot in {}: {e}", snap_dir.display())))?;
         let wal_opts = WalOptions { segment_bytes: cfg.segment_bytes, ..WalOptions::default() };
-        let (wal, report) =
-            Wal::open(&wal_dir, wal_opts).map_err(|e| StartError(format!("cannot open the log in {}: {e}", wal_dir.display())))?;
+        let (wal, report) = Wal::open(&wal_dir, wal_opts)
+            .map_err(|e| StartError(format!("cannot open the log in {}: {e}", wal_dir.display())))?;
         if report.bytes_truncated > 0 {
             warn!("log recovery dropped a torn tail of {} bytes at {:?}", report.bytes_truncated, report.truncated_at);
         }
         info!("log recovered: {} entries in {} segments in {:?}", report.entries, report.segments, report.elapsed);
         let restored = restore_state(&wal, snapshot)?;
         let kv = match &restored.snapshot {
-            Some(s) => KvStore::restore(&s.data)
-                .map_err(|e| StartError(format!("snapshot at index {} in {} is unusable: {e}", s.meta.index, snap_dir.display())))?,
+            Some(s) => KvStore::restore(&s.data).map_err(|e| {
+                StartError(format!("snapshot at index {} in {} is unusable: {e}", s.meta.index, snap_dir.display()))
+            })?,
             None => KvStore::new(),
         };
         let snapshot_meta = restored.snapshot.as_ref().map(|s| s.meta.clone()).unwrap_or_default();
@@ -161,12 +161,13 @@ impl Node {
         let raft = Raft::new(raft_cfg, restored).map_err(|e| StartError(format!("inconsistent durable state: {e}")))?;
 
         let poll = Poll::new().map_err(|e| StartError(format!("cannot create the event loop: {e}")))?;
-        let mut listener = TcpListener::bind(cfg.listen)
-            .map_err(|e| StartError(format!("cannot listen on {}: {e}", cfg.listen)))?;
+        let mut listener =
+            TcpListener::bind(cfg.listen).map_err(|e| StartError(format!("cannot listen on {}: {e}", cfg.listen)))?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)
             .map_err(|e| StartError(format!("cannot register the listener: {e}")))?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(|e| StartError(format!("cannot create waker: {e}")))?);
+        let waker =
+            Arc::new(Waker::new(poll.registry(), WAKER).map_err(|e| StartError(format!("cannot create waker: {e}")))?);
         let storage = StorageThread::spawn(wal, snapshots, cfg.segment_bytes, waker)
             .map_err(|e| StartError(format!("cannot start the storage thread: {e}")))?;
         let now = Instant::now();
@@ -175,8 +176,12 @@ impl Node {
             .keys()
             .filter(|&&id| id != cfg.id)
             .map(|&id| {
-                let link =
-                    PeerLink { token: None, backoff: BACKOFF_MIN, next_attempt: now, assembler: SnapshotAssembler::new() };
+                let link = PeerLink {
+                    token: None,
+                    backoff: BACKOFF_MIN,
+                    next_attempt: now,
+                    assembler: SnapshotAssembler::new(),
+                };
                 (id, link)
             })
             .collect();
@@ -216,8 +221,11 @@ impl Node {
     pub fn run(mut self) -> Result<(), String> {
         let mut events = Events::with_capacity(1024);
         loop {
-            let timeout =
-                if self.read_again.is_empty() { self.next_tick.saturating_duration_since(Instant::now()) } else { Duration::ZERO };
+            let timeout = if self.read_again.is_empty() {
+                self.next_tick.saturating_duration_since(Instant::now())
+            } else {
+                Duration::ZERO
+            };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     return Err(format!("event loop poll failed: {e}"));
@@ -270,7 +278,9 @@ impl Node {
     fn add_connection(&mut self, mut stream: TcpStream, kind: ConnKind, queue_max: usize) -> Option<usize> {
         let entry = self.conns.vacant_entry();
         let token = entry.key();
-        if let Err(e) = self.poll.registry().register(&mut stream, Token(token), Interest::READABLE | Interest::WRITABLE) {
+        if let Err(e) =
+            self.poll.registry().register(&mut stream, Token(token), Interest::READABLE | Interest::WRITABLE)
+        {
             warn!("cannot register connection: {e}");
             return None;
         }
@@ -457,7 +467,8 @@ impl Node {
             }
         };
         let _ = stream.set_nodelay(true);
-        let Some(token) = self.add_connection(stream, ConnKind::OutboundPeer { peer, ready: false }, PEER_QUEUE_BYTES_MAX)
+        let Some(token) =
+            self.add_connection(stream, ConnKind::OutboundPeer { peer, ready: false }, PEER_QUEUE_BYTES_MAX)
         else {
             return;
         };
@@ -467,7 +478,8 @@ impl Node {
             node_id: self.cfg.id,
             protocol_version: PROTOCOL_VERSION,
         };
-        if let (Some(conn), Ok(bytes)) = (self.conns.get_mut(token), Frame::new(0, FrameBody::Hello(hello)).to_bytes()) {
+        if let (Some(conn), Ok(bytes)) = (self.conns.get_mut(token), Frame::new(0, FrameBody::Hello(hello)).to_bytes())
+        {
             conn.connecting = true;
             conn.queue(bytes);
         }
@@ -491,7 +503,8 @@ impl Node {
             (ConnKind::InboundPeer(peer), FrameBody::Peer(message)) => self.on_peer_message(token, peer, message),
             (ConnKind::InboundPeer(peer), FrameBody::SnapshotChunk(chunk)) => {
                 if chunk.from != peer || chunk.to != self.cfg.id {
-                    let text = format!("snapshot chunk from {} to {} on node {peer}'s connection", chunk.from, chunk.to);
+                    let text =
+                        format!("snapshot chunk from {} to {} on node {peer}'s connection", chunk.from, chunk.to);
                     return self.refuse(token, 0, ErrorReply::new(ErrorCode::UnexpectedMessage, text));
                 }
                 let assembled = match self.peers.get_mut(&peer) {
@@ -504,7 +517,9 @@ impl Node {
                     Err(e) => self.refuse(token, 0, ErrorReply::from_wire_error(&e)),
                 }
             }
-            (ConnKind::OutboundPeer { peer, ready: false }, FrameBody::HelloOk(ok)) => self.on_hello_ok(token, peer, ok),
+            (ConnKind::OutboundPeer { peer, ready: false }, FrameBody::HelloOk(ok)) => {
+                self.on_hello_ok(token, peer, ok)
+            }
             (ConnKind::OutboundPeer { peer, .. }, FrameBody::Error(e)) => {
                 warn!("peer {peer} refused our connection: {} {}", e.code.to_u16(), e.message);
                 self.close(token);
@@ -542,7 +557,12 @@ impl Node {
 
     fn on_hello_ok(&mut self, token: usize, peer: NodeId, ok: HelloOk) {
         if ok.node_id != peer || ok.cluster_id != self.cfg.cluster_id {
-            warn!("peer {peer} at {:?} answered as node {} of cluster {}", self.cfg.peers.get(&peer), ok.node_id, ok.cluster_id);
+            warn!(
+                "peer {peer} at {:?} answered as node {} of cluster {}",
+                self.cfg.peers.get(&peer),
+                ok.node_id,
+                ok.cluster_id
+            );
             self.close(token);
             return;
         }
@@ -637,7 +657,12 @@ impl Node {
             }
             ClientRequest::Write(command) => {
                 if self.writes_waiting.len() >= WRITES_WAITING_MAX {
-                    return self.reply_error(waiter, ErrorCode::Overloaded, "too many writes waiting to commit".into(), false);
+                    return self.reply_error(
+                        waiter,
+                        ErrorCode::Overloaded,
+                        "too many writes waiting to commit".into(),
+                        false,
+                    );
                 }
                 match self.raft.propose(Bytes::from(command.to_bytes())) {
                     Ok(index) => {
@@ -671,7 +696,11 @@ impl Node {
 
     fn reply_not_leader(&mut self, waiter: Waiter) {
         let leader_id = self.raft.leader();
-        let leader_addr = if leader_id == self.cfg.id { String::new() } else { self.cfg.peers.get(&leader_id).cloned().unwrap_or_default() };
+        let leader_addr = if leader_id == self.cfg.id {
+            String::new()
+        } else {
+            self.cfg.peers.get(&leader_id).cloned().unwrap_or_default()
+        };
         let leader_id = if leader_addr.is_empty() { 0 } else { leader_id };
         self.reply(waiter, FrameBody::Reply(ClientReply::NotLeader { leader_id, leader_addr }));
     }
@@ -696,7 +725,9 @@ impl Node {
         for read in batch {
             match reason {
                 ProposeError::NotLeader { .. } => self.reply_not_leader(read.waiter),
-                ProposeError::Busy => self.reply_error(read.waiter, ErrorCode::Overloaded, "too many reads".into(), false),
+                ProposeError::Busy => {
+                    self.reply_error(read.waiter, ErrorCode::Overloaded, "too many reads".into(), false)
+                }
             }
         }
     }
@@ -794,7 +825,10 @@ impl Node {
                 IoDone::Compacted { snapshot, log_bytes } => {
                     self.log_bytes = log_bytes;
                     self.compaction_in_flight = false;
-                    info!("snapshot at index {} (term {}) saved; log compacted", snapshot.meta.index, snapshot.meta.term);
+                    info!(
+                        "snapshot at index {} (term {}) saved; log compacted",
+                        snapshot.meta.index, snapshot.meta.term
+                    );
                     self.snapshot_meta = snapshot.meta.clone();
                     if let Err(e) = self.raft.compact(snapshot) {
                         warn!("core refused compaction: {e}");
@@ -815,7 +849,12 @@ impl Node {
             // session seq, which is safe.
             let waiting = std::mem::take(&mut self.writes_waiting);
             for (_, w) in waiting {
-                self.reply_error(w.waiter, ErrorCode::OutcomeUnknown, "leadership lost before the write committed".into(), false);
+                self.reply_error(
+                    w.waiter,
+                    ErrorCode::OutcomeUnknown,
+                    "leadership lost before the write committed".into(),
+                    false,
+                );
             }
             let batch = std::mem::take(&mut self.reads_batch);
             self.fail_reads(batch, ProposeError::NotLeader { leader: ready.leader });
@@ -863,14 +902,18 @@ impl Node {
                 self.kv.apply_noop(entry.index).map_err(|e| format!("apply {}: {e}", entry.index))?;
                 None
             }
-            EntryKind::Normal => Some(self.kv.apply(entry.index, &entry.data).map_err(|e| format!("apply {}: {e}", entry.index))?),
+            EntryKind::Normal => {
+                Some(self.kv.apply(entry.index, &entry.data).map_err(|e| format!("apply {}: {e}", entry.index))?)
+            }
         };
         let Some(waiter) = self.writes_waiting.remove(&entry.index) else { return Ok(()) };
         let body = match result {
             _ if waiter.term != entry.term => {
                 FrameBody::Error(ErrorReply::new(ErrorCode::OutcomeUnknown, "another leader's entry took this index"))
             }
-            Some(ApplyResult::Applied(r)) | Some(ApplyResult::Duplicate(r)) => FrameBody::Reply(ClientReply::from_write_result(&r)),
+            Some(ApplyResult::Applied(r)) | Some(ApplyResult::Duplicate(r)) => {
+                FrameBody::Reply(ClientReply::from_write_result(&r))
+            }
             Some(ApplyResult::SessionExpired { client_id, seq }) => FrameBody::Error(ErrorReply::new(
                 ErrorCode::SessionExpired,
                 format!("client {client_id} has no session for seq {seq}; start a new session"),
@@ -879,7 +922,9 @@ impl Node {
                 ErrorCode::StaleSequence,
                 format!("client {client_id} seq {seq} is below its last applied seq {last_seq}"),
             )),
-            Some(ApplyResult::Rejected(e)) => FrameBody::Error(ErrorReply::new(ErrorCode::Internal, format!("command rejected: {e}"))),
+            Some(ApplyResult::Rejected(e)) => {
+                FrameBody::Error(ErrorReply::new(ErrorCode::Internal, format!("command rejected: {e}")))
+            }
             None => FrameBody::Error(ErrorReply::new(ErrorCode::Internal, "a no-op took this write's index")),
         };
         self.reply(waiter.waiter, body);

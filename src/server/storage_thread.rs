@@ -95,7 +95,12 @@ struct Worker {
 }
 
 impl Worker {
-    fn persist(&mut self, snapshot: Option<&Snapshot>, entries: &[Entry], hard_state: Option<HardState>) -> Result<(), StorageError> {
+    fn persist(
+        &mut self,
+        snapshot: Option<&Snapshot>,
+        entries: &[Entry],
+        hard_state: Option<HardState>,
+    ) -> Result<(), StorageError> {
         if let Some(snapshot) = snapshot {
             // The snapshot file is durable (renamed, directory synced) before the log forgets
             // anything under it.

@@ -16,7 +16,12 @@ fn main() -> ExitCode {
     opts.optopt("", "listen", "address to serve peers and clients on", "HOST:PORT");
     opts.optopt("", "peers", "every member, this node included", "1=HOST:PORT,2=HOST:PORT,...");
     opts.optopt("", "data-dir", "directory for the log and snapshots (created if missing)", "DIR");
-    opts.optopt("", "cluster-id", "cluster identity; peers and clients of another cluster are refused (default 1)", "N");
+    opts.optopt(
+        "",
+        "cluster-id",
+        "cluster identity; peers and clients of another cluster are refused (default 1)",
+        "N",
+    );
     opts.optopt("", "tick-ms", "length of one logical tick in milliseconds (default 10)", "MS");
     opts.optopt("", "heartbeat-ticks", "leader heartbeat interval in ticks (default 5 = 50 ms)", "N");
     opts.optopt("", "election-ticks", "base election timeout in ticks, randomized up to twice that (default 15)", "N");

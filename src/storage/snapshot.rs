@@ -1,0 +1,452 @@
+//! Snapshot files: a state-machine image with its last included index and term and the cluster
+//! configuration, protected by a CRC, installed atomically.
+//!
+//! Layout (little-endian):
+//!
+//! ```text
+//! offset      size  field
+//! 0           8     magic b"MRSNAP01"
+//! 8           4     version u32 = 1
+//! 12          4     voter_count u32 (n <= VOTERS_MAX)
+//! 16          8     last included index
+//! 24          8     last included term
+//! 32          8n    voter ids, u64 each
+//! 32+8n       d     image (opaque state-machine bytes)
+//! end-16      8     d, the image length (must match the file size)
+//! end-8       4     CRC-32 over bytes [0, end-4)
+//! end-4       4     end magic b"MRSE"
+//! ```
+//!
+//! Files are named `snap-{index:020}-{term:020}.snap`. Guarantees:
+//! - A snapshot file appears only complete: it is written under a `.tmp` name, fsynced, read back
+//!   and verified, renamed, and the directory fsynced. Leftover `.tmp` files are ignored (and
+//!   removed by `SnapshotStore::open`), so an interrupted write leaves the previous snapshot in use.
+//! - Loading checks the size and CRC; any mismatch is an error naming the file.
+//! - After an install only the newest `KEEP_SNAPSHOTS` snapshots are kept.
+//! - The transport moves a snapshot as raw file bytes: `SnapshotReader::read_chunk` on the sender,
+//!   `SnapshotWriter::write_chunk` + `finish` (verify and install) on the receiver.
+
+use super::error::StorageError;
+use super::segment::sync_dir;
+use crate::raft::types::{ConfState, Snapshot, SnapshotMeta};
+use byteorder::{ByteOrder, LittleEndian as LE};
+use bytes::Bytes;
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+const MAGIC: &[u8; 8] = b"MRSNAP01";
+const END_MAGIC: &[u8; 4] = b"MRSE";
+const VERSION: u32 = 1;
+const FIXED_HEADER_LEN: u64 = 32;
+const TRAILER_LEN: u64 = 16;
+/// Most voters a snapshot header may list (bounds what a corrupt header can make us allocate).
+pub const VOTERS_MAX: u32 = 4096;
+/// Snapshots kept after an install.
+pub const KEEP_SNAPSHOTS: usize = 2;
+const SUFFIX: &str = ".snap";
+const TEMP_SUFFIX: &str = ".snap.tmp";
+const READ_BUF_BYTES: usize = 256 << 10;
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// File name of the snapshot at (index, term).
+pub fn snapshot_name(index: u64, term: u64) -> String {
+    format!("snap-{index:020}-{term:020}{SUFFIX}")
+}
+
+fn parse_snapshot_name(name: &str) -> Option<(u64, u64)> {
+    let stem = name.strip_prefix("snap-")?.strip_suffix(SUFFIX)?;
+    let (a, b) = stem.split_once('-')?;
+    if a.len() != 20 || b.len() != 20 {
+        return None;
+    }
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
+
+/// A snapshot file that was checked: metadata, size and CRC.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    pub path: PathBuf,
+    pub meta: SnapshotMeta,
+    pub size_bytes: u64,
+    pub image_bytes: u64,
+    pub crc: u32,
+}
+
+/// A snapshot file found by name (not yet verified).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotFile {
+    pub index: u64,
+    pub term: u64,
+    pub path: PathBuf,
+}
+
+/// Lists snapshot files (oldest first) and leftover temporary files of `dir`.
+pub fn list_snapshots(dir: &Path) -> Result<(Vec<SnapshotFile>, Vec<PathBuf>), StorageError> {
+    let mut snaps = Vec::new();
+    let mut temps = Vec::new();
+    let rd = fs::read_dir(dir).map_err(|e| StorageError::io("read directory", dir, e))?;
+    for ent in rd {
+        let ent = ent.map_err(|e| StorageError::io("read directory", dir, e))?;
+        let name = ent.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.ends_with(TEMP_SUFFIX) {
+            temps.push(ent.path());
+        } else if let Some((index, term)) = parse_snapshot_name(name) {
+            snaps.push(SnapshotFile { index, term, path: ent.path() });
+        }
+    }
+    snaps.sort_by_key(|s| (s.index, s.term));
+    temps.sort();
+    Ok((snaps, temps))
+}
+
+fn encode_header(meta: &SnapshotMeta) -> Result<Vec<u8>, StorageError> {
+    let n = meta.conf.voters.len();
+    if n > VOTERS_MAX as usize {
+        return Err(StorageError::Invalid(format!("{n} voters exceed {VOTERS_MAX}")));
+    }
+    let mut h = vec![0u8; FIXED_HEADER_LEN as usize + 8 * n];
+    h[0..8].copy_from_slice(MAGIC);
+    LE::write_u32(&mut h[8..12], VERSION);
+    LE::write_u32(&mut h[12..16], n as u32);
+    LE::write_u64(&mut h[16..24], meta.index);
+    LE::write_u64(&mut h[24..32], meta.term);
+    for (i, v) in meta.conf.voters.iter().enumerate() {
+        let at = FIXED_HEADER_LEN as usize + 8 * i;
+        LE::write_u64(&mut h[at..at + 8], *v);
+    }
+    Ok(h)
+}
+
+/// Reads and verifies a whole snapshot file in bounded chunks. If `image` is given, the image
+/// bytes are also collected into it.
+fn verify_file(path: &Path, mut image: Option<&mut Vec<u8>>) -> Result<SnapshotInfo, StorageError> {
+    let mut f = File::open(path).map_err(|e| StorageError::io("open snapshot", path, e))?;
+    let size = f.metadata().map_err(|e| StorageError::io("stat snapshot", path, e))?.len();
+    let bad = |off: u64, why: String| StorageError::corrupt(path, off, why);
+    if size < FIXED_HEADER_LEN + TRAILER_LEN {
+        return Err(bad(0, format!("snapshot is truncated: only {size} bytes")));
+    }
+    let mut fixed = [0u8; FIXED_HEADER_LEN as usize];
+    f.read_exact(&mut fixed).map_err(|e| StorageError::io("read snapshot", path, e))?;
+    if &fixed[0..8] != MAGIC || LE::read_u32(&fixed[8..12]) != VERSION {
+        return Err(bad(0, "bad snapshot magic or version".to_string()));
+    }
+    let voters_n = LE::read_u32(&fixed[12..16]);
+    let header_len = FIXED_HEADER_LEN + 8 * voters_n as u64;
+    if voters_n > VOTERS_MAX || size < header_len + TRAILER_LEN {
+        return Err(bad(12, format!("voter count {voters_n} does not fit a {size}-byte file")));
+    }
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&fixed);
+    let mut voters_raw = vec![0u8; 8 * voters_n as usize];
+    f.read_exact(&mut voters_raw).map_err(|e| StorageError::io("read snapshot", path, e))?;
+    hasher.update(&voters_raw);
+    let image_bytes = size - header_len - TRAILER_LEN;
+    if let Some(img) = image.as_deref_mut() {
+        img.clear();
+        img.reserve(image_bytes as usize);
+    }
+    let mut buf = vec![0u8; READ_BUF_BYTES];
+    let mut left = image_bytes;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        f.read_exact(&mut buf[..n]).map_err(|e| StorageError::io("read snapshot", path, e))?;
+        hasher.update(&buf[..n]);
+        if let Some(img) = image.as_deref_mut() {
+            img.extend_from_slice(&buf[..n]);
+        }
+        left -= n as u64;
+    }
+    let mut trailer = [0u8; TRAILER_LEN as usize];
+    f.read_exact(&mut trailer).map_err(|e| StorageError::io("read snapshot", path, e))?;
+    hasher.update(&trailer[0..8]);
+    let trailer_at = size - TRAILER_LEN;
+    if &trailer[12..16] != END_MAGIC {
+        return Err(bad(trailer_at + 12, "bad end magic (truncated?)".to_string()));
+    }
+    let stated = LE::read_u64(&trailer[0..8]);
+    if stated != image_bytes {
+        let why = format!("image length {stated} but the file holds {image_bytes} (truncated?)");
+        return Err(bad(trailer_at, why));
+    }
+    let stored = LE::read_u32(&trailer[8..12]);
+    let computed = hasher.finalize();
+    if stored != computed {
+        let why = format!("crc mismatch (stored {stored:#010x}, computed {computed:#010x})");
+        return Err(bad(trailer_at + 8, why));
+    }
+    let voters = voters_raw.chunks_exact(8).map(LE::read_u64).collect();
+    Ok(SnapshotInfo {
+        path: path.to_path_buf(),
+        meta: SnapshotMeta {
+            index: LE::read_u64(&fixed[16..24]),
+            term: LE::read_u64(&fixed[24..32]),
+            conf: ConfState { voters },
+        },
+        size_bytes: size,
+        image_bytes,
+        crc: stored,
+    })
+}
+
+/// Verifies a snapshot file (size, CRC, and that its name matches its header).
+pub fn verify_snapshot_file(path: &Path) -> Result<SnapshotInfo, StorageError> {
+    let info = verify_file(path, None)?;
+    check_name(&info)?;
+    Ok(info)
+}
+
+fn check_name(info: &SnapshotInfo) -> Result<(), StorageError> {
+    let name = info.path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    if let Some((index, term)) = parse_snapshot_name(name) {
+        if (index, term) != (info.meta.index, info.meta.term) {
+            let why =
+                format!("file name says index {index} term {term}, header says {} {}", info.meta.index, info.meta.term);
+            return Err(StorageError::corrupt(&info.path, 16, why));
+        }
+    }
+    Ok(())
+}
+
+/// Loads and verifies a snapshot file completely into memory.
+pub fn load_snapshot(path: &Path) -> Result<Snapshot, StorageError> {
+    let mut image = Vec::new();
+    let info = verify_file(path, Some(&mut image))?;
+    check_name(&info)?;
+    Ok(Snapshot { meta: info.meta, data: Bytes::from(image) })
+}
+
+/// The snapshot directory.
+pub struct SnapshotStore {
+    dir: PathBuf,
+}
+
+impl SnapshotStore {
+    /// Opens `dir` (creating it) and removes leftovers of interrupted writes.
+    pub fn open(dir: &Path) -> Result<(SnapshotStore, Vec<PathBuf>), StorageError> {
+        fs::create_dir_all(dir).map_err(|e| StorageError::io("create directory", dir, e))?;
+        let (_, temps) = list_snapshots(dir)?;
+        for t in &temps {
+            log::warn!("removing interrupted snapshot write {}", t.display());
+            fs::remove_file(t).map_err(|e| StorageError::io("remove temp snapshot", t, e))?;
+        }
+        if !temps.is_empty() {
+            sync_dir(dir)?;
+        }
+        let store = SnapshotStore { dir: dir.to_path_buf() };
+        Ok((store, temps))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Snapshot files by name, oldest first.
+    pub fn list(&self) -> Result<Vec<SnapshotFile>, StorageError> {
+        Ok(list_snapshots(&self.dir)?.0)
+    }
+
+    /// Loads the newest snapshot. A damaged newest snapshot is an error naming the file (the
+    /// WAL may already be compacted to it, so an older one would leave a hole).
+    pub fn latest(&self) -> Result<Option<Snapshot>, StorageError> {
+        match self.list()?.last() {
+            None => Ok(None),
+            Some(f) => load_snapshot(&f.path).map(Some),
+        }
+    }
+
+    /// Writes `snap` durably and atomically, then prunes old snapshots.
+    pub fn save(&self, snap: &Snapshot) -> Result<SnapshotInfo, StorageError> {
+        let mut w = self.image_writer(&snap.meta)?;
+        for chunk in snap.data.chunks(READ_BUF_BYTES) {
+            w.write_image(chunk)?;
+        }
+        w.finish()
+    }
+
+    /// A writer that receives a snapshot file's raw bytes in chunks (from the transport).
+    pub fn writer(&self) -> Result<SnapshotWriter, StorageError> {
+        SnapshotWriter::create(&self.dir, None)
+    }
+
+    /// A writer that builds a snapshot from metadata and image chunks (from the state machine).
+    pub fn image_writer(&self, meta: &SnapshotMeta) -> Result<SnapshotWriter, StorageError> {
+        SnapshotWriter::create(&self.dir, Some(meta))
+    }
+
+    /// Deletes all but the newest `keep` snapshots.
+    pub fn prune(&self, keep: usize) -> Result<usize, StorageError> {
+        let files = self.list()?;
+        let excess = files.len().saturating_sub(keep);
+        for f in &files[..excess] {
+            fs::remove_file(&f.path).map_err(|e| StorageError::io("remove snapshot", &f.path, e))?;
+        }
+        if excess > 0 {
+            sync_dir(&self.dir)?;
+        }
+        Ok(excess)
+    }
+}
+
+/// Writes one snapshot under a temporary name; `finish` verifies and installs it. Dropping an
+/// unfinished writer removes the temporary file.
+pub struct SnapshotWriter {
+    dir: PathBuf,
+    tmp: PathBuf,
+    out: Option<BufWriter<File>>,
+    written: u64,
+    /// Some in image mode: the running CRC and image length; None in raw mode.
+    image: Option<(crc32fast::Hasher, u64)>,
+    /// Set once the file was renamed into place; until then Drop removes the temporary file.
+    installed: bool,
+}
+
+impl SnapshotWriter {
+    fn create(dir: &Path, meta: Option<&SnapshotMeta>) -> Result<SnapshotWriter, StorageError> {
+        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let tmp = dir.join(format!("snap-incoming-{}-{n}{TEMP_SUFFIX}", std::process::id()));
+        let file = OpenOptions::new()
+            .write(true)
+            .read(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(|e| StorageError::io("create snapshot", &tmp, e))?;
+        let mut w = SnapshotWriter {
+            dir: dir.to_path_buf(),
+            tmp,
+            out: Some(BufWriter::with_capacity(READ_BUF_BYTES, file)),
+            written: 0,
+            image: None,
+            installed: false,
+        };
+        if let Some(meta) = meta {
+            let header = encode_header(meta)?;
+            let mut hasher = crc32fast::Hasher::new();
+            hasher.update(&header);
+            w.put(&header)?;
+            w.image = Some((hasher, 0));
+        }
+        Ok(w)
+    }
+
+    fn put(&mut self, bytes: &[u8]) -> Result<(), StorageError> {
+        let out = self.out.as_mut().ok_or_else(finished)?;
+        out.write_all(bytes).map_err(|e| StorageError::io("write snapshot", &self.tmp, e))?;
+        self.written += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Raw mode: accepts the file's bytes at `offset`. Chunks must arrive in order; a chunk
+    /// entirely below the bytes already written is a retransmission and is ignored.
+    pub fn write_chunk(&mut self, offset: u64, chunk: &[u8]) -> Result<(), StorageError> {
+        if self.image.is_some() {
+            return Err(StorageError::Invalid("write_chunk on an image writer".into()));
+        }
+        if offset + chunk.len() as u64 <= self.written && !chunk.is_empty() {
+            return Ok(());
+        }
+        if offset != self.written {
+            return Err(StorageError::Invalid(format!("snapshot chunk at offset {offset}, expected {}", self.written)));
+        }
+        self.put(chunk)
+    }
+
+    /// Image mode: appends state-machine image bytes.
+    pub fn write_image(&mut self, chunk: &[u8]) -> Result<(), StorageError> {
+        let Some((hasher, len)) = self.image.as_mut() else {
+            return Err(StorageError::Invalid("write_image on a raw writer".into()));
+        };
+        hasher.update(chunk);
+        *len += chunk.len() as u64;
+        self.put(chunk)
+    }
+
+    /// Bytes written so far (the offset the next raw chunk must have).
+    pub fn bytes_written(&self) -> u64 {
+        self.written
+    }
+
+    /// Completes the file, fsyncs it, verifies it by reading it back, renames it into place,
+    /// fsyncs the directory and prunes old snapshots.
+    pub fn finish(mut self) -> Result<SnapshotInfo, StorageError> {
+        if let Some((mut hasher, len)) = self.image.take() {
+            let mut trailer = [0u8; TRAILER_LEN as usize];
+            LE::write_u64(&mut trailer[0..8], len);
+            hasher.update(&trailer[0..8]);
+            LE::write_u32(&mut trailer[8..12], hasher.finalize());
+            trailer[12..16].copy_from_slice(END_MAGIC);
+            self.put(&trailer)?;
+        }
+        let out = self.out.take().ok_or_else(finished)?;
+        let file = out.into_inner().map_err(|e| StorageError::io("flush snapshot", &self.tmp, e.into_error()))?;
+        file.sync_all().map_err(|e| StorageError::io("fsync snapshot", &self.tmp, e))?;
+        drop(file);
+        let mut info = verify_file(&self.tmp, None)?;
+        let path = self.dir.join(snapshot_name(info.meta.index, info.meta.term));
+        fs::rename(&self.tmp, &path).map_err(|e| StorageError::io("rename snapshot", &path, e))?;
+        self.installed = true;
+        sync_dir(&self.dir)?;
+        info.path = path;
+        let store = SnapshotStore { dir: self.dir.clone() };
+        store.prune(KEEP_SNAPSHOTS)?;
+        Ok(info)
+    }
+}
+
+impl Drop for SnapshotWriter {
+    fn drop(&mut self) {
+        if !self.installed {
+            // Unfinished or failed: best effort cleanup; a crash leaves the file, which
+            // SnapshotStore::open removes.
+            self.out = None;
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+fn finished() -> StorageError {
+    StorageError::Invalid("snapshot writer already finished".into())
+}
+
+/// Reads a verified snapshot file in chunks for the transport.
+pub struct SnapshotReader {
+    info: SnapshotInfo,
+    file: File,
+}
+
+impl SnapshotReader {
+    /// Opens and verifies `path` (a damaged file is an error naming it).
+    pub fn open(path: &Path) -> Result<SnapshotReader, StorageError> {
+        let info = verify_snapshot_file(path)?;
+        let file = File::open(path).map_err(|e| StorageError::io("open snapshot", path, e))?;
+        Ok(SnapshotReader { info, file })
+    }
+
+    pub fn info(&self) -> &SnapshotInfo {
+        &self.info
+    }
+
+    /// Total bytes of the file (what the receiver's `bytes_written` reaches).
+    pub fn len(&self) -> u64 {
+        self.info.size_bytes
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.info.size_bytes == 0
+    }
+
+    /// Up to `max_bytes` raw bytes starting at `offset`; empty at the end of the file.
+    pub fn read_chunk(&mut self, offset: u64, max_bytes: usize) -> Result<Vec<u8>, StorageError> {
+        let n = self.info.size_bytes.saturating_sub(offset).min(max_bytes as u64) as usize;
+        let mut buf = vec![0u8; n];
+        let path = &self.info.path;
+        self.file.seek(SeekFrom::Start(offset)).map_err(|e| StorageError::io("seek snapshot", path, e))?;
+        self.file.read_exact(&mut buf).map_err(|e| StorageError::io("read snapshot", path, e))?;
+        Ok(buf)
+    }
+}

@@ -1,0 +1,188 @@
+//! `raft-dump`: listing, records, JSON, and `--verify` on healthy and damaged directories. The
+//! tool must never modify the directory, and must work while a node holds it open.
+
+mod storage_support;
+
+use mini_raft::raft::types::{ConfState, HardState, Snapshot, SnapshotMeta};
+use mini_raft::storage::record;
+use mini_raft::storage::{SnapshotStore, Wal};
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Output};
+use storage_support::{entries, entry, opts, segment_files};
+
+const SEG: u64 = 4096;
+
+fn dump(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_raft-dump")).args(args).arg(dir).output().expect("run raft-dump")
+}
+
+fn text(o: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+/// A healthy directory: several segments, a compaction, two snapshots; the WAL stays open
+/// (lock held) when `keep_open`.
+fn healthy(dir: &Path) -> Wal {
+    let (mut wal, _) = Wal::open(dir, opts(SEG)).expect("open");
+    wal.append(&entries(1, 120, 1, 60)).expect("append");
+    wal.append(&[entry(121, 2, b"say \"hi\"\n\\ \x01\xff")]).expect("append");
+    wal.set_hard_state(HardState { term: 2, vote: 1, commit: 100 }).expect("hs");
+    wal.sync().expect("sync");
+    let (store, _) = SnapshotStore::open(dir).expect("snapshots");
+    for i in [10, 20] {
+        let meta = SnapshotMeta { index: i, term: 1, conf: ConfState { voters: vec![1, 2] } };
+        store.save(&Snapshot { meta, data: vec![9u8; 500].into() }).expect("save");
+    }
+    wal.compact(20, 1).expect("compact");
+    wal
+}
+
+#[test]
+fn healthy_directory_lists_and_verifies_while_a_node_holds_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _wal = healthy(dir.path());
+    let o = dump(&["--verify"], dir.path());
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
+    assert!(out.contains("hard_state term=2 vote=1 commit=100"), "{out}");
+    assert!(out.contains("first_index=21 last_index=121"), "{out}");
+    let segs = out.lines().filter(|l| l.starts_with("segment ")).count();
+    assert_eq!(segs, segment_files(dir.path()).len(), "{out}");
+    assert_eq!(out.matches("snapshot file=").count(), 2, "{out}");
+    assert!(out.contains("index=20 term=1") && out.contains("crc_ok=true"), "{out}");
+}
+
+#[test]
+fn records_are_filtered_by_index_and_payloads_escaped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _wal = healthy(dir.path());
+    let o = dump(&["--records", "--from", "119", "--to", "121"], dir.path());
+    let (out, _) = text(&o);
+    assert_eq!(o.status.code(), Some(0));
+    let recs: Vec<&str> = out.lines().filter(|l| l.starts_with("record ")).collect();
+    assert_eq!(recs.len(), 3, "{out}");
+    assert!(recs[2].contains(r#"payload="say \"hi\"\x0a\\ \x01\xff""#), "{}", recs[2]);
+    assert!(recs[0].contains("crc_ok=true") && recs[0].contains("term=1"));
+}
+
+#[test]
+fn json_lines_escape_strings() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _wal = healthy(dir.path());
+    let o = dump(&["--json", "--records", "--from", "121"], dir.path());
+    let (out, _) = text(&o);
+    assert_eq!(o.status.code(), Some(0));
+    for line in out.lines() {
+        assert!(line.starts_with("{\"type\":\"") && line.ends_with('}'), "{line}");
+    }
+    let rec = out.lines().find(|l| l.contains("\"index\":121")).expect("record 121");
+    assert!(rec.contains(r#""payload":"say \\\"hi\\\"\\x0a\\\\ \\x01\\xff""#), "{rec}");
+    assert!(out.contains(r#"{"type":"hard_state","term":2,"vote":1,"commit":100}"#), "{out}");
+}
+
+#[test]
+fn verify_names_the_file_and_offset_of_a_flipped_bit_in_a_middle_segment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    drop(healthy(dir.path()));
+    let files = segment_files(dir.path());
+    let middle = &files[files.len() / 2];
+    let buf = fs::read(middle).expect("read");
+    // The third record of the segment.
+    let mut offsets = Vec::new();
+    record::scan::<()>(&buf, 0, |off, _| {
+        offsets.push(off);
+        Ok(())
+    })
+    .expect("scan");
+    let off = offsets[2];
+    storage_support::flip_bit(middle, off as u64 + 40, 3);
+    let before = fs::read(middle).expect("read");
+    let o = dump(&["--verify"], dir.path());
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}\n{err}");
+    let name = middle.file_name().and_then(|n| n.to_str()).expect("name");
+    assert!(err.contains(name) && err.contains(&format!("offset {off}")), "{err}");
+    assert_eq!(fs::read(middle).expect("read"), before, "raft-dump must not write");
+    // The node agrees: it refuses to start.
+    assert!(Wal::open(dir.path(), opts(SEG)).is_err());
+}
+
+#[test]
+fn verify_fails_on_a_missing_middle_segment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    drop(healthy(dir.path()));
+    let files = segment_files(dir.path());
+    fs::remove_file(&files[1]).expect("remove");
+    let o = dump(&["--verify"], dir.path());
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("is missing"), "{err}");
+}
+
+#[test]
+fn verify_fails_on_a_corrupt_snapshot_naming_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    drop(healthy(dir.path()));
+    let (store, _) = SnapshotStore::open(dir.path()).expect("open");
+    let snap = store.list().expect("list").pop().expect("a snapshot");
+    storage_support::flip_bit(&snap.path, 200, 0);
+    let o = dump(&["--verify"], dir.path());
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}\n{err}");
+    let name = snap.path.file_name().and_then(|n| n.to_str()).expect("name");
+    assert!(err.contains(name), "{err}");
+    assert!(out.contains("crc_ok=false"), "{out}");
+}
+
+#[test]
+fn verify_reports_a_torn_tail_without_repairing_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    drop(healthy(dir.path()));
+    let files = segment_files(dir.path());
+    let last = files.last().expect("a segment");
+    let mut buf = fs::read(last).expect("read");
+    let end = record::scan::<()>(&buf, 0, |_, _| Ok(())).expect("scan").end;
+    buf[end..end + 20].fill(0xab); // half a record after the last complete one
+    fs::write(last, &buf).expect("write");
+    let o = dump(&["--verify"], dir.path());
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(3), "{out}\n{err}");
+    assert!(out.contains("torn(20 bytes"), "{out}");
+    assert_eq!(fs::read(last).expect("read"), buf, "raft-dump must not truncate");
+    let (_, report) = Wal::open(dir.path(), opts(SEG)).expect("the node repairs it");
+    assert_eq!(report.bytes_truncated, 20);
+    assert_eq!(dump(&["--verify"], dir.path()).status.code(), Some(0));
+}
+
+#[test]
+fn verify_fails_on_an_index_gap() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut wal, _) = Wal::open(dir.path(), opts(SEG)).expect("open");
+    wal.append(&entries(1, 150, 1, 60)).expect("append");
+    wal.sync().expect("sync");
+    drop(wal);
+    fs::remove_file(&segment_files(dir.path())[0]).expect("remove first");
+    let o = dump(&["--verify"], dir.path());
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("index gap"), "{err}");
+}
+
+#[test]
+fn bad_flags_give_a_clear_message_and_exit_2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for args in
+        [&["--nope"][..], &["--records", "--from", "abc"], &["--from", "3"], &["--records", "--from", "9", "--to", "2"]]
+    {
+        let o = dump(args, dir.path());
+        let (_, err) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(err.starts_with("raft-dump: "), "{args:?}: {err}");
+    }
+    let o = Command::new(env!("CARGO_BIN_EXE_raft-dump")).output().expect("run");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("missing DIR"));
+    let o = dump(&[], &dir.path().join("nope"));
+    assert_eq!(o.status.code(), Some(2));
+}

@@ -1,0 +1,92 @@
+//! Helpers shared by the storage integration tests: a seeded RNG, entry builders, file surgery.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use mini_raft::raft::types::{Entry, EntryKind};
+use mini_raft::storage::{Wal, WalOptions};
+use std::path::{Path, PathBuf};
+
+/// xorshift64*: small, seeded, good enough to drive property tests reproducibly.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    /// Uniform in [lo, hi] (inclusive).
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        assert!(lo <= hi);
+        lo + self.next() % (hi - lo + 1)
+    }
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
+    }
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+pub fn entry(index: u64, term: u64, data: &[u8]) -> Entry {
+    Entry {
+        index,
+        term,
+        kind: if data.is_empty() { EntryKind::Noop } else { EntryKind::Normal },
+        data: Bytes::copy_from_slice(data),
+    }
+}
+
+/// Entries `lo..=hi` with a recognizable payload of `size` bytes.
+pub fn entries(lo: u64, hi: u64, term: u64, size: usize) -> Vec<Entry> {
+    (lo..=hi)
+        .map(|i| {
+            let mut d = format!("entry-{i}-term-{term}-").into_bytes();
+            d.resize(size.max(d.len()), b'.');
+            d.truncate(size);
+            entry(i, term, &d)
+        })
+        .collect()
+}
+
+pub fn opts(segment_bytes: u64) -> WalOptions {
+    WalOptions { segment_bytes, ..WalOptions::default() }
+}
+
+pub fn open(dir: &Path, segment_bytes: u64) -> Wal {
+    match Wal::open(dir, opts(segment_bytes)) {
+        Ok((w, _)) => w,
+        Err(e) => panic!("open {}: {e}", dir.display()),
+    }
+}
+
+/// All entries of the log, read back through `entries`.
+pub fn all_entries(wal: &Wal) -> Vec<Entry> {
+    let (lo, hi) = (wal.first_index(), wal.last_index() + 1);
+    let got = wal.entries(lo, hi, usize::MAX).expect("read all entries");
+    assert_eq!(got.len() as u64, hi - lo);
+    got
+}
+
+/// Segment files of `dir`, sorted.
+pub fn segment_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("read dir")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+        .collect();
+    v.sort();
+    v
+}
+
+pub fn flip_bit(path: &Path, byte: u64, bit: u8) {
+    let mut b = std::fs::read(path).expect("read");
+    b[byte as usize] ^= 1 << bit;
+    std::fs::write(path, b).expect("write");
+}
