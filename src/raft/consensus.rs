@@ -885,6 +885,14 @@ impl Raft {
         HardState { term: self.term, vote: self.vote, commit: self.log.committed }
     }
 
+    /// Takes the messages that may leave at once (heartbeats, appends, pre-votes, heartbeat
+    /// responses) without waiting for the batch in flight to be persisted. A node whose disk is
+    /// slow keeps its heartbeats on time this way, instead of letting a long `fdatasync` depose a
+    /// healthy leader. Persisted messages still wait for their batch.
+    pub fn take_messages(&mut self) -> Vec<Message> {
+        std::mem::take(&mut self.messages)
+    }
+
     /// True if `ready()` would hand out anything. False while a batch awaits `advance()`.
     pub fn has_ready(&self) -> bool {
         if self.in_flight.is_some() {

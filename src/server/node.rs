@@ -245,6 +245,12 @@ impl Node {
             self.run_ticks();
             self.start_read_round();
             self.drive_ready()?;
+            if self.io_in_flight.is_some() {
+                // Heartbeats and appends need no disk: keep them on time during a slow sync.
+                for message in self.raft.take_messages() {
+                    self.send_peer(message);
+                }
+            }
             self.maintain_connections();
             self.flush_all();
         }

@@ -280,8 +280,14 @@ impl World {
         }
         self.client_actions();
         for i in 0..self.nodes.len() {
-            if !self.is_paused(i) {
-                self.start_io(i)?;
+            if self.is_paused(i) {
+                continue;
+            }
+            self.start_io(i)?;
+            // Messages that need no disk leave even while a batch is being written.
+            let messages = self.nodes[i].raft.as_mut().map(|r| r.take_messages()).unwrap_or_default();
+            for m in messages {
+                self.send_checked(i, m)?;
             }
         }
         self.observe()
@@ -681,9 +687,17 @@ impl World {
                 .nodes
                 .iter()
                 .map(|n| match &n.raft {
-                    Some(r) => {
-                        format!("n{}:{} t{} c{} a{}", n.id, r.role().name(), r.term(), r.committed(), n.sm.applied)
-                    }
+                    Some(r) => format!(
+                        "n{}:{} t{} c{} a{} last {} progress {:?} io {}",
+                        n.id,
+                        r.role().name(),
+                        r.term(),
+                        r.committed(),
+                        n.sm.applied,
+                        r.last_index(),
+                        r.progress(),
+                        n.io.is_some()
+                    ),
                     None => format!("n{}:down", n.id),
                 })
                 .collect();
