@@ -84,6 +84,10 @@ fn format_payload(kind: EntryKind, data: &[u8]) -> String {
     if kind == EntryKind::Noop {
         return "<noop>".to_string();
     }
+    if mini_raft::kv::Command::decode(data).is_ok() {
+        return mini_raft::kv::describe_command(data);
+    }
+    // Not a KV command (or a damaged one): show the bytes, escaped.
     let mut s = String::new();
     for &b in data.iter().take(PAYLOAD_SHOW_BYTES) {
         match b {

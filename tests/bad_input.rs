@@ -1,0 +1,155 @@
+//! Bad input on a real node: each case gets an error frame (where the protocol allows) and a
+//! closed connection, and the node keeps serving a normal client afterwards.
+
+mod support;
+
+use std::time::Duration;
+
+use mini_raft::kv::{Command, Session};
+use mini_raft::wire::{ClientReply, ClientRequest, ErrorCode, Frame, FrameBody, Hello, ReadConsistency, Role};
+use support::{RawConn, TestCluster};
+
+fn node() -> TestCluster {
+    let cluster = TestCluster::start(1, &[]);
+    cluster.wait_leader(Duration::from_secs(10)).expect("single node elects itself");
+    cluster
+}
+
+/// A normal client can still write and read.
+fn assert_still_serving(cluster: &TestCluster, tag: &str) {
+    let mut conn = RawConn::connect(&cluster.addrs[0]).unwrap_or_else(|| panic!("after {tag}: cannot connect"));
+    let seq = 1;
+    let set = Command::Set { session: Session { client_id: 7, seq }, key: tag.to_string().into(), value: "ok".into() };
+    let reply = conn.request(ClientRequest::Write(set));
+    assert!(matches!(reply, Some(FrameBody::Reply(ClientReply::Ok))), "after {tag}: set got {reply:?}");
+    let get = conn.request(ClientRequest::Get { key: tag.to_string().into(), consistency: ReadConsistency::Linearizable });
+    assert_eq!(get, Some(FrameBody::Reply(ClientReply::Value("ok".into()))), "after {tag}");
+}
+
+fn expect_error_and_close(conn: &mut RawConn, code: ErrorCode, tag: &str) {
+    match conn.recv().map(|f| f.body) {
+        Some(FrameBody::Error(e)) => assert_eq!(e.code, code, "{tag}: {}", e.message),
+        other => panic!("{tag}: expected an error frame, got {other:?}"),
+    }
+    assert!(conn.is_closed_by_server(), "{tag}: connection left open");
+}
+
+fn handshaken(cluster: &TestCluster) -> RawConn {
+    RawConn::connect(&cluster.addrs[0]).expect("connect")
+}
+
+#[test]
+fn oversized_length_is_refused_before_buffering() {
+    let cluster = node();
+    let mut conn = handshaken(&cluster);
+    conn.send_bytes(&[0xff, 0xff, 0xff, 0xff]);
+    expect_error_and_close(&mut conn, ErrorCode::FrameTooLarge, "oversized length");
+    assert_still_serving(&cluster, "oversized");
+}
+
+#[test]
+fn unknown_type_and_version_are_refused() {
+    let cluster = node();
+    let mut conn = handshaken(&cluster);
+    conn.send_bytes(&[0, 0, 0, 10, 1, 0x7f, 0, 0, 0, 0, 0, 0, 0, 1]);
+    expect_error_and_close(&mut conn, ErrorCode::UnknownMessageType, "unknown type");
+    let mut conn = handshaken(&cluster);
+    conn.send_bytes(&[0, 0, 0, 10, 9, 0x24, 0, 0, 0, 0, 0, 0, 0, 1]);
+    expect_error_and_close(&mut conn, ErrorCode::UnsupportedVersion, "unknown version");
+    assert_still_serving(&cluster, "unknown-type");
+}
+
+#[test]
+fn truncated_payload_is_refused() {
+    let cluster = node();
+    let mut conn = handshaken(&cluster);
+    // A Get whose key claims 100 bytes but carries 3.
+    let mut payload = vec![0u8];
+    payload.extend_from_slice(&100u32.to_be_bytes());
+    payload.extend_from_slice(b"abc");
+    let mut frame = ((10 + payload.len()) as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&[1, 0x21, 0, 0, 0, 0, 0, 0, 0, 5]);
+    frame.extend_from_slice(&payload);
+    conn.send_bytes(&frame);
+    expect_error_and_close(&mut conn, ErrorCode::MalformedFrame, "truncated payload");
+    assert_still_serving(&cluster, "truncated");
+}
+
+#[test]
+fn garbage_never_takes_the_node_down() {
+    let cluster = node();
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    for round in 0..20 {
+        let mut conn = RawConn::open(&cluster.addrs[0]).expect("connect");
+        let garbage: Vec<u8> = (0..512)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        conn.send_bytes(&garbage);
+        // Whatever it says, the node must close this connection and keep serving.
+        assert!(conn.is_closed_by_server(), "round {round}: garbage connection left open");
+    }
+    assert_still_serving(&cluster, "garbage");
+}
+
+#[test]
+fn a_client_that_stops_mid_frame_does_not_block_others() {
+    let cluster = node();
+    let mut stalled = handshaken(&cluster);
+    stalled.send_bytes(&[0, 0, 0, 40, 1, 0x20, 0, 0]); // half a header, then silence
+    assert_still_serving(&cluster, "stalled-neighbour");
+    drop(stalled);
+    assert_still_serving(&cluster, "stalled-gone");
+}
+
+#[test]
+fn handshake_is_required_and_other_clusters_are_refused() {
+    let cluster = node();
+    let mut conn = RawConn::open(&cluster.addrs[0]).expect("connect");
+    conn.send(&Frame::new(1, FrameBody::Request(ClientRequest::Status)));
+    expect_error_and_close(&mut conn, ErrorCode::HandshakeRequired, "no hello");
+
+    let mut conn = RawConn::open(&cluster.addrs[0]).expect("connect");
+    let hello = Hello { role: Role::Peer, cluster_id: 999, node_id: 2, protocol_version: 1 };
+    conn.send(&Frame::new(1, FrameBody::Hello(hello)));
+    expect_error_and_close(&mut conn, ErrorCode::ClusterMismatch, "wrong cluster peer");
+
+    let mut conn = RawConn::open(&cluster.addrs[0]).expect("connect");
+    let hello = Hello { role: Role::Peer, cluster_id: 1, node_id: 9, protocol_version: 1 };
+    conn.send(&Frame::new(1, FrameBody::Hello(hello)));
+    expect_error_and_close(&mut conn, ErrorCode::BadHello, "unknown peer id");
+    assert_still_serving(&cluster, "handshake");
+}
+
+#[test]
+fn raftd_rejects_bad_flags_and_occupied_ports() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_raftd")).args(["--id", "x"]).output().expect("run raftd");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--id needs a positive integer"));
+
+    let cluster = node();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let peers = format!("1={}", cluster.addrs[0]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_raftd"))
+        .args(["--id", "1", "--listen", &cluster.addrs[0], "--peers", &peers, "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("run raftd");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot listen on"), "{stderr}");
+
+    // The running node holds its data directory: a second node on it is refused.
+    let other = format!("1=127.0.0.1:1");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_raftd"))
+        .args(["--id", "1", "--listen", "127.0.0.1:0", "--peers", &other, "--data-dir"])
+        .arg(cluster.node_dir(1))
+        .output()
+        .expect("run raftd");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot open"), "{}", String::from_utf8_lossy(&out.stderr));
+}

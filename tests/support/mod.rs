@@ -1,0 +1,221 @@
+//! Test harness for process-level tests: real `raftd` processes on loopback ports, killed with
+//! SIGKILL and restarted on the same data directories. Waits are on conditions with deadlines,
+//! never fixed sleeps, so the tests hold up on a busy 2-core machine.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use mini_raft::client::{Client, ClientOptions};
+use mini_raft::wire::{
+    ClientReply, ClientRequest, Frame, FrameBody, FrameDecoder, Hello, NodeRole, Role, StatusReport, PROTOCOL_VERSION,
+};
+
+pub struct TestCluster {
+    pub dir: tempfile::TempDir,
+    pub addrs: Vec<String>,
+    procs: Vec<Option<Child>>,
+    extra_args: Vec<String>,
+}
+
+/// Ports the OS says are free right now (bound then released; a tiny race we accept in tests).
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> =
+        (0..n).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port")).collect();
+    listeners.iter().map(|l| l.local_addr().expect("local addr").port()).collect()
+}
+
+pub fn wait_until(deadline: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let until = Instant::now() + deadline;
+    while Instant::now() < until {
+        if condition() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    condition()
+}
+
+impl TestCluster {
+    pub fn start(n: usize, extra_args: &[&str]) -> TestCluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let addrs = free_ports(n).into_iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let mut cluster =
+            TestCluster { dir, addrs, procs: (0..n).map(|_| None).collect(), extra_args: extra_args.iter().map(|s| s.to_string()).collect() };
+        for id in 1..=n {
+            cluster.start_node(id);
+        }
+        cluster
+    }
+
+    pub fn node_dir(&self, id: usize) -> PathBuf {
+        self.dir.path().join(format!("node-{id}"))
+    }
+
+    pub fn log_path(&self, id: usize) -> PathBuf {
+        self.dir.path().join(format!("node-{id}.log"))
+    }
+
+    pub fn start_node(&mut self, id: usize) {
+        assert!(self.procs[id - 1].is_none(), "node {id} is already running");
+        let peers: Vec<String> = self.addrs.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect();
+        let stderr = File::options().create(true).append(true).open(self.dir.path().join(format!("node-{id}.stderr"))).expect("stderr file");
+        let child = Command::new(env!("CARGO_BIN_EXE_raftd"))
+            .args(["--id", &id.to_string(), "--listen", &self.addrs[id - 1], "--peers", &peers.join(",")])
+            .arg("--data-dir")
+            .arg(self.node_dir(id))
+            .arg("--log-file")
+            .arg(self.log_path(id))
+            .args(["--segment-mib", "4"])
+            .args(&self.extra_args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(stderr))
+            .spawn()
+            .expect("spawn raftd");
+        self.procs[id - 1] = Some(child);
+    }
+
+    /// SIGKILL: no shutdown code runs, exactly like a crash.
+    pub fn kill(&mut self, id: usize) {
+        if let Some(mut child) = self.procs[id - 1].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn is_running(&self, id: usize) -> bool {
+        self.procs[id - 1].is_some()
+    }
+
+    pub fn client(&self) -> Client {
+        let options = ClientOptions { deadline: Duration::from_secs(15), ..ClientOptions::default() };
+        Client::new(self.addrs.clone(), options).expect("client")
+    }
+
+    /// The status of one node, or None if it does not answer quickly.
+    pub fn status(&self, id: usize) -> Option<StatusReport> {
+        let mut conn = RawConn::connect(&self.addrs[id - 1])?;
+        match conn.request(ClientRequest::Status)? {
+            FrameBody::Reply(ClientReply::Status(report)) => Some(report),
+            _ => None,
+        }
+    }
+
+    /// Waits until some running node reports being leader; returns (id, term).
+    pub fn wait_leader(&self, deadline: Duration) -> Option<(usize, u64)> {
+        let mut found = None;
+        wait_until(deadline, || {
+            found = (1..=self.addrs.len())
+                .filter(|&id| self.is_running(id))
+                .filter_map(|id| self.status(id).map(|s| (id, s)))
+                .filter(|(_, s)| s.role == NodeRole::Leader)
+                .map(|(id, s)| (id, s.term))
+                .max_by_key(|&(_, term)| term);
+            found.is_some()
+        });
+        found
+    }
+
+    pub fn dump_logs(&self) -> String {
+        let mut out = String::new();
+        for id in 1..=self.addrs.len() {
+            let text = std::fs::read_to_string(self.log_path(id)).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(15).collect();
+            out.push_str(&format!("--- node {id} log tail ---\n"));
+            for line in tail.iter().rev() {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for id in 1..=self.procs.len() {
+            self.kill(id);
+        }
+    }
+}
+
+/// A raw protocol connection for tests that need exact frames (or bad ones).
+pub struct RawConn {
+    pub stream: TcpStream,
+    decoder: FrameDecoder,
+    next_request_id: u64,
+}
+
+impl RawConn {
+    /// Connects and completes the client handshake.
+    pub fn connect(addr: &str) -> Option<RawConn> {
+        let mut conn = RawConn::open(addr)?;
+        let hello = Hello { role: Role::Client, cluster_id: 1, node_id: 0, protocol_version: PROTOCOL_VERSION };
+        conn.send(&Frame::new(0, FrameBody::Hello(hello)));
+        match conn.recv()?.body {
+            FrameBody::HelloOk(_) => Some(conn),
+            _ => None,
+        }
+    }
+
+    /// Connects without a handshake.
+    pub fn open(addr: &str) -> Option<RawConn> {
+        let stream = TcpStream::connect(addr).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        stream.set_nodelay(true).ok()?;
+        Some(RawConn { stream, decoder: FrameDecoder::new(), next_request_id: 1 })
+    }
+
+    pub fn send(&mut self, frame: &Frame) {
+        let mut buf = BytesMut::new();
+        frame.encode(&mut buf).expect("encodable frame");
+        self.send_bytes(&buf);
+    }
+
+    pub fn send_bytes(&mut self, bytes: &[u8]) {
+        let _ = self.stream.write_all(bytes);
+    }
+
+    /// The next frame, or None on EOF, timeout or an undecodable reply.
+    pub fn recv(&mut self) -> Option<Frame> {
+        loop {
+            if let Ok(Some(raw)) = self.decoder.next_frame() {
+                return Frame::decode(raw).ok();
+            }
+            let mut buf = [0u8; 65536];
+            match self.stream.read(&mut buf) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.decoder.feed(&buf[..n]).ok()?,
+            }
+        }
+    }
+
+    pub fn request(&mut self, request: ClientRequest) -> Option<FrameBody> {
+        let id = self.next_request_id;
+        self.next_request_id += 1;
+        self.send(&Frame::new(id, FrameBody::Request(request)));
+        let frame = self.recv()?;
+        (frame.request_id == id).then_some(frame.body)
+    }
+
+    /// True if the server closed the connection (EOF) within the read timeout.
+    pub fn is_closed_by_server(&mut self) -> bool {
+        let mut buf = [0u8; 1024];
+        loop {
+            match self.stream.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(e) => return e.kind() == std::io::ErrorKind::ConnectionReset,
+            }
+        }
+    }
+}
+
+pub fn value(bytes: &[u8]) -> Bytes {
+    Bytes::copy_from_slice(bytes)
+}
