@@ -5,6 +5,7 @@
 //! machine) → `raft` (the consensus core, no I/O, no clock, no randomness of its own).
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+pub mod client;
 pub mod kv;
 pub mod raft;
 pub mod server;

@@ -1,0 +1,350 @@
+//! The client against tiny fake nodes: a `TcpListener` thread per node that speaks the wire
+//! protocol through `crate::wire` and answers each request as the test's script says.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+
+use super::*;
+use crate::wire::{ErrorReply, Frame, FrameBody, FrameDecoder, Hello, HelloOk, NodeRole, Role};
+
+/// What a fake node does with one request.
+enum Action {
+    Reply(ClientReply),
+    Error(ErrorCode),
+    /// Close the connection without answering.
+    Drop,
+    /// Send bytes that are not a frame of protocol version 1.
+    Garbage,
+}
+
+/// How a fake node answers `Hello`.
+#[derive(Clone, Copy)]
+enum HelloAnswer {
+    Accept { cluster_id: u64 },
+    Refuse(ErrorCode),
+}
+
+type Script = dyn Fn(usize, &ClientRequest) -> Action + Send + Sync;
+
+struct FakeNode {
+    addr: String,
+    hellos: Arc<Mutex<Vec<Hello>>>,
+    requests: Arc<Mutex<Vec<ClientRequest>>>,
+}
+
+impl FakeNode {
+    /// A node with id `node_id` that answers the n-th request it receives (0-based, over all
+    /// connections) with `script(n, request)`.
+    fn spawn(
+        node_id: u64,
+        hello: HelloAnswer,
+        script: impl Fn(usize, &ClientRequest) -> Action + Send + Sync + 'static,
+    ) -> FakeNode {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a test port");
+        let addr = listener.local_addr().expect("local addr").to_string();
+        let hellos = Arc::new(Mutex::new(Vec::new()));
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let script: Arc<Script> = Arc::new(script);
+        let (node_hellos, node_requests) = (hellos.clone(), requests.clone());
+        thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (hellos, requests, script) = (node_hellos.clone(), node_requests.clone(), script.clone());
+                thread::spawn(move || serve(stream, node_id, hello, &hellos, &requests, &*script));
+            }
+        });
+        FakeNode { addr, hellos, requests }
+    }
+
+    fn requests(&self) -> Vec<ClientRequest> {
+        self.requests.lock().expect("lock").clone()
+    }
+}
+
+fn serve(
+    mut stream: TcpStream,
+    node_id: u64,
+    hello_answer: HelloAnswer,
+    hellos: &Mutex<Vec<Hello>>,
+    requests: &Mutex<Vec<ClientRequest>>,
+    script: &Script,
+) {
+    let mut decoder = FrameDecoder::new();
+    let Some(frame) = read_frame(&mut stream, &mut decoder) else { return };
+    let FrameBody::Hello(hello) = frame.body else { return };
+    hellos.lock().expect("lock").push(hello);
+    match hello_answer {
+        HelloAnswer::Accept { cluster_id } => {
+            let ok = HelloOk { cluster_id, node_id, protocol_version: 1 };
+            write_frame(&mut stream, Frame::new(frame.request_id, FrameBody::HelloOk(ok)));
+        }
+        HelloAnswer::Refuse(code) => {
+            let error = ErrorReply::new(code, "refused by the fake node");
+            write_frame(&mut stream, Frame::new(frame.request_id, FrameBody::Error(error)));
+            return;
+        }
+    }
+    while let Some(frame) = read_frame(&mut stream, &mut decoder) {
+        let FrameBody::Request(request) = frame.body else { return };
+        let number = {
+            let mut requests = requests.lock().expect("lock");
+            requests.push(request.clone());
+            requests.len() - 1
+        };
+        let body = match script(number, &request) {
+            Action::Reply(reply) => FrameBody::Reply(reply),
+            Action::Error(code) => FrameBody::Error(ErrorReply::new(code, "scripted error")),
+            Action::Drop => return,
+            Action::Garbage => {
+                let _ = stream.write_all(&[0, 0, 0, 10, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9]);
+                return;
+            }
+        };
+        write_frame(&mut stream, Frame::new(frame.request_id, body));
+    }
+}
+
+fn read_frame(stream: &mut TcpStream, decoder: &mut FrameDecoder) -> Option<Frame> {
+    let mut buffer = [0u8; 4096];
+    loop {
+        if let Some(raw) = decoder.next_frame().ok()? {
+            return Frame::decode(raw).ok();
+        }
+        let n = stream.read(&mut buffer).ok()?;
+        if n == 0 {
+            return None;
+        }
+        decoder.feed(&buffer[..n]).ok()?;
+    }
+}
+
+fn write_frame(stream: &mut TcpStream, frame: Frame) {
+    let mut bytes = BytesMut::new();
+    frame.encode(&mut bytes).expect("the fake node encodes valid frames");
+    let _ = stream.write_all(&bytes);
+}
+
+/// An address where nothing listens: bound, then released.
+fn closed_addr() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a test port");
+    listener.local_addr().expect("local addr").to_string()
+}
+
+fn options(deadline_ms: u64) -> ClientOptions {
+    ClientOptions {
+        cluster_id: 7,
+        deadline: Duration::from_millis(deadline_ms),
+        connect_timeout: Duration::from_millis(500),
+        request_timeout: Duration::from_millis(500),
+    }
+}
+
+fn accept() -> HelloAnswer {
+    HelloAnswer::Accept { cluster_id: 7 }
+}
+
+fn session_of(request: &ClientRequest) -> Session {
+    match request {
+        ClientRequest::Write(command) => command.session(),
+        other => panic!("expected a write, got {other:?}"),
+    }
+}
+
+#[test]
+fn handshake_sends_a_client_hello_and_reports_the_answering_node() {
+    let node = FakeNode::spawn(3, accept(), |_, _| Action::Reply(ClientReply::Ok));
+    let mut client = Client::connect(vec![node.addr.clone()], options(2_000)).expect("connects");
+    assert_eq!(client.connected_to(), Some(node.addr.as_str()));
+    let hellos = node.hellos.lock().expect("lock").clone();
+    assert_eq!(hellos, vec![Hello { role: Role::Client, cluster_id: 7, node_id: 0, protocol_version: 1 }]);
+
+    let answer = client.set(b"foo", b"bar").expect("set succeeds");
+    assert_eq!((answer.addr.as_str(), answer.node_id), (node.addr.as_str(), 3));
+    // One connection serves both the handshake and the request.
+    assert_eq!(node.hellos.lock().expect("lock").len(), 1);
+    let session = session_of(&node.requests()[0]);
+    assert_ne!(session.client_id, 0);
+    assert_eq!(session.seq, 1);
+}
+
+#[test]
+fn not_leader_redirects_to_the_leader_address() {
+    let leader = FakeNode::spawn(2, accept(), |_, _| Action::Reply(ClientReply::Value(Bytes::from_static(b"v"))));
+    let leader_addr = leader.addr.clone();
+    let follower = FakeNode::spawn(1, accept(), move |_, _| {
+        Action::Reply(ClientReply::NotLeader { leader_id: 2, leader_addr: leader_addr.clone() })
+    });
+    let mut client = Client::new(vec![follower.addr.clone()], options(2_000)).expect("client");
+
+    let answer = client.get(b"k", ReadConsistency::Linearizable).expect("get succeeds");
+    assert_eq!(answer.value, Some(Bytes::from_static(b"v")));
+    assert_eq!((answer.addr.as_str(), answer.node_id), (leader.addr.as_str(), 2));
+    assert_eq!(follower.requests().len(), 1);
+    assert_eq!(leader.requests().len(), 1);
+
+    // The next call goes straight to the leader.
+    client.get(b"k", ReadConsistency::Linearizable).expect("second get");
+    assert_eq!(follower.requests().len(), 1);
+}
+
+#[test]
+fn write_is_retried_with_the_same_session_after_the_connection_drops() {
+    // The first request is dropped mid-flight; every later one succeeds.
+    let node = FakeNode::spawn(1, accept(), |n, _| if n == 0 { Action::Drop } else { Action::Reply(ClientReply::Ok) });
+    let mut client = Client::new(vec![node.addr.clone()], options(2_000)).expect("client");
+
+    client.set(b"k", b"v1").expect("set succeeds after a retry");
+    client.set(b"k", b"v2").expect("second set");
+    let requests = node.requests();
+    assert_eq!(requests.len(), 3);
+    assert_eq!(requests[0], requests[1], "the retry resends the identical write");
+    let (first, retry, next) = (session_of(&requests[0]), session_of(&requests[1]), session_of(&requests[2]));
+    assert_eq!(first, retry);
+    assert_eq!(first.seq, 1);
+    assert_eq!(next, Session { client_id: first.client_id, seq: 2 });
+    assert_eq!(node.hellos.lock().expect("lock").len(), 2, "the client reconnected once");
+}
+
+#[test]
+fn overloaded_and_outcome_unknown_are_retried_with_the_same_seq() {
+    let node = FakeNode::spawn(1, accept(), |n, _| match n {
+        0 => Action::Error(ErrorCode::Overloaded),
+        1 => Action::Error(ErrorCode::OutcomeUnknown),
+        _ => Action::Reply(ClientReply::Ok),
+    });
+    let mut client = Client::new(vec![node.addr.clone()], options(2_000)).expect("client");
+    client.set(b"k", b"v").expect("set succeeds");
+    let sessions: Vec<Session> = node.requests().iter().map(session_of).collect();
+    assert_eq!(sessions.len(), 3);
+    assert!(sessions.iter().all(|s| *s == sessions[0]), "{sessions:?}");
+}
+
+#[test]
+fn exhausted_deadline_names_every_node_tried_and_what_it_said() {
+    let refused = closed_addr();
+    let lost = FakeNode::spawn(2, accept(), |_, _| {
+        Action::Reply(ClientReply::NotLeader { leader_id: 0, leader_addr: String::new() })
+    });
+    let mut client = Client::new(vec![refused.clone(), lost.addr.clone()], options(300)).expect("client");
+    let first_session = client.session();
+
+    let started = Instant::now();
+    let error = client.set(b"foo", b"bar").expect_err("no leader");
+    assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+    let message = error.to_string();
+    assert!(message.starts_with("set \"foo\": no leader within"), "{message}");
+    assert!(message.contains(&format!("{refused} refused connection")), "{message}");
+    assert!(message.contains(&format!("{} answered NotLeader(leader unknown)", lost.addr)), "{message}");
+    assert!(message.contains("may or may not have taken effect"), "{message}");
+    let ClientError::GaveUp { nodes, attempts, .. } = error else { panic!("expected GaveUp, got {error:?}") };
+    assert_eq!(nodes.iter().map(|n| n.addr.clone()).collect::<Vec<_>>(), vec![refused, lost.addr.clone()]);
+    assert!(attempts >= 2, "{attempts}");
+    // A write whose fate is unknown retires its session.
+    assert_ne!(client.session().client_id, first_session.client_id);
+    assert_eq!(client.session().seq, 1);
+}
+
+#[test]
+fn cluster_mismatch_is_reported_without_waiting_for_the_deadline() {
+    let foreign = FakeNode::spawn(1, HelloAnswer::Refuse(ErrorCode::ClusterMismatch), |_, _| Action::Drop);
+    let other_cluster = FakeNode::spawn(2, HelloAnswer::Accept { cluster_id: 99 }, |_, _| Action::Drop);
+    let started = Instant::now();
+    let cluster = vec![foreign.addr.clone(), other_cluster.addr.clone()];
+    let error = Client::connect(cluster, options(5_000)).err().expect("refused");
+    assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+    assert!(matches!(error, ClientError::ClusterMismatch { cluster_id: 7, .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(message.contains("no node belongs to cluster 7"), "{message}");
+    assert!(message.contains(&format!("{} answered ClusterMismatch", foreign.addr)), "{message}");
+    assert!(message.contains(&format!("{} belongs to cluster 99", other_cluster.addr)), "{message}");
+}
+
+#[test]
+fn a_node_of_another_cluster_is_skipped_for_the_right_one() {
+    let foreign = FakeNode::spawn(1, HelloAnswer::Refuse(ErrorCode::ClusterMismatch), |_, _| Action::Drop);
+    let good = FakeNode::spawn(2, accept(), |_, _| Action::Reply(ClientReply::NotFound));
+    let mut client = Client::new(vec![foreign.addr.clone(), good.addr.clone()], options(2_000)).expect("client");
+    for _ in 0..3 {
+        let answer = client.get(b"k", ReadConsistency::Local).expect("get");
+        assert_eq!((answer.value, answer.node_id), (None, 2));
+    }
+}
+
+#[test]
+fn definite_answers_advance_the_seq() {
+    let node = FakeNode::spawn(1, accept(), |_, request| match request {
+        ClientRequest::Write(Command::Delete { .. }) => Action::Reply(ClientReply::NotFound),
+        ClientRequest::Write(Command::Cas { .. }) => {
+            Action::Reply(ClientReply::CasFailed { current: Some(Bytes::from_static(b"now")) })
+        }
+        _ => Action::Reply(ClientReply::Ok),
+    });
+    let mut client = Client::new(vec![node.addr.clone()], options(2_000)).expect("client");
+    assert!(!client.delete(b"k").expect("delete").value);
+    let cas = client.cas(b"k", None, b"new").expect("cas answered").value;
+    assert_eq!(cas, Err(CasFailed { current: Some(Bytes::from_static(b"now")) }));
+    client.set(b"k", b"v").expect("set");
+    let seqs: Vec<u64> = node.requests().iter().map(|r| session_of(r).seq).collect();
+    assert_eq!(seqs, vec![1, 2, 3]);
+    let ClientRequest::Write(Command::Cas { expected, .. }) = &node.requests()[1] else { panic!("not a cas") };
+    assert_eq!(*expected, None);
+}
+
+#[test]
+fn session_expired_is_surfaced_and_starts_a_new_session() {
+    let node = FakeNode::spawn(1, accept(), |_, _| Action::Error(ErrorCode::SessionExpired));
+    let mut client = Client::new(vec![node.addr.clone()], options(2_000)).expect("client");
+    let before = client.session();
+    let error = client.set(b"k", b"v").expect_err("expired");
+    assert!(matches!(error, ClientError::SessionExpired { .. }), "{error:?}");
+    assert!(error.to_string().contains("may or may not have taken effect"), "{error}");
+    assert_eq!(node.requests().len(), 1, "not retried");
+    assert_ne!(client.session().client_id, before.client_id);
+}
+
+#[test]
+fn garbage_from_a_node_is_survived_and_the_next_node_answers() {
+    let liar = FakeNode::spawn(1, accept(), |_, _| Action::Garbage);
+    let good = FakeNode::spawn(2, accept(), |_, _| Action::Reply(ClientReply::Ok));
+    let mut client = Client::new(vec![liar.addr.clone(), good.addr.clone()], options(2_000)).expect("client");
+    for _ in 0..2 {
+        assert_eq!(client.set(b"k", b"v").expect("set").node_id, 2);
+    }
+}
+
+#[test]
+fn status_asks_one_node_once() {
+    let report = StatusReport {
+        node_id: 4,
+        role: NodeRole::Leader,
+        term: 3,
+        leader_id: 4,
+        commit_index: 10,
+        applied_index: 9,
+        last_log_index: 11,
+        log_size_bytes: 4096,
+        snapshot_index: 5,
+        snapshot_term: 2,
+        peers: Vec::new(),
+    };
+    let expected = report.clone();
+    let node = FakeNode::spawn(4, accept(), move |_, _| Action::Reply(ClientReply::Status(report.clone())));
+    let refused = closed_addr();
+    let mut client = Client::new(vec![node.addr.clone(), refused.clone()], options(2_000)).expect("client");
+    assert_eq!(client.status(&node.addr).expect("status").value, expected);
+    let error = client.status(&refused).expect_err("nothing listens");
+    assert_eq!(error.to_string(), format!("{refused} refused connection"));
+}
+
+#[test]
+fn oversized_key_is_refused_before_sending() {
+    let mut client = Client::new(vec!["127.0.0.1:1".to_string()], options(2_000)).expect("client");
+    let key = vec![b'k'; MAX_KEY_BYTES + 1];
+    assert!(matches!(client.set(&key, b"v"), Err(ClientError::InvalidArgument(_))));
+    assert!(matches!(client.get(&key, ReadConsistency::Local), Err(ClientError::InvalidArgument(_))));
+    assert!(Client::new(Vec::new(), options(100)).is_err());
+}
