@@ -18,11 +18,13 @@ fn node() -> TestCluster {
 /// A normal client can still write and read.
 fn assert_still_serving(cluster: &TestCluster, tag: &str) {
     let mut conn = RawConn::connect(&cluster.addrs[0]).unwrap_or_else(|| panic!("after {tag}: cannot connect"));
-    let seq = 1;
-    let set = Command::Set { session: Session { client_id: 7, seq }, key: tag.to_string().into(), value: "ok".into() };
+    // A fresh session per check: each is a new client.
+    let client_id = tag.bytes().fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64)) | 1;
+    let set = Command::Set { session: Session { client_id, seq: 1 }, key: tag.to_string().into(), value: "ok".into() };
     let reply = conn.request(ClientRequest::Write(set));
     assert!(matches!(reply, Some(FrameBody::Reply(ClientReply::Ok))), "after {tag}: set got {reply:?}");
-    let get = conn.request(ClientRequest::Get { key: tag.to_string().into(), consistency: ReadConsistency::Linearizable });
+    let get =
+        conn.request(ClientRequest::Get { key: tag.to_string().into(), consistency: ReadConsistency::Linearizable });
     assert_eq!(get, Some(FrameBody::Reply(ClientReply::Value("ok".into()))), "after {tag}");
 }
 
@@ -144,7 +146,7 @@ fn raftd_rejects_bad_flags_and_occupied_ports() {
     assert!(stderr.contains("cannot listen on"), "{stderr}");
 
     // The running node holds its data directory: a second node on it is refused.
-    let other = format!("1=127.0.0.1:1");
+    let other = "1=127.0.0.1:1".to_string();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_raftd"))
         .args(["--id", "1", "--listen", "127.0.0.1:0", "--peers", &other, "--data-dir"])
         .arg(cluster.node_dir(1))

@@ -45,8 +45,12 @@ impl TestCluster {
     pub fn start(n: usize, extra_args: &[&str]) -> TestCluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let addrs = free_ports(n).into_iter().map(|p| format!("127.0.0.1:{p}")).collect();
-        let mut cluster =
-            TestCluster { dir, addrs, procs: (0..n).map(|_| None).collect(), extra_args: extra_args.iter().map(|s| s.to_string()).collect() };
+        let mut cluster = TestCluster {
+            dir,
+            addrs,
+            procs: (0..n).map(|_| None).collect(),
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+        };
         for id in 1..=n {
             cluster.start_node(id);
         }
@@ -64,7 +68,11 @@ impl TestCluster {
     pub fn start_node(&mut self, id: usize) {
         assert!(self.procs[id - 1].is_none(), "node {id} is already running");
         let peers: Vec<String> = self.addrs.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect();
-        let stderr = File::options().create(true).append(true).open(self.dir.path().join(format!("node-{id}.stderr"))).expect("stderr file");
+        let stderr = File::options()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("node-{id}.stderr")))
+            .expect("stderr file");
         let child = Command::new(env!("CARGO_BIN_EXE_raftd"))
             .args(["--id", &id.to_string(), "--listen", &self.addrs[id - 1], "--peers", &peers.join(",")])
             .arg("--data-dir")
