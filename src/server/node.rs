@@ -29,8 +29,8 @@ use super::storage_thread::{IoDone, IoJob, StorageThread};
 use crate::kv::{ApplyResult, KvStore};
 use crate::raft::rng::Rng;
 use crate::raft::{
-    ConfState, Entry, EntryKind, Index, Message, MessageBody, NodeId, ProposeError, Raft, RaftConfig, Ready, Restored,
-    Role, Snapshot, SnapshotMeta,
+    ConfState, Entry, EntryKind, HardState, Index, Message, MessageBody, NodeId, ProposeError, Raft, RaftConfig, Ready,
+    Restored, Role, Snapshot, SnapshotMeta,
 };
 use crate::storage::{SnapshotStore, Wal, WalOptions};
 use crate::wire::{
@@ -97,6 +97,9 @@ pub struct Node {
     /// The ready batch whose persistence is in flight (its entries already handed to storage).
     io_in_flight: Option<Ready>,
     compaction_in_flight: bool,
+    /// The last hard state handed to storage, and a newer commit-only one not yet handed.
+    hard_state_submitted: HardState,
+    commit_deferred: Option<HardState>,
     snapshot_meta: SnapshotMeta,
     log_bytes: u64,
     writes_waiting: BTreeMap<Index, WriteWaiter>,
@@ -147,6 +150,7 @@ impl Node {
         }
         info!("log recovered: {} entries in {} segments in {:?}", report.entries, report.segments, report.elapsed);
         let restored = restore_state(&wal, snapshot)?;
+        let hard_state_submitted = restored.hard_state;
         let kv = match &restored.snapshot {
             Some(s) => KvStore::restore(&s.data).map_err(|e| {
                 StartError(format!("snapshot at index {} in {} is unusable: {e}", s.meta.index, snap_dir.display()))
@@ -199,6 +203,8 @@ impl Node {
             storage,
             io_in_flight: None,
             compaction_in_flight: false,
+            hard_state_submitted,
+            commit_deferred: None,
             snapshot_meta,
             log_bytes: 0,
             writes_waiting: BTreeMap::new(),
@@ -802,12 +808,26 @@ impl Node {
             for message in std::mem::take(&mut ready.messages) {
                 self.send_peer(message);
             }
-            let needs_disk = ready.snapshot.is_some() || !ready.entries.is_empty() || ready.hard_state.is_some();
+            let mut hard_state = ready.hard_state;
+            if let Some(hs) = hard_state {
+                if hs.term == self.hard_state_submitted.term && hs.vote == self.hard_state_submitted.vote {
+                    // Only the commit index moved. It is volatile state (paper Figure 2): it rides
+                    // along with the next batch that syncs anyway instead of costing a sync.
+                    self.commit_deferred = Some(hs);
+                    hard_state = None;
+                }
+            }
+            let needs_disk = ready.snapshot.is_some() || !ready.entries.is_empty() || hard_state.is_some();
             if needs_disk {
+                let deferred = self.commit_deferred.take();
+                let hard_state = hard_state.or(deferred);
+                if let Some(hs) = hard_state {
+                    self.hard_state_submitted = hs;
+                }
                 let job = IoJob::Persist {
                     snapshot: ready.snapshot.clone(),
                     entries: std::mem::take(&mut ready.entries),
-                    hard_state: ready.hard_state,
+                    hard_state,
                 };
                 self.storage.submit(job)?;
                 self.io_in_flight = Some(ready);
