@@ -371,8 +371,9 @@ impl Client {
         Ok(reply)
     }
 
-    /// Opens a connection to `addr` unless `reused` is one, then sends `request` on it. Hands the
-    /// connection back only on success. The error says whether the request may have been sent.
+    /// Sends `request` on `reused` if given, else on a new connection to `addr`. A reused connection
+    /// that turns out to be closed (the node dropped it while idle) is replaced once, at once. Hands
+    /// the connection back only on success; the error says whether the request may have been sent.
     fn attempt_on(
         &self,
         reused: Option<Connection>,
@@ -380,14 +381,25 @@ impl Client {
         request: Option<&ClientRequest>,
         deadline: Instant,
     ) -> Result<(Connection, Option<ClientReply>), (Failure, bool)> {
-        let mut connection = match reused {
-            Some(connection) => connection,
-            None => {
-                let until = deadline.min(Instant::now() + self.options.connect_timeout + self.options.request_timeout);
-                Connection::open(addr, self.options.cluster_id, self.options.connect_timeout, until)
-                    .map_err(|failure| (failure, false))?
+        let mut sent_before = false;
+        if let Some(connection) = reused {
+            match self.send_on(connection, request, deadline) {
+                Err((Failure::Closed | Failure::Io(_), sent)) => sent_before = sent,
+                other => return other,
             }
-        };
+        }
+        let until = deadline.min(Instant::now() + self.options.connect_timeout + self.options.request_timeout);
+        let connection = Connection::open(addr, self.options.cluster_id, self.options.connect_timeout, until)
+            .map_err(|failure| (failure, sent_before))?;
+        self.send_on(connection, request, deadline)
+    }
+
+    fn send_on(
+        &self,
+        mut connection: Connection,
+        request: Option<&ClientRequest>,
+        deadline: Instant,
+    ) -> Result<(Connection, Option<ClientReply>), (Failure, bool)> {
         let Some(request) = request else {
             return Ok((connection, None));
         };

@@ -15,6 +15,8 @@ use crate::wire::{ErrorReply, Frame, FrameBody, FrameDecoder, Hello, HelloOk, No
 /// What a fake node does with one request.
 enum Action {
     Reply(ClientReply),
+    /// Answer, then close the connection (as a node does with an idle client).
+    ReplyAndClose(ClientReply),
     Error(ErrorCode),
     /// Close the connection without answering.
     Drop,
@@ -97,6 +99,10 @@ fn serve(
         };
         let body = match script(number, &request) {
             Action::Reply(reply) => FrameBody::Reply(reply),
+            Action::ReplyAndClose(reply) => {
+                write_frame(&mut stream, Frame::new(frame.request_id, FrameBody::Reply(reply)));
+                return;
+            }
             Action::Error(code) => FrameBody::Error(ErrorReply::new(code, "scripted error")),
             Action::Drop => return,
             Action::Garbage => {
@@ -347,4 +353,19 @@ fn oversized_key_is_refused_before_sending() {
     assert!(matches!(client.set(&key, b"v"), Err(ClientError::InvalidArgument(_))));
     assert!(matches!(client.get(&key, ReadConsistency::Local), Err(ClientError::InvalidArgument(_))));
     assert!(Client::new(Vec::new(), options(100)).is_err());
+}
+
+#[test]
+fn a_connection_the_node_closed_while_idle_is_replaced_without_moving_on() {
+    let close_after_answer = |_: usize, _: &ClientRequest| Action::ReplyAndClose(ClientReply::Ok);
+    let (a, b) = (FakeNode::spawn(1, accept(), close_after_answer), FakeNode::spawn(2, accept(), close_after_answer));
+    let mut client = Client::new(vec![a.addr.clone(), b.addr.clone()], options(2_000)).expect("client");
+    let first = client.set(b"k", b"v1").expect("first set");
+    let (same, other) = if first.addr == a.addr { (&a, &b) } else { (&b, &a) };
+    // Each next write finds the connection closed (EOF or reset) and reconnects to the same node.
+    for _ in 0..3 {
+        assert_eq!(client.set(b"k", b"v").expect("set").addr, first.addr);
+    }
+    assert_eq!(same.requests().len(), 4);
+    assert!(other.requests().is_empty(), "the client must not wander to another node");
 }

@@ -1,0 +1,122 @@
+//! `raftctl status`: asks every node for its `StatusReport`, in parallel, and prints a table (or
+//! one JSON object per node). A node that cannot be asked gets a row with the error.
+
+use std::fmt::Write as _;
+use std::thread;
+
+use mini_raft::client::{Client, ClientError};
+use mini_raft::wire::{NodeRole, StatusReport};
+
+use crate::output::{json_string, table};
+use crate::{CliError, Global, EXIT_FAILED};
+
+const HEADER: [&str; 11] =
+    ["ID", "ADDRESS", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "LAST", "LOG_BYTES", "SNAP_INDEX", "SNAP_TERM"];
+
+/// Prints the status of every node; exit 0 if at least one answered.
+pub fn run(global: &Global) -> Result<u8, CliError> {
+    let results: Vec<(String, Result<StatusReport, String>)> = thread::scope(|scope| {
+        let handles: Vec<_> =
+            global.cluster.iter().map(|addr| (addr.clone(), scope.spawn(move || ask(global, addr)))).collect();
+        handles
+            .into_iter()
+            .map(|(addr, handle)| {
+                let result = handle.join().unwrap_or_else(|_| Err("status thread panicked".to_string()));
+                (addr, result)
+            })
+            .collect()
+    });
+    if global.json {
+        for (addr, result) in &results {
+            println!("{}", json_line(addr, result));
+        }
+    } else {
+        print!("{}", render(&results));
+    }
+    let answered = results.iter().any(|(_, result)| result.is_ok());
+    Ok(if answered { 0 } else { EXIT_FAILED })
+}
+
+fn ask(global: &Global, addr: &str) -> Result<StatusReport, String> {
+    let mut client = Client::new(vec![addr.to_string()], global.client.clone()).map_err(|e| e.to_string())?;
+    match client.status(addr) {
+        Ok(answer) => Ok(answer.value),
+        Err(ClientError::Node { failure, .. }) => Err(failure),
+        Err(other) => Err(other.to_string()),
+    }
+}
+
+pub fn role_name(role: NodeRole) -> &'static str {
+    match role {
+        NodeRole::Follower => "follower",
+        NodeRole::PreCandidate => "pre-candidate",
+        NodeRole::Candidate => "candidate",
+        NodeRole::Leader => "leader",
+    }
+}
+
+fn render(results: &[(String, Result<StatusReport, String>)]) -> String {
+    let rows: Vec<Vec<String>> = results
+        .iter()
+        .map(|(addr, result)| match result {
+            Ok(s) => vec![
+                s.node_id.to_string(),
+                addr.clone(),
+                role_name(s.role).to_string(),
+                s.term.to_string(),
+                if s.leader_id == 0 { "-".to_string() } else { s.leader_id.to_string() },
+                s.commit_index.to_string(),
+                s.applied_index.to_string(),
+                s.last_log_index.to_string(),
+                s.log_size_bytes.to_string(),
+                s.snapshot_index.to_string(),
+                s.snapshot_term.to_string(),
+            ],
+            Err(error) => vec!["-".to_string(), addr.clone(), format!("error: {error}")],
+        })
+        .collect();
+    let mut out = table(&HEADER, &rows);
+    for (_, report) in results {
+        let Ok(report) = report else { continue };
+        if report.peers.is_empty() {
+            continue;
+        }
+        let _ = write!(out, "replication seen by leader {}:", report.node_id);
+        for peer in &report.peers {
+            let _ = write!(out, " node {} match {} next {};", peer.node_id, peer.match_index, peer.next_index);
+        }
+        out.pop();
+        out.push('\n');
+    }
+    out
+}
+
+fn json_line(addr: &str, result: &Result<StatusReport, String>) -> String {
+    let addr = json_string(addr.as_bytes());
+    match result {
+        Err(error) => format!("{{\"addr\":{addr},\"ok\":false,\"error\":{}}}", json_string(error.as_bytes())),
+        Ok(s) => {
+            let peers: Vec<String> = s
+                .peers
+                .iter()
+                .map(|p| format!("{{\"id\":{},\"match\":{},\"next\":{}}}", p.node_id, p.match_index, p.next_index))
+                .collect();
+            format!(
+                "{{\"addr\":{addr},\"ok\":true,\"id\":{},\"role\":\"{}\",\"term\":{},\"leader\":{},\"commit\":{},\
+                 \"applied\":{},\"last_index\":{},\"log_bytes\":{},\"snapshot_index\":{},\"snapshot_term\":{},\
+                 \"peers\":[{}]}}",
+                s.node_id,
+                role_name(s.role),
+                s.term,
+                s.leader_id,
+                s.commit_index,
+                s.applied_index,
+                s.last_log_index,
+                s.log_size_bytes,
+                s.snapshot_index,
+                s.snapshot_term,
+                peers.join(",")
+            )
+        }
+    }
+}
