@@ -285,8 +285,8 @@ fn bench_reports_its_parameters_throughput_and_percentiles() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// `cluster up` with a fake raftd: nodes 1 and 2 run until stopped, node 3 exits with status 7 once
-// the others are up.
+// `cluster up` with a fake raftd: node 3 exits with status 7 once the others are up; nodes 1 and 2
+// keep running a little longer, then exit too.
 
 fn write_fake_raftd(dir: &Path) -> String {
     let script = dir.join("fake-raftd");
@@ -296,10 +296,13 @@ fn write_fake_raftd(dir: &Path) -> String {
          echo \"$@\" >> {d}/args.txt\n\
          if [ \"$2\" = 3 ]; then\n\
            while [ ! -f {d}/pid-1 ] || [ ! -f {d}/pid-2 ]; do sleep 0.02; done\n\
+           touch {d}/dead-3\n\
            exit 7\n\
          fi\n\
          echo $$ > {d}/pid-$2.tmp && mv {d}/pid-$2.tmp {d}/pid-$2\n\
-         exec sleep 30\n"
+         while [ ! -f {d}/dead-3 ]; do sleep 0.02; done\n\
+         sleep 0.3\n\
+         exit 0\n"
     );
     std::fs::write(&script, text).expect("write the fake raftd");
     let chmod = Command::new("chmod").arg("+x").arg(&script).status().expect("chmod runs");
@@ -308,7 +311,7 @@ fn write_fake_raftd(dir: &Path) -> String {
 }
 
 #[test]
-fn cluster_up_stops_every_node_when_one_dies() {
+fn cluster_up_reports_a_dead_node_and_keeps_the_others() {
     let dir = tempfile::tempdir().expect("temp dir");
     let raftd = write_fake_raftd(dir.path());
     let data = dir.path().join("data").display().to_string();
@@ -331,7 +334,11 @@ fn cluster_up_stops_every_node_when_one_dies() {
     ];
     let output = raftctl(&args);
     assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
-    assert!(stderr(&output).contains("node 3 exited with exit status: 7"), "{}", stderr(&output));
+    let err = stderr(&output);
+    assert!(err.contains("node 3 (127.0.0.1:27003) exited with exit status: 7"), "{err}");
+    assert!(err.contains("the other nodes keep running. Restart it with:"), "{err}");
+    assert!(err.contains("node 1 (127.0.0.1:27001) exited with exit status: 0"), "{err}");
+    assert!(err.contains("every node has exited"), "{err}");
     let announced = stdout(&output);
     assert!(
         announced

@@ -66,10 +66,22 @@ pub fn run(args: &[String], before: &Matches) -> Result<u8, CliError> {
     let addrs: Vec<String> = (0..nodes).map(|i| format!("127.0.0.1:{}", base_port + i)).collect();
     let mut running = start(&raftd, &data, &addrs, global.client.cluster_id, extra)?;
     announce(&running, &data, global.client.cluster_id);
-    let (id, status) = watch(&mut running);
-    eprintln!("raftctl: node {id} ({}) exited with {status}; stopping the other nodes", addr_of(&running, id));
-    stop(&mut running);
-    Err(CliError::Failed(format!("node {id} exited with {status}")))
+    // A node that dies (or is killed, as in the README's failover tour) is reported with the
+    // command that restarts it; the others keep running until Ctrl-C or until none is left.
+    while !running.is_empty() {
+        let (id, status) = watch(&mut running);
+        let mut restart = vec![raftd.display().to_string()];
+        restart.extend(node_args(id, &addrs, &data, global.client.cluster_id));
+        restart.extend(extra.iter().cloned());
+        let others = if running.len() > 1 { "the other nodes keep running" } else { "no node is left" };
+        eprintln!(
+            "raftctl: node {id} ({}) exited with {status}; {others}. Restart it with:\n  {}",
+            addr_of(&running, id),
+            restart.join(" ")
+        );
+        running.retain(|node| node.id != id);
+    }
+    Err(CliError::Failed("every node has exited".into()))
 }
 
 fn usage(message: &str) -> CliError {
