@@ -564,7 +564,10 @@ impl Raft {
     fn handle_append_success(&mut self, from: NodeId, index: Index) {
         let Some(pr) = self.progress.get_mut(&from) else { return };
         let was_paused = pr.is_paused();
-        if !pr.maybe_update(index) {
+        // A probe answered at exactly the known match index still proves where the follower's
+        // log ends: switch to Replicate instead of waiting for the next heartbeat (as etcd does).
+        let probe_confirmed = pr.state == ProgressState::Probe && index == pr.matched;
+        if !pr.maybe_update(index) && !probe_confirmed {
             if pr.state == ProgressState::Replicate {
                 pr.inflights.free_to(index);
             }

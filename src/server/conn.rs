@@ -3,7 +3,8 @@
 //!
 //! Partial reads and writes are the normal case. Invariants: `queued_bytes` equals the bytes in
 //! `out` not yet written; it never exceeds the connection's cap (a message that would exceed it
-//! is refused, and the caller decides whether to drop the message or the connection); a closed
+//! is refused, and the caller decides whether to drop the message or the connection; only snapshot
+//! chunks may pass it, bounded by one snapshot per peer); a closed
 //! connection never reads or writes again.
 
 use std::collections::VecDeque;
@@ -105,6 +106,20 @@ impl Connection {
     /// Queues an encoded frame. Returns false (and queues nothing) if it would exceed the cap.
     pub fn queue(&mut self, frame: Bytes) -> bool {
         if self.closed || self.queued_bytes + frame.len() > self.queued_bytes_max {
+            return false;
+        }
+        if self.out.is_empty() {
+            self.last_write_progress = Instant::now();
+        }
+        self.queued_bytes += frame.len();
+        self.out.push_back(frame);
+        true
+    }
+
+    /// Queues a frame even past the cap (a snapshot chunk: its total is bounded by the snapshot
+    /// size, one snapshot per peer at a time). Refused only on a closed connection.
+    pub fn queue_beyond_cap(&mut self, frame: Bytes) -> bool {
+        if self.closed {
             return false;
         }
         if self.out.is_empty() {

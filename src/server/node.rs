@@ -143,12 +143,24 @@ impl Node {
             .latest()
             .map_err(|e| StartError(format!("cannot load the latest snapshot in {}: {e}", snap_dir.display())))?;
         let wal_opts = WalOptions { segment_bytes: cfg.segment_bytes, ..WalOptions::default() };
-        let (wal, report) = Wal::open(&wal_dir, wal_opts)
+        let (mut wal, report) = Wal::open(&wal_dir, wal_opts)
             .map_err(|e| StartError(format!("cannot open the log in {}: {e}", wal_dir.display())))?;
         if report.bytes_truncated > 0 {
             warn!("log recovery dropped a torn tail of {} bytes at {:?}", report.bytes_truncated, report.truncated_at);
         }
         info!("log recovered: {} entries in {} segments in {:?}", report.entries, report.segments, report.elapsed);
+        if let Some(s) = &snapshot {
+            if s.meta.index > wal.snapshot_floor().0 {
+                // The snapshot file is durable but the log was not yet compacted under it: a
+                // crash between the two steps of installing a leader's snapshot (or of our own
+                // compaction). Finish it now, or the log could hold another leader's suffix after
+                // the snapshot (paper Figure 13, steps 6-7: discard a log that does not match).
+                info!("finishing an interrupted snapshot install at index {} (term {})", s.meta.index, s.meta.term);
+                wal.compact(s.meta.index, s.meta.term).map_err(|e| {
+                    StartError(format!("cannot compact the log in {} under the snapshot: {e}", wal_dir.display()))
+                })?;
+            }
+        }
         let restored = restore_state(&wal, snapshot)?;
         let hard_state_submitted = restored.hard_state;
         let kv = match &restored.snapshot {
@@ -606,6 +618,17 @@ impl Node {
         }
     }
 
+    fn send_frame_beyond_cap(&mut self, token: usize, frame: Frame) -> bool {
+        let Some(conn) = self.conns.get_mut(token) else { return false };
+        match frame.to_bytes() {
+            Ok(bytes) => conn.queue_beyond_cap(bytes),
+            Err(e) => {
+                error!("cannot encode a {} frame: {e}", frame_name(&frame.body));
+                false
+            }
+        }
+    }
+
     fn send_peer(&mut self, message: Message) {
         let to = message.to;
         let Some(token) = self.peers.get(&to).and_then(|l| l.token) else {
@@ -627,8 +650,13 @@ impl Node {
             }
             _ => vec![Frame::new(0, FrameBody::Peer(message.clone()))],
         };
+        let is_snapshot = matches!(message.body, MessageBody::InstallSnapshot { .. });
         for frame in frames {
-            if !self.send_frame(token, frame) {
+            // A snapshot may exceed the queue cap on its own; it is still bounded, because a
+            // follower in the snapshot state gets nothing else until it answers or the send fails.
+            let queued =
+                if is_snapshot { self.send_frame_beyond_cap(token, frame) } else { self.send_frame(token, frame) };
+            if !queued {
                 // Queue full (a slow or dead peer): drop, Raft retransmits.
                 if matches!(message.body, MessageBody::InstallSnapshot { .. }) {
                     self.raft.report_snapshot_failed(to);

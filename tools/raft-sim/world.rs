@@ -651,6 +651,10 @@ impl World {
         self.faults.drop_per_mille = 0;
         self.faults.duplicate_per_mille = 0;
         self.faults.delay_ticks_max = self.faults.delay_ticks_max.min(3);
+        // A very slow disk is a fault too: with 10% completion per tick a vote needs two syncs of
+        // ~10 ticks each, longer than the election timeout, and no election can finish (as for
+        // any Raft whose fsync approaches its election timeout). Healing restores a sane disk.
+        self.faults.io_finish_per_mille = self.faults.io_finish_per_mille.max(500);
         for i in 0..self.nodes.len() {
             self.nodes[i].paused_until = self.step;
             if self.nodes[i].raft.is_none() {
