@@ -325,6 +325,24 @@ impl Raft {
 
     /// Proposes an application command. Returns the index it will occupy if it commits.
     pub fn propose(&mut self, data: Bytes) -> Result<Index, ProposeError> {
+        let index = self.append_proposal(data)?;
+        self.broadcast_append();
+        Ok(index)
+    }
+
+    /// Proposes several commands at once: one AppendEntries per follower carries them all, instead
+    /// of one per command. Each result is the index the command will occupy, or why it was
+    /// refused (a refusal does not stop the commands after it from being tried).
+    pub fn propose_batch(&mut self, batch: impl IntoIterator<Item = Bytes>) -> Vec<Result<Index, ProposeError>> {
+        let results: Vec<Result<Index, ProposeError>> =
+            batch.into_iter().map(|data| self.append_proposal(data)).collect();
+        if results.iter().any(|r| r.is_ok()) {
+            self.broadcast_append();
+        }
+        results
+    }
+
+    fn append_proposal(&mut self, data: Bytes) -> Result<Index, ProposeError> {
         if self.role != Role::Leader {
             return Err(ProposeError::NotLeader { leader: self.leader });
         }
@@ -333,9 +351,7 @@ impl Raft {
             return Err(ProposeError::Busy);
         }
         self.uncommitted_bytes += size;
-        let index = self.append_entry(EntryKind::Normal, data);
-        self.broadcast_append();
-        Ok(index)
+        Ok(self.append_entry(EntryKind::Normal, data))
     }
 
     /// Requests a linearizable read (ReadIndex, dissertation §6.4). A `ReadState` with this `ctx`

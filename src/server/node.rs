@@ -103,6 +103,8 @@ pub struct Node {
     snapshot_meta: SnapshotMeta,
     log_bytes: u64,
     writes_waiting: BTreeMap<Index, WriteWaiter>,
+    /// Writes received in this loop iteration, proposed together at its end.
+    proposals_batch: Vec<(Waiter, Bytes)>,
     reads_batch: Vec<ReadWaiter>,
     reads_awaiting_confirm: BTreeMap<u64, Vec<ReadWaiter>>,
     reads_awaiting_apply: Vec<(Index, Vec<ReadWaiter>)>,
@@ -220,6 +222,7 @@ impl Node {
             snapshot_meta,
             log_bytes: 0,
             writes_waiting: BTreeMap::new(),
+            proposals_batch: Vec::new(),
             reads_batch: Vec::new(),
             reads_awaiting_confirm: BTreeMap::new(),
             reads_awaiting_apply: Vec::new(),
@@ -261,6 +264,7 @@ impl Node {
             }
             self.collect_storage_results()?;
             self.run_ticks();
+            self.propose_batch();
             self.start_read_round();
             self.drive_ready()?;
             if self.io_in_flight.is_some() {
@@ -673,7 +677,7 @@ impl Node {
         let waiter = Waiter { token, serial: conn.serial, request_id };
         if conn.requests_in_flight >= CLIENT_REQUESTS_IN_FLIGHT_MAX {
             let text = format!("more than {CLIENT_REQUESTS_IN_FLIGHT_MAX} requests in flight on this connection");
-            return self.reply_error(waiter, ErrorCode::Overloaded, text, false);
+            return self.reply_error(waiter, ErrorCode::Overloaded, text);
         }
         conn.requests_in_flight += 1;
         match request {
@@ -690,30 +694,22 @@ impl Node {
                     return self.reply_not_leader(waiter);
                 }
                 if self.reads_waiting >= READS_WAITING_MAX {
-                    return self.reply_error(waiter, ErrorCode::Overloaded, "too many reads waiting".into(), false);
+                    return self.reply_error(waiter, ErrorCode::Overloaded, "too many reads waiting".into());
                 }
                 self.reads_waiting += 1;
                 self.reads_batch.push(ReadWaiter { waiter, key });
             }
             ClientRequest::Write(command) => {
-                if self.writes_waiting.len() >= WRITES_WAITING_MAX {
-                    return self.reply_error(
-                        waiter,
-                        ErrorCode::Overloaded,
-                        "too many writes waiting to commit".into(),
-                        false,
-                    );
+                if self.writes_waiting.len() + self.proposals_batch.len() >= WRITES_WAITING_MAX {
+                    let text = "too many writes waiting to commit".to_string();
+                    return self.reply_error(waiter, ErrorCode::Overloaded, text);
                 }
-                match self.raft.propose(Bytes::from(command.to_bytes())) {
-                    Ok(index) => {
-                        let term = self.raft.term();
-                        self.writes_waiting.insert(index, WriteWaiter { waiter, term });
-                    }
-                    Err(ProposeError::NotLeader { .. }) => self.reply_not_leader(waiter),
-                    Err(ProposeError::Busy) => {
-                        self.reply_error(waiter, ErrorCode::Overloaded, "too many uncommitted entries".into(), false)
-                    }
+                if self.raft.role() != Role::Leader {
+                    return self.reply_not_leader(waiter);
                 }
+                // Proposed together with every other write of this loop iteration: one append
+                // per follower carries them all.
+                self.proposals_batch.push((waiter, Bytes::from(command.to_bytes())));
             }
         }
     }
@@ -730,7 +726,7 @@ impl Node {
         }
     }
 
-    fn reply_error(&mut self, waiter: Waiter, code: ErrorCode, message: String, _closes: bool) {
+    fn reply_error(&mut self, waiter: Waiter, code: ErrorCode, message: String) {
         self.reply(waiter, FrameBody::Error(ErrorReply::new(code, message)));
     }
 
@@ -743,6 +739,26 @@ impl Node {
         };
         let leader_id = if leader_addr.is_empty() { 0 } else { leader_id };
         self.reply(waiter, FrameBody::Reply(ClientReply::NotLeader { leader_id, leader_addr }));
+    }
+
+    fn propose_batch(&mut self) {
+        if self.proposals_batch.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.proposals_batch);
+        let results = self.raft.propose_batch(batch.iter().map(|(_, data)| data.clone()));
+        let term = self.raft.term();
+        for ((waiter, _), result) in batch.into_iter().zip(results) {
+            match result {
+                Ok(index) => {
+                    self.writes_waiting.insert(index, WriteWaiter { waiter, term });
+                }
+                Err(ProposeError::NotLeader { .. }) => self.reply_not_leader(waiter),
+                Err(ProposeError::Busy) => {
+                    self.reply_error(waiter, ErrorCode::Overloaded, "too many uncommitted entries".into())
+                }
+            }
+        }
     }
 
     fn start_read_round(&mut self) {
@@ -765,9 +781,7 @@ impl Node {
         for read in batch {
             match reason {
                 ProposeError::NotLeader { .. } => self.reply_not_leader(read.waiter),
-                ProposeError::Busy => {
-                    self.reply_error(read.waiter, ErrorCode::Overloaded, "too many reads".into(), false)
-                }
+                ProposeError::Busy => self.reply_error(read.waiter, ErrorCode::Overloaded, "too many reads".into()),
             }
         }
     }
@@ -907,7 +921,6 @@ impl Node {
                     w.waiter,
                     ErrorCode::OutcomeUnknown,
                     "leadership lost before the write committed".into(),
-                    false,
                 );
             }
             let batch = std::mem::take(&mut self.reads_batch);
@@ -928,7 +941,7 @@ impl Node {
             let covered: Vec<Index> = self.writes_waiting.range(..=snapshot.meta.index).map(|(&i, _)| i).collect();
             for index in covered {
                 if let Some(w) = self.writes_waiting.remove(&index) {
-                    self.reply_error(w.waiter, ErrorCode::OutcomeUnknown, "superseded by a snapshot".into(), false);
+                    self.reply_error(w.waiter, ErrorCode::OutcomeUnknown, "superseded by a snapshot".into());
                 }
             }
         }
