@@ -528,8 +528,14 @@ impl Node {
                 ErrorReply::new(ErrorCode::HandshakeRequired, "the first frame on a connection must be Hello"),
             ),
             (ConnKind::Client, FrameBody::Request(request)) => self.on_client_request(token, frame.request_id, request),
-            (ConnKind::InboundPeer(peer), FrameBody::Peer(message)) => self.on_peer_message(token, peer, message),
-            (ConnKind::InboundPeer(peer), FrameBody::SnapshotChunk(chunk)) => {
+            // Peer traffic is accepted on either connection of a pair (protocol.md §3.1).
+            (ConnKind::InboundPeer(peer) | ConnKind::OutboundPeer { peer, ready: true }, FrameBody::Peer(message)) => {
+                self.on_peer_message(token, peer, message)
+            }
+            (
+                ConnKind::InboundPeer(peer) | ConnKind::OutboundPeer { peer, ready: true },
+                FrameBody::SnapshotChunk(chunk),
+            ) => {
                 if chunk.from != peer || chunk.to != self.cfg.id {
                     let text =
                         format!("snapshot chunk from {} to {} on node {peer}'s connection", chunk.from, chunk.to);

@@ -52,7 +52,7 @@ pub struct Checker {
 type Failure = (&'static str, String);
 
 impl Checker {
-    pub fn new(_nodes: u64) -> Checker {
+    pub fn new() -> Checker {
         Checker {
             leaders: BTreeMap::new(),
             committed: BTreeMap::new(),

@@ -194,7 +194,7 @@ impl World {
             })
             .collect();
         let mut world = World {
-            checker: Checker::new(opts.nodes),
+            checker: Checker::new(),
             opts,
             faults,
             rng,
