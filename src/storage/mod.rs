@@ -2,7 +2,8 @@
 //! only layer that touches files.
 //!
 //! - `record`: the byte layout of WAL records (documented there, offsets and byte order).
-//! - `segment`: segment files (`{seq:020}-{first_index:020}.wal`, preallocated, mmap'd).
+//! - `segment`: segment files (`{seq:020}-{first_index:020}.wal`, preallocated, mmap'd for reads and
+//!   recovery; appends go through one `pwrite` per batch, see `Segment::append` for the measurement).
 //! - `log_state`: the index rebuilt by replaying records; shared by writer, recovery, raft-dump.
 //! - `wal`: `Wal`, the durability contract (append / set_hard_state are durable only after
 //!   `sync`), group commit, truncation, compaction, recovery.

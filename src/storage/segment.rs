@@ -113,6 +113,9 @@ pub struct Segment {
     pub write_pos: usize,
     /// Bytes below this offset are durable.
     pub synced_pos: usize,
+    /// Records appended but not yet handed to the kernel: they cover `[write_pos - pending.len(),
+    /// write_pos)`. See `append` for why writes go through `pwrite` rather than the mapping.
+    pending: Vec<u8>,
 }
 
 impl Segment {
@@ -136,6 +139,7 @@ impl Segment {
             map,
             write_pos: 0,
             synced_pos: 0,
+            pending: Vec::new(),
         })
     }
 
@@ -165,7 +169,7 @@ impl Segment {
         file.sync_all().map_err(|e| StorageError::io("fsync segment", &tmp, e))?;
         fs::rename(&tmp, &path).map_err(|e| StorageError::io("rename segment", &tmp, e))?;
         sync_dir(dir)?;
-        Ok(Segment { seq: header.seq, first_index, path, file, map, write_pos: n, synced_pos: n })
+        Ok(Segment { seq: header.seq, first_index, path, file, map, write_pos: n, synced_pos: n, pending: Vec::new() })
     }
 
     pub fn bytes(&self) -> &[u8] {
@@ -185,16 +189,41 @@ impl Segment {
         self.map.len() - self.write_pos
     }
 
-    /// Encodes `record` at `write_pos` and advances it. The caller checked that it fits.
+    /// Encodes `record` at `write_pos` and advances it. The caller checked that it fits. The
+    /// bytes reach the file (and so the mapping, which shares the page cache) at the next
+    /// `write_out`, in one `pwrite` for the whole batch.
+    ///
+    /// Why not store through the mapping: on this project's machines (Linux 6.18, ext4), stores
+    /// through a shared mapping into a 64 MiB segment make every later msync/fdatasync ~4x
+    /// slower once ~30 MB of the file are dirtied (65 us -> 245-290 us per 2 KiB sync), while
+    /// `pwrite` + `fdatasync` stays at ~70 us. Reads and recovery still use the mapping.
     pub fn append(&mut self, rec: &Record<'_>) -> usize {
         let need = record::record_len(record::payload_len(rec));
         assert!(need <= self.remaining(), "record does not fit the segment");
         let off = self.write_pos;
-        let n = record::encode(&mut self.map[off..off + need], rec);
+        let start = self.pending.len();
+        self.pending.resize(start + need, 0);
+        let n = record::encode(&mut self.pending[start..], rec);
         debug_assert_eq!(n, need);
-        debug_assert!(record::decode(&self.map, off).is_ok());
+        debug_assert!(record::decode(&self.pending[start..], 0).is_ok());
         self.write_pos += n;
         off
+    }
+
+    /// Hands appended records to the kernel (one `pwrite`); afterwards the mapping shows them.
+    pub fn write_out(&mut self) -> Result<(), StorageError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        use std::os::unix::fs::FileExt;
+        let from = self.write_pos - self.pending.len();
+        self.file
+            .write_all_at(&self.pending, from as u64)
+            .map_err(|e| StorageError::io("write records", &self.path, e))?;
+        // Read back through the mapping: the page cache must now hold exactly what we encoded.
+        debug_assert!(self.map[from..self.write_pos] == self.pending[..]);
+        self.pending.clear();
+        Ok(())
     }
 
     /// Overwrites `[from, to)` with zeros (dropping a torn tail) and makes that durable.
@@ -206,6 +235,7 @@ impl Segment {
 
     /// Makes everything written since the last sync durable, with one msync or fdatasync.
     pub fn sync(&mut self, mode: SyncMode) -> Result<(), StorageError> {
+        self.write_out()?;
         if self.write_pos == self.synced_pos {
             return Ok(());
         }

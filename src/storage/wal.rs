@@ -224,7 +224,7 @@ impl Wal {
             self.write(&Record::Entry { index: e.index, term: e.term, kind: e.kind, data: &e.data })?;
         }
         debug_assert_eq!(self.state.last, entries[entries.len() - 1].index);
-        Ok(())
+        self.write_out()
     }
 
     fn check_batch(&self, entries: &[Entry]) -> Result<(), StorageError> {
@@ -313,7 +313,15 @@ impl Wal {
                 hs.term, old.vote, hs.vote
             )));
         }
-        self.write(&Record::HardState(hs))
+        self.write(&Record::HardState(hs))?;
+        self.write_out()
+    }
+
+    /// Hands the newest segment's appended records to the kernel, so that reads (through the
+    /// mapping) see them. Called at the end of every public operation that writes: one `pwrite`
+    /// per batch, not one per record.
+    fn write_out(&mut self) -> Result<(), StorageError> {
+        self.segments.back_mut().ok_or_else(no_segment)?.write_out()
     }
 
     /// Makes everything written since the last sync durable with one msync/fdatasync (older
