@@ -57,6 +57,8 @@ const PEER_STALL_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Serializing a snapshot on the event loop for longer than this is logged as a warning.
+const SNAPSHOT_SERIALIZE_WARN: Duration = Duration::from_millis(20);
 /// After a stall (a paused process), tick at most this many times at once.
 const TICKS_CATCH_UP_MAX: u32 = 20;
 
@@ -896,6 +898,10 @@ impl Node {
                     };
                     self.finish_ready(ready)?;
                 }
+                IoDone::SnapshotSaved(snapshot) => {
+                    // The file is durable: only now may the log forget the entries under it.
+                    self.storage.submit(IoJob::CompactLog(snapshot))?;
+                }
                 IoDone::Compacted { snapshot, log_bytes } => {
                     self.log_bytes = log_bytes;
                     self.compaction_in_flight = false;
@@ -1010,11 +1016,19 @@ impl Node {
             return Ok(());
         }
         let Some(term) = self.raft.log_term(applied) else { return Ok(()) };
+        let started = Instant::now();
         let snapshot = Snapshot {
             meta: SnapshotMeta { index: applied, term, conf: ConfState { voters: self.raft.voters() } },
             data: Bytes::from(self.kv.snapshot()),
         };
-        self.storage.submit(IoJob::Compact(snapshot))?;
+        let serialized = started.elapsed();
+        if serialized > SNAPSHOT_SERIALIZE_WARN {
+            warn!(
+                "serializing the snapshot at index {applied} ({} bytes) held the event loop for {serialized:?}",
+                snapshot.data.len()
+            );
+        }
+        self.storage.save_snapshot(snapshot)?;
         self.compaction_in_flight = true;
         Ok(())
     }

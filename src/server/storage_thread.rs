@@ -1,4 +1,6 @@
-//! The I/O thread: owns the WAL and the snapshot store, and makes ready batches durable.
+//! The I/O threads: one owns the WAL and makes ready batches durable; another writes the
+//! node's own snapshots, so that a large snapshot file (written, fsynced, read back, renamed)
+//! never holds up the commit path.
 //!
 //! The reactor hands it one job at a time per ready batch (the core allows one batch in flight),
 //! so while a sync runs the next batch forms in the core: one `fdatasync`/`msync` covers every
@@ -20,50 +22,79 @@ pub const SNAPSHOTS_KEPT: usize = 2;
 pub enum IoJob {
     /// Persist a ready batch: snapshot first, then entries, then hard state, one sync.
     Persist { snapshot: Option<Snapshot>, entries: Vec<Entry>, hard_state: Option<HardState> },
-    /// Save a snapshot the node took of its own state machine, then compact the log under it.
-    Compact(Snapshot),
+    /// Compact the log under a snapshot file that is already durable.
+    CompactLog(Snapshot),
 }
 
 pub enum IoDone {
-    Persisted { log_bytes: u64 },
-    Compacted { snapshot: Snapshot, log_bytes: u64 },
+    Persisted {
+        log_bytes: u64,
+    },
+    /// The node's own snapshot file is durable; the log may now be compacted under it.
+    SnapshotSaved(Snapshot),
+    Compacted {
+        snapshot: Snapshot,
+        log_bytes: u64,
+    },
     Failed(String),
 }
 
 pub struct StorageThread {
     jobs: Option<Sender<IoJob>>,
+    snapshots: Option<Sender<Snapshot>>,
     done: Receiver<IoDone>,
-    handle: Option<JoinHandle<()>>,
+    handles: Vec<JoinHandle<()>>,
 }
 
 impl StorageThread {
     pub fn spawn(wal: Wal, snapshots: SnapshotStore, segment_bytes: u64, waker: Arc<Waker>) -> std::io::Result<Self> {
         let (jobs_tx, jobs_rx) = mpsc::channel::<IoJob>();
+        let (snap_tx, snap_rx) = mpsc::channel::<Snapshot>();
         let (done_tx, done_rx) = mpsc::channel::<IoDone>();
-        let handle = std::thread::Builder::new().name("raft-io".into()).spawn(move || {
-            let mut worker = Worker { wal, snapshots, segment_bytes };
+        let wal_done = done_tx.clone();
+        let wal_waker = Arc::clone(&waker);
+        let wal_snapshots = snapshots.clone();
+        let wal_thread = std::thread::Builder::new().name("raft-wal".into()).spawn(move || {
+            let mut worker = Worker { wal, snapshots: wal_snapshots, segment_bytes };
             for job in jobs_rx {
                 let result = match job {
                     IoJob::Persist { snapshot, entries, hard_state } => worker
                         .persist(snapshot.as_ref(), &entries, hard_state)
                         .map(|()| IoDone::Persisted { log_bytes: worker.log_bytes() }),
-                    IoJob::Compact(snapshot) => worker
-                        .compact(&snapshot)
+                    IoJob::CompactLog(snapshot) => worker
+                        .compact_log(&snapshot)
                         .map(|()| IoDone::Compacted { log_bytes: worker.log_bytes(), snapshot }),
                 };
-                let failed = result.is_err();
-                let message = result.unwrap_or_else(|e| IoDone::Failed(e.to_string()));
-                if done_tx.send(message).is_err() {
-                    return;
-                }
-                // A failed wake only delays the reactor until its next tick.
-                let _ = waker.wake();
-                if failed {
+                if !report(&wal_done, &wal_waker, result) {
                     return; // nothing more may be written after a storage failure
                 }
             }
         })?;
-        Ok(StorageThread { jobs: Some(jobs_tx), done: done_rx, handle: Some(handle) })
+        let snapshot_thread = std::thread::Builder::new().name("raft-snapshot".into()).spawn(move || {
+            for snapshot in snap_rx {
+                let result = snapshots
+                    .save(&snapshot)
+                    .and_then(|_| snapshots.prune(SNAPSHOTS_KEPT))
+                    .map(|_| IoDone::SnapshotSaved(snapshot));
+                if !report(&done_tx, &waker, result) {
+                    return;
+                }
+            }
+        })?;
+        Ok(StorageThread {
+            jobs: Some(jobs_tx),
+            snapshots: Some(snap_tx),
+            done: done_rx,
+            handles: vec![wal_thread, snapshot_thread],
+        })
+    }
+
+    /// Queues the node's own snapshot for saving; `SnapshotSaved` reports it durable.
+    pub fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), String> {
+        match &self.snapshots {
+            Some(tx) => tx.send(snapshot).map_err(|_| "snapshot thread has stopped".to_string()),
+            None => Err("snapshot thread has stopped".into()),
+        }
     }
 
     /// Queues a job. Fails only if the thread is gone (after a storage failure).
@@ -79,10 +110,24 @@ impl StorageThread {
     }
 }
 
+/// Sends a job's outcome to the reactor and wakes it. Returns false if the thread must stop.
+fn report(done: &Sender<IoDone>, waker: &Waker, result: Result<IoDone, StorageError>) -> bool {
+    let failed = result.is_err();
+    let message = result.unwrap_or_else(|e| IoDone::Failed(e.to_string()));
+    if done.send(message).is_err() {
+        return false;
+    }
+    // A failed wake only delays the reactor until its next tick.
+    let _ = waker.wake();
+    !failed
+}
+
 impl Drop for StorageThread {
     fn drop(&mut self) {
-        self.jobs.take(); // closes the channel: the thread finishes queued jobs and exits
-        if let Some(handle) = self.handle.take() {
+        // Closing the channels lets the threads finish queued jobs and exit.
+        self.jobs.take();
+        self.snapshots.take();
+        for handle in self.handles.drain(..) {
             let _ = handle.join();
         }
     }
@@ -115,11 +160,8 @@ impl Worker {
         self.wal.sync()
     }
 
-    fn compact(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
-        self.snapshots.save(snapshot)?;
-        self.wal.compact(snapshot.meta.index, snapshot.meta.term)?;
-        self.snapshots.prune(SNAPSHOTS_KEPT)?;
-        Ok(())
+    fn compact_log(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
+        self.wal.compact(snapshot.meta.index, snapshot.meta.term)
     }
 
     fn log_bytes(&self) -> u64 {

@@ -221,6 +221,7 @@ pub fn load_snapshot(path: &Path) -> Result<Snapshot, StorageError> {
 }
 
 /// The snapshot directory.
+#[derive(Clone, Debug)]
 pub struct SnapshotStore {
     dir: PathBuf,
 }
