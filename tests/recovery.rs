@@ -76,3 +76,37 @@ fn crash_between_snapshot_save_and_log_compaction_over_a_conflicting_log() {
 fn crash_between_snapshot_save_and_log_compaction_beyond_the_log() {
     assert_node_starts_and_serves(|dir| crashed_mid_install(dir, &[1, 1, 1, 1, 1, 1, 1], 9, 1), 9);
 }
+
+#[test]
+fn a_corrupt_record_in_the_middle_of_the_log_stops_the_node_with_file_and_offset() {
+    let mut cluster = TestCluster::start(1, &[]);
+    cluster.wait_leader(Duration::from_secs(10)).expect("leader");
+    let mut client = cluster.client();
+    for i in 0..50 {
+        client.set(format!("k{i}").as_bytes(), b"0123456789abcdef").expect("write");
+    }
+    cluster.kill(1);
+    let wal_dir = cluster.node_dir(1).join("wal");
+    let segment = std::fs::read_dir(&wal_dir)
+        .expect("wal dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "wal"))
+        .expect("a segment");
+    let mut bytes = std::fs::read(&segment).expect("read segment");
+    // Flip a bit inside a record's payload ("0123456789abcdef" of an early write), far from the tail.
+    let at = bytes.windows(16).position(|w| w == b"0123456789abcdef").expect("payload on disk") + 3;
+    bytes[at] ^= 0x10;
+    std::fs::write(&segment, &bytes).expect("write segment");
+
+    let peers = format!("1={}", cluster.addrs[0]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_raftd"))
+        .args(["--id", "1", "--listen", &cluster.addrs[0], "--peers", &peers, "--segment-mib", "4", "--data-dir"])
+        .arg(cluster.node_dir(1))
+        .output()
+        .expect("run raftd");
+    assert_eq!(out.status.code(), Some(1), "raftd must refuse to start on a corrupt log");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let name = segment.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    assert!(stderr.contains(name), "error must name the segment file: {stderr}");
+    assert!(stderr.contains("offset"), "error must name the offset: {stderr}");
+}
