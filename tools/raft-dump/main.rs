@@ -30,7 +30,7 @@ struct Args {
 }
 
 fn usage(opts: &Options) -> String {
-    opts.usage("Usage: raft-dump [--records [--from I] [--to J]] [--verify] [--json] DIR")
+    opts.usage("Usage: raft-dump [--records [--from I] [--to J]] [--verify] [--json] DIR\n\nDIR is a node's --data-dir (with wal/ and snap/ inside) or a bare WAL directory.")
 }
 
 fn parse_args() -> Result<Option<Args>, String> {
@@ -312,7 +312,7 @@ fn print_records(args: &Args, files: &[SegmentFile]) {
             let mut fields = vec![
                 ("file", V::S(name.clone())),
                 ("offset", V::N(off as u64)),
-                ("type", V::S(d.record.record_type().name().to_string())),
+                ("record_type", V::S(d.record.record_type().name().to_string())),
             ];
             match d.record {
                 Record::Entry { index, term, kind, data } => {
@@ -356,7 +356,7 @@ fn print_records(args: &Args, files: &[SegmentFile]) {
                     &[
                         ("file", V::S(name.clone())),
                         ("offset", V::N(end.end as u64)),
-                        ("type", V::S("invalid".to_string())),
+                        ("record_type", V::S("invalid".to_string())),
                         ("crc_ok", V::B(false)),
                         ("error", V::S(reason)),
                     ],
@@ -410,13 +410,28 @@ fn print_snapshots(dir: &Path, json: bool, problems: &mut Vec<Problem>) -> Resul
     Ok(())
 }
 
+/// A node's data directory holds `wal/` and `snap/` (see `raftd`); a bare WAL directory (segments
+/// and snapshots side by side) is accepted too.
+fn layout(dir: &Path) -> (PathBuf, PathBuf) {
+    if dir.join("wal").is_dir() {
+        (dir.join("wal"), dir.join("snap"))
+    } else {
+        (dir.to_path_buf(), dir.to_path_buf())
+    }
+}
+
 fn run(args: &Args) -> Result<u8, String> {
     let mut problems = Vec::new();
-    let (files, temps) = segment::find_segment_files(&args.dir).map_err(|e| e.to_string())?;
-    if let Err(e) = segment::check_consecutive(&args.dir, &files) {
+    let (wal_dir, snap_dir) = layout(&args.dir);
+    let (files, temps) = segment::find_segment_files(&wal_dir).map_err(|e| e.to_string())?;
+    if files.is_empty() {
+        // Pointing the tool at the wrong directory must not look like a healthy, empty log.
+        problems.push(problem(Severity::Corrupt, &wal_dir, 0, "no WAL segment files in this directory".into()));
+    }
+    if let Err(e) = segment::check_consecutive(&wal_dir, &files) {
         let path = match &e {
             mini_raft::storage::StorageError::MissingSegment { next_path, .. } => next_path.clone(),
-            _ => args.dir.clone(),
+            _ => wal_dir.clone(),
         };
         problems.push(problem(Severity::Corrupt, &path, 0, e.to_string()));
     }
@@ -440,7 +455,9 @@ fn run(args: &Args) -> Result<u8, String> {
     for t in &temps {
         emit(args.json, "temp_file", &[("file", V::S(file_name(t)))]);
     }
-    print_snapshots(&args.dir, args.json, &mut problems)?;
+    if snap_dir.is_dir() {
+        print_snapshots(&snap_dir, args.json, &mut problems)?;
+    }
     if args.records {
         print_records(args, &files);
     }
