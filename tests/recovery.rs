@@ -86,6 +86,15 @@ fn a_corrupt_record_in_the_middle_of_the_log_stops_the_node_with_file_and_offset
         client.set(format!("k{i}").as_bytes(), b"0123456789abcdef").expect("write");
     }
     cluster.kill(1);
+    let dump = |dir: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_raft-dump"))
+            .arg("--verify")
+            .arg(dir)
+            .output()
+            .expect("raft-dump")
+    };
+    let healthy = dump(&cluster.node_dir(1));
+    assert_eq!(healthy.status.code(), Some(0), "{}", String::from_utf8_lossy(&healthy.stdout));
     let wal_dir = cluster.node_dir(1).join("wal");
     let segment = std::fs::read_dir(&wal_dir)
         .expect("wal dir")
@@ -109,4 +118,7 @@ fn a_corrupt_record_in_the_middle_of_the_log_stops_the_node_with_file_and_offset
     let name = segment.file_name().and_then(|n| n.to_str()).unwrap_or_default();
     assert!(stderr.contains(name), "error must name the segment file: {stderr}");
     assert!(stderr.contains("offset"), "error must name the offset: {stderr}");
+    let damaged = dump(&cluster.node_dir(1));
+    assert_ne!(damaged.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&damaged.stderr).contains(name), "raft-dump must name the damaged segment");
 }
