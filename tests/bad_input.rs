@@ -155,3 +155,61 @@ fn raftd_rejects_bad_flags_and_occupied_ports() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot open"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn a_half_closed_client_still_gets_its_replies() {
+    let cluster = node();
+    let mut conn = handshaken(&cluster);
+    let set = Command::Set { session: Session { client_id: 99, seq: 1 }, key: "half".into(), value: "closed".into() };
+    conn.send(&Frame::new(1, FrameBody::Request(ClientRequest::Write(set))));
+    conn.send(&Frame::new(2, FrameBody::Request(ClientRequest::Status)));
+    conn.stream.shutdown(std::net::Shutdown::Write).expect("half-close");
+    // Replies may come in any order (protocol.md §2): collect both, match by request id.
+    let mut replies: Vec<(u64, FrameBody)> =
+        (0..2).filter_map(|_| conn.recv()).map(|f| (f.request_id, f.body)).collect();
+    replies.sort_by_key(|(id, _)| *id);
+    assert_eq!(replies.len(), 2, "both requests answered after the half-close: {replies:?}");
+    assert_eq!(replies[0], (1, FrameBody::Reply(ClientReply::Ok)));
+    assert!(matches!(replies[1], (2, FrameBody::Reply(ClientReply::Status(_)))), "{:?}", replies[1]);
+    assert!(conn.is_closed_by_server(), "the server closes once everything is answered");
+}
+
+#[test]
+fn an_undecodable_frame_is_refused_with_its_own_request_id() {
+    let cluster = node();
+    let mut conn = handshaken(&cluster);
+    // A Get whose key is over the 4 KiB limit, request id 7.
+    let key = vec![b'k'; 5000];
+    let mut payload = vec![0u8];
+    payload.extend_from_slice(&(key.len() as u32).to_be_bytes());
+    payload.extend_from_slice(&key);
+    let mut frame = ((10 + payload.len()) as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&[1, 0x21, 0, 0, 0, 0, 0, 0, 0, 7]);
+    frame.extend_from_slice(&payload);
+    conn.send_bytes(&frame);
+    let reply = conn.recv().expect("an error frame");
+    assert_eq!(reply.request_id, 7);
+    assert!(matches!(reply.body, FrameBody::Error(ref e) if e.code == ErrorCode::LimitExceeded), "{reply:?}");
+    assert_still_serving(&cluster, "oversized-key");
+}
+
+#[test]
+fn a_hello_trickled_byte_by_byte_is_cut_off_at_the_handshake_timeout() {
+    let cluster = node();
+    let mut conn = RawConn::open(&cluster.addrs[0]).expect("connect");
+    let hello = Hello { role: Role::Client, cluster_id: 1, node_id: 0, protocol_version: 1 };
+    let bytes = Frame::new(1, FrameBody::Hello(hello)).to_bytes().expect("encode");
+    let started = std::time::Instant::now();
+    // One byte every 300 ms: each byte resets an idle timer, but not a handshake deadline.
+    for byte in bytes.iter() {
+        if std::io::Write::write_all(&mut conn.stream, &[*byte]).is_err() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        if started.elapsed() > Duration::from_secs(8) {
+            break;
+        }
+    }
+    assert!(conn.is_closed_by_server(), "a trickled Hello must not hold a connection past the handshake timeout");
+    assert!(started.elapsed() < Duration::from_secs(9), "cut off only after {:?}", started.elapsed());
+}

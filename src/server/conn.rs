@@ -4,8 +4,8 @@
 //! Partial reads and writes are the normal case. Invariants: `queued_bytes` equals the bytes in
 //! `out` not yet written; it never exceeds the connection's cap (a message that would exceed it
 //! is refused, and the caller decides whether to drop the message or the connection; only snapshot
-//! chunks may pass it, bounded by one snapshot per peer); a closed
-//! connection never reads or writes again.
+//! chunks may pass it, bounded by one snapshot per peer); a connection being closed
+//! (`close_after_flush`) or half-closed by its peer reads no more requests.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Read, Write};
@@ -15,7 +15,7 @@ use bytes::Bytes;
 use mio::net::TcpStream;
 
 use crate::raft::NodeId;
-use crate::wire::{FrameDecoder, RawFrame, WireError};
+use crate::wire::{FrameDecoder, RawFrame, SnapshotAssembler, WireError};
 
 /// Frames gathered into one `writev` (Linux caps an iovec at 1024 entries).
 const WRITEV_FRAMES_MAX: usize = 256;
@@ -54,7 +54,11 @@ pub struct Connection {
     pub last_write_progress: Instant,
     /// Close once the write queue drains (after an error frame).
     pub close_after_flush: bool,
-    pub closed: bool,
+    /// The peer shut down its sending side: answer what is in flight, then close.
+    pub half_closed: bool,
+    pub accepted_at: Instant,
+    /// Reassembles a snapshot streamed on this connection (peer connections only).
+    pub assembler: SnapshotAssembler,
     /// Reads are paused while the write queue is above half its cap (backpressure).
     pub read_paused: bool,
     /// Outbound connect in progress.
@@ -90,7 +94,9 @@ impl Connection {
             last_read: now,
             last_write_progress: now,
             close_after_flush: false,
-            closed: false,
+            half_closed: false,
+            accepted_at: now,
+            assembler: SnapshotAssembler::new(),
             read_paused: false,
             connecting: false,
             requests_in_flight: 0,
@@ -107,7 +113,7 @@ impl Connection {
 
     /// Queues an encoded frame. Returns false (and queues nothing) if it would exceed the cap.
     pub fn queue(&mut self, frame: Bytes) -> bool {
-        if self.closed || self.queued_bytes + frame.len() > self.queued_bytes_max {
+        if self.queued_bytes + frame.len() > self.queued_bytes_max {
             return false;
         }
         if self.out.is_empty() {
@@ -119,11 +125,8 @@ impl Connection {
     }
 
     /// Queues a frame even past the cap (a snapshot chunk: its total is bounded by the snapshot
-    /// size, one snapshot per peer at a time). Refused only on a closed connection.
+    /// size, one snapshot per peer at a time).
     pub fn queue_beyond_cap(&mut self, frame: Bytes) -> bool {
-        if self.closed {
-            return false;
-        }
         if self.out.is_empty() {
             self.last_write_progress = Instant::now();
         }

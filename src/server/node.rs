@@ -35,13 +35,18 @@ use crate::raft::{
 use crate::storage::{SnapshotStore, Wal, WalOptions};
 use crate::wire::{
     check_hello, snapshot_chunks, ClientReply, ClientRequest, ErrorCode, ErrorReply, Frame, FrameBody, Hello, HelloOk,
-    NodeRole, PeerStatus, ReadConsistency, SnapshotAssembler, StatusReport, PROTOCOL_VERSION, SNAPSHOT_CHUNK_BYTES,
+    NodeRole, PeerStatus, ReadConsistency, StatusReport, PROTOCOL_VERSION, SNAPSHOT_CHUNK_BYTES,
 };
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
 
 pub const CONNECTIONS_MAX: usize = 4096;
+/// Accepted connections that have not completed their `Hello` yet.
+pub const HANDSHAKES_MAX: usize = 256;
+/// Client connections; the rest of `CONNECTIONS_MAX` stays free for handshakes and peers, so
+/// that clients can never lock a leader's followers out.
+pub const CLIENT_CONNECTIONS_MAX: usize = CONNECTIONS_MAX - HANDSHAKES_MAX - 64;
 pub const CLIENT_QUEUE_BYTES_MAX: usize = 8 << 20;
 /// Room for a few snapshot chunks plus a window of appends.
 pub const PEER_QUEUE_BYTES_MAX: usize = 64 << 20;
@@ -83,7 +88,6 @@ struct PeerLink {
     token: Option<usize>,
     backoff: Duration,
     next_attempt: Instant,
-    assembler: SnapshotAssembler,
 }
 
 pub struct Node {
@@ -117,6 +121,8 @@ pub struct Node {
     was_leader: bool,
     /// Connections whose last read stopped at the fairness budget.
     read_again: Vec<usize>,
+    /// The last accept failed (e.g. out of file descriptors): retry next iteration.
+    accept_again: bool,
 }
 
 /// Why a node could not start: each message names the flag, file or address at fault.
@@ -196,12 +202,7 @@ impl Node {
             .keys()
             .filter(|&&id| id != cfg.id)
             .map(|&id| {
-                let link = PeerLink {
-                    token: None,
-                    backoff: BACKOFF_MIN,
-                    next_attempt: now,
-                    assembler: SnapshotAssembler::new(),
-                };
+                let link = PeerLink { token: None, backoff: BACKOFF_MIN, next_attempt: now };
                 (id, link)
             })
             .collect();
@@ -233,6 +234,7 @@ impl Node {
             rng: Rng::new(seed),
             was_leader: false,
             read_again: Vec::new(),
+            accept_again: false,
         })
     }
 
@@ -253,6 +255,9 @@ impl Node {
                 if e.kind() != io::ErrorKind::Interrupted {
                     return Err(format!("event loop poll failed: {e}"));
                 }
+            }
+            if std::mem::take(&mut self.accept_again) {
+                self.accept_all();
             }
             for token in std::mem::take(&mut self.read_again) {
                 self.read_from(token);
@@ -286,8 +291,9 @@ impl Node {
         loop {
             match self.listener.accept() {
                 Ok((stream, addr)) => {
-                    if self.conns.len() >= CONNECTIONS_MAX {
-                        warn!("refusing connection from {addr}: {CONNECTIONS_MAX} connections open");
+                    let handshaking = self.conns.iter().filter(|(_, c)| c.kind == ConnKind::AwaitingHello).count();
+                    if self.conns.len() >= CONNECTIONS_MAX || handshaking >= HANDSHAKES_MAX {
+                        warn!("refusing connection from {addr}: {} open, {handshaking} in handshake", self.conns.len());
                         continue; // dropping the stream closes it
                     }
                     let _ = stream.set_nodelay(true);
@@ -297,8 +303,10 @@ impl Node {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    // EMFILE and friends: keep serving the connections we have.
+                    // EMFILE and friends: keep serving the connections we have, and try again
+                    // next iteration (edge-triggered: the backlog raises no new event by itself).
                     warn!("accept failed: {e}");
+                    self.accept_again = true;
                     return;
                 }
             }
@@ -347,21 +355,20 @@ impl Node {
 
     fn read_from(&mut self, token: usize) {
         let Some(conn) = self.conns.get_mut(token) else { return };
-        if conn.closed || conn.read_paused || conn.connecting {
+        if conn.close_after_flush || conn.half_closed || conn.read_paused || conn.connecting {
             return;
         }
         let outcome = conn.read();
         for raw in outcome.frames {
-            let decoded = Frame::decode(raw);
-            match decoded {
+            let request_id = raw.request_id;
+            match Frame::decode(raw) {
                 Ok(frame) => self.on_frame(token, frame),
                 Err(e) => {
-                    let request_id = 0;
                     self.refuse(token, request_id, ErrorReply::from_wire_error(&e));
                     return;
                 }
             }
-            if self.conns.get(token).is_none_or(|c| c.closed || c.close_after_flush) {
+            if self.conns.get(token).is_none_or(|c| c.close_after_flush) {
                 return;
             }
         }
@@ -370,7 +377,13 @@ impl Node {
             return;
         }
         if outcome.eof {
-            self.close(token);
+            let Some(conn) = self.conns.get_mut(token) else { return };
+            if conn.kind == ConnKind::Client && (conn.requests_in_flight > 0 || conn.has_pending_writes()) {
+                // A client may shut down its sending side and still wait for its replies.
+                conn.half_closed = true;
+            } else {
+                self.close(token);
+            }
             return;
         }
         let Some(conn) = self.conns.get_mut(token) else { return };
@@ -409,12 +422,7 @@ impl Node {
                 // Anything queued (including a snapshot) is lost; the core re-sends.
                 self.raft.report_snapshot_failed(peer);
             }
-            ConnKind::InboundPeer(peer) => {
-                if let Some(link) = self.peers.get_mut(&peer) {
-                    link.assembler = SnapshotAssembler::new();
-                }
-            }
-            ConnKind::AwaitingHello | ConnKind::Client => {}
+            ConnKind::InboundPeer(_) | ConnKind::AwaitingHello | ConnKind::Client => {}
         }
     }
 
@@ -428,7 +436,9 @@ impl Node {
             self.close(token);
             return;
         }
-        if conn.close_after_flush && !conn.has_pending_writes() {
+        let done = !conn.has_pending_writes()
+            && (conn.close_after_flush || (conn.half_closed && conn.requests_in_flight == 0));
+        if done {
             self.close(token);
             return;
         }
@@ -452,7 +462,7 @@ impl Node {
         for (token, conn) in self.conns.iter() {
             let idle = now.saturating_duration_since(conn.last_read);
             let expired = match conn.kind {
-                ConnKind::AwaitingHello => idle > HANDSHAKE_TIMEOUT,
+                ConnKind::AwaitingHello => now.saturating_duration_since(conn.accepted_at) > HANDSHAKE_TIMEOUT,
                 ConnKind::Client => idle > CLIENT_IDLE_TIMEOUT && conn.requests_in_flight == 0,
                 ConnKind::InboundPeer(_) => idle > PEER_IDLE_TIMEOUT,
                 ConnKind::OutboundPeer { ready, .. } => {
@@ -543,8 +553,8 @@ impl Node {
                         format!("snapshot chunk from {} to {} on node {peer}'s connection", chunk.from, chunk.to);
                     return self.refuse(token, 0, ErrorReply::new(ErrorCode::UnexpectedMessage, text));
                 }
-                let assembled = match self.peers.get_mut(&peer) {
-                    Some(link) => link.assembler.accept(chunk),
+                let assembled = match self.conns.get_mut(token) {
+                    Some(conn) => conn.assembler.accept(chunk),
                     None => return,
                 };
                 match assembled {
@@ -572,14 +582,18 @@ impl Node {
             return self.refuse(token, request_id, reply);
         }
         let kind = match hello.role {
-            crate::wire::Role::Client => ConnKind::Client,
+            crate::wire::Role::Client => {
+                let clients = self.conns.iter().filter(|(_, c)| c.kind == ConnKind::Client).count();
+                if clients >= CLIENT_CONNECTIONS_MAX {
+                    let text = format!("{clients} client connections open; try again later");
+                    return self.refuse(token, request_id, ErrorReply::new(ErrorCode::Overloaded, text));
+                }
+                ConnKind::Client
+            }
             crate::wire::Role::Peer => {
                 if hello.node_id == self.cfg.id || !self.cfg.peers.contains_key(&hello.node_id) {
                     let text = format!("node {} is not a peer of node {}", hello.node_id, self.cfg.id);
                     return self.refuse(token, request_id, ErrorReply::new(ErrorCode::BadHello, text));
-                }
-                if let Some(link) = self.peers.get_mut(&hello.node_id) {
-                    link.assembler = SnapshotAssembler::new();
                 }
                 ConnKind::InboundPeer(hello.node_id)
             }
@@ -728,6 +742,10 @@ impl Node {
             return; // the client went away and its slot was reused
         }
         conn.requests_in_flight = conn.requests_in_flight.saturating_sub(1);
+        // protocol.md §6.3: some error codes close the connection once the error is written.
+        if matches!(&body, FrameBody::Error(e) if e.code.closes_connection()) {
+            conn.close_after_flush = true;
+        }
         if !self.send_frame(waiter.token, Frame::new(waiter.request_id, body)) {
             warn!("client on connection {} is not reading its replies; closing it", waiter.token);
             self.close(waiter.token);
@@ -909,7 +927,9 @@ impl Node {
                         "snapshot at index {} (term {}) saved; log compacted",
                         snapshot.meta.index, snapshot.meta.term
                     );
-                    self.snapshot_meta = snapshot.meta.clone();
+                    if snapshot.meta.index > self.snapshot_meta.index {
+                        self.snapshot_meta = snapshot.meta.clone();
+                    }
                     if let Err(e) = self.raft.compact(snapshot) {
                         warn!("core refused compaction: {e}");
                     }

@@ -284,7 +284,12 @@ impl SnapshotStore {
         let files = self.list()?;
         let excess = files.len().saturating_sub(keep);
         for f in &files[..excess] {
-            fs::remove_file(&f.path).map_err(|e| StorageError::io("remove snapshot", &f.path, e))?;
+            match fs::remove_file(&f.path) {
+                Ok(()) => {}
+                // Another thread pruned it first (the node's snapshot and WAL threads both prune).
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StorageError::io("remove snapshot", &f.path, e)),
+            }
         }
         if excess > 0 {
             sync_dir(&self.dir)?;
