@@ -613,6 +613,14 @@ impl Raft {
         leader_commit: Index,
         entries: &[Entry],
     ) {
+        // A well-behaved leader sends a contiguous run after prev_index with terms that never
+        // decrease; anything else is a corrupt or hostile message and must not reach the log.
+        let well_formed = entries.iter().enumerate().all(|(i, e)| e.index == prev_index + 1 + i as u64)
+            && entries.windows(2).all(|w| w[0].term <= w[1].term)
+            && entries.first().is_none_or(|e| e.term >= prev_term);
+        if !well_formed {
+            return;
+        }
         if prev_index < self.log.committed {
             let committed = self.log.committed;
             self.send(

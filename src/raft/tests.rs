@@ -403,3 +403,24 @@ fn restart_keeps_only_what_was_persisted() {
     assert_eq!(raft.last_index(), c.node(2).last_index());
     assert_eq!(raft.term(), c.node(2).term());
 }
+
+#[test]
+fn malformed_append_entries_never_reach_the_log() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    let term = c.node(1).term();
+    let last = c.node(2).last_index();
+    let node = c.node_mut(2);
+    let gap = vec![
+        Entry { index: last + 1, term, kind: EntryKind::Normal, data: Bytes::new() },
+        Entry { index: last + 5, term, kind: EntryKind::Normal, data: Bytes::new() },
+    ];
+    let body = MessageBody::AppendEntries { prev_log_index: last, prev_log_term: term, leader_commit: 0, entries: gap };
+    node.step(Message { from: 1, to: 2, term, body });
+    assert_eq!(node.last_index(), last, "a log with a hole must never be built");
+    let older = vec![Entry { index: last + 1, term: term - 1, kind: EntryKind::Normal, data: Bytes::new() }];
+    let body =
+        MessageBody::AppendEntries { prev_log_index: last, prev_log_term: term, leader_commit: 0, entries: older };
+    node.step(Message { from: 1, to: 2, term, body });
+    assert_eq!(node.last_index(), last, "terms must not decrease along the log");
+}
