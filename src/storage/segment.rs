@@ -28,7 +28,11 @@ pub fn segment_name(seq: u64, first_index: u64) -> String {
 
 /// Parses a segment file name back into (seq, first_index).
 pub fn parse_segment_name(name: &str) -> Option<(u64, u64)> {
-    let stem = name.strip_suffix(SEGMENT_SUFFIX)?;
+    parse_number_pair(name.strip_suffix(SEGMENT_SUFFIX)?)
+}
+
+/// Parses `{a:020}-{b:020}`, the numbering shared by segment and snapshot file names.
+pub fn parse_number_pair(stem: &str) -> Option<(u64, u64)> {
     let (a, b) = stem.split_once('-')?;
     if a.len() != 20 || b.len() != 20 {
         return None;

@@ -57,12 +57,7 @@ pub fn snapshot_name(index: u64, term: u64) -> String {
 }
 
 fn parse_snapshot_name(name: &str) -> Option<(u64, u64)> {
-    let stem = name.strip_prefix("snap-")?.strip_suffix(SUFFIX)?;
-    let (a, b) = stem.split_once('-')?;
-    if a.len() != 20 || b.len() != 20 {
-        return None;
-    }
-    Some((a.parse().ok()?, b.parse().ok()?))
+    super::segment::parse_number_pair(name.strip_prefix("snap-")?.strip_suffix(SUFFIX)?)
 }
 
 /// A snapshot file that was checked: metadata, size and CRC.
