@@ -1,0 +1,104 @@
+//! Process-level chaos: clients write while nodes are killed with SIGKILL and restarted (one at a
+//! time, the leader more often than not, and twice the whole cluster at once). Afterwards every
+//! acknowledged write must be readable with its value. Bounded: about 10 seconds of chaos.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mini_raft::client::{Client, ClientOptions};
+use mini_raft::wire::{NodeRole, ReadConsistency};
+use support::{wait_until, TestCluster};
+
+const WRITERS: usize = 4;
+const CHAOS: Duration = Duration::from_secs(10);
+
+fn xorshift(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+#[test]
+fn acknowledged_writes_survive_repeated_kill_9() {
+    let mut cluster = TestCluster::start(3, &["--snapshot-every", "200"]);
+    cluster.wait_leader(Duration::from_secs(10)).expect("leader");
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let (addrs, stop, acked) = (cluster.addrs.clone(), Arc::clone(&stop), Arc::clone(&acked));
+            std::thread::spawn(move || {
+                let options = ClientOptions { deadline: Duration::from_secs(10), ..ClientOptions::default() };
+                let mut client = Client::new(addrs, options).expect("client");
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let (key, value) = (format!("w{w}-{i}"), format!("value-{w}-{i}"));
+                    // An error means "outcome unknown": such a write may or may not exist later.
+                    if client.set(key.as_bytes(), value.as_bytes()).is_ok() {
+                        acked.lock().expect("lock").push((key, value));
+                    }
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+
+    let mut rng = 0x2545_F491_4F6C_DD1Du64 ^ std::process::id() as u64;
+    let started = Instant::now();
+    let mut kills = 0;
+    while started.elapsed() < CHAOS {
+        if kills % 7 == 6 {
+            // A power cut: every node at once, then all come back.
+            for id in 1..=3 {
+                cluster.kill(id);
+            }
+            for id in 1..=3 {
+                cluster.start_node(id);
+            }
+        } else {
+            let leader = (1..=3).find(|&id| cluster.status(id).is_some_and(|s| s.role == NodeRole::Leader));
+            let victim = match leader {
+                Some(id) if xorshift(&mut rng) % 3 != 0 => id,
+                _ => (xorshift(&mut rng) % 3) as usize + 1,
+            };
+            cluster.kill(victim);
+            std::thread::sleep(Duration::from_millis(100 + xorshift(&mut rng) % 400));
+            cluster.start_node(victim);
+        }
+        kills += 1;
+        // Let the cluster elect and make some progress before the next fault.
+        cluster.wait_leader(Duration::from_secs(10)).expect("a leader after restart");
+        std::thread::sleep(Duration::from_millis(200 + xorshift(&mut rng) % 300));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for writer in writers {
+        writer.join().expect("writer thread");
+    }
+
+    let acked = acked.lock().expect("lock").clone();
+    eprintln!("chaos: {kills} faults, {} acknowledged writes", acked.len());
+    assert!(acked.len() > 100, "too few writes got through to prove anything: {}", acked.len());
+    assert!(kills >= 5, "too few faults injected: {kills}");
+    cluster.wait_leader(Duration::from_secs(10)).expect("leader after chaos");
+    let mut client = cluster.client();
+    for (key, value) in &acked {
+        let got =
+            client.get(key.as_bytes(), ReadConsistency::Linearizable).unwrap_or_else(|e| panic!("get {key}: {e}"));
+        assert_eq!(
+            got.value.as_deref(),
+            Some(value.as_bytes()),
+            "acknowledged write {key} lost\n{}",
+            cluster.dump_logs()
+        );
+    }
+    // Every node converges to the same applied state.
+    let converged = wait_until(Duration::from_secs(10), || {
+        let statuses: Vec<_> = (1..=3).filter_map(|id| cluster.status(id)).collect();
+        statuses.len() == 3 && statuses.iter().all(|s| s.applied_index == statuses[0].commit_index)
+    });
+    assert!(converged, "nodes did not converge\n{}", cluster.dump_logs());
+}
