@@ -62,7 +62,7 @@ fn acknowledged_writes_survive_repeated_kill_9() {
         } else {
             let leader = (1..=3).find(|&id| cluster.status(id).is_some_and(|s| s.role == NodeRole::Leader));
             let victim = match leader {
-                Some(id) if xorshift(&mut rng) % 3 != 0 => id,
+                Some(id) if !xorshift(&mut rng).is_multiple_of(3) => id,
                 _ => (xorshift(&mut rng) % 3) as usize + 1,
             };
             cluster.kill(victim);
