@@ -1,6 +1,7 @@
-//! Process-level chaos: clients write while nodes are killed with SIGKILL and restarted (one at a
-//! time, the leader more often than not, and twice the whole cluster at once). Afterwards every
-//! acknowledged write must be readable with its value. Bounded: about 10 seconds of chaos.
+//! Process-level chaos: clients write and read while nodes are killed with SIGKILL and restarted
+//! (one at a time, the leader more often than not, and now and then the whole cluster at once).
+//! Every linearizable read of an acknowledged write must see it, and afterwards every acknowledged
+//! write must be readable with its value. Bounded: about 10 seconds of chaos.
 
 mod support;
 
@@ -47,6 +48,40 @@ fn acknowledged_writes_survive_repeated_kill_9() {
         })
         .collect();
 
+    // Readers: a linearizable get of a key whose write was acknowledged before the get began must
+    // return that write's value, on whichever node is leader, through every fault.
+    let stale_reads: Arc<Mutex<Vec<String>>> = Arc::default();
+    let reads_done = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let readers: Vec<_> = (0..2)
+        .map(|r| {
+            let (addrs, stop, acked) = (cluster.addrs.clone(), Arc::clone(&stop), Arc::clone(&acked));
+            let (stale_reads, reads_done) = (Arc::clone(&stale_reads), Arc::clone(&reads_done));
+            std::thread::spawn(move || {
+                let options = ClientOptions { deadline: Duration::from_secs(10), ..ClientOptions::default() };
+                let mut client = Client::new(addrs, options).expect("client");
+                let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ r as u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let picked = {
+                        let acked = acked.lock().expect("lock");
+                        (!acked.is_empty()).then(|| acked[(xorshift(&mut rng) % acked.len() as u64) as usize].clone())
+                    };
+                    let Some((key, value)) = picked else {
+                        std::thread::sleep(Duration::from_millis(5));
+                        continue;
+                    };
+                    if let Ok(got) = client.get(key.as_bytes(), ReadConsistency::Linearizable) {
+                        reads_done.fetch_add(1, Ordering::Relaxed);
+                        if got.value.as_deref() != Some(value.as_bytes()) {
+                            let seen = got.value.map(|v| String::from_utf8_lossy(&v).into_owned());
+                            let line = format!("{key}: expected {value:?}, node {} answered {seen:?}", got.node_id);
+                            stale_reads.lock().expect("lock").push(line);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+
     let mut rng = 0x2545_F491_4F6C_DD1Du64 ^ std::process::id() as u64;
     let started = Instant::now();
     let mut kills = 0;
@@ -75,12 +110,16 @@ fn acknowledged_writes_survive_repeated_kill_9() {
         std::thread::sleep(Duration::from_millis(200 + xorshift(&mut rng) % 300));
     }
     stop.store(true, Ordering::Relaxed);
-    for writer in writers {
-        writer.join().expect("writer thread");
+    for thread in writers.into_iter().chain(readers) {
+        thread.join().expect("client thread");
     }
+    let stale = stale_reads.lock().expect("lock").clone();
+    let reads = reads_done.load(Ordering::Relaxed);
+    assert!(stale.is_empty(), "{} stale reads of {reads}, e.g. {:?}", stale.len(), &stale[..stale.len().min(5)]);
+    assert!(reads > 100, "too few reads got through to prove anything: {reads}");
 
     let acked = acked.lock().expect("lock").clone();
-    eprintln!("chaos: {kills} faults, {} acknowledged writes", acked.len());
+    eprintln!("chaos: {kills} faults, {} acknowledged writes, {reads} linearizable reads checked", acked.len());
     assert!(acked.len() > 100, "too few writes got through to prove anything: {}", acked.len());
     assert!(kills >= 5, "too few faults injected: {kills}");
     cluster.wait_leader(Duration::from_secs(10)).expect("leader after chaos");
