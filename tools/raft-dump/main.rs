@@ -7,7 +7,11 @@
 //! Exit codes: 0 healthy, 1 corruption (the node would refuse to start), 2 usage or I/O error,
 //! 3 torn tail in the newest segment (recovery would drop it; normal after a crash).
 
+#[path = "../common/json.rs"]
+mod json;
+
 use getopts::Options;
+use json::json_str;
 use mini_raft::raft::types::EntryKind;
 use mini_raft::storage::log_state::LogState;
 use mini_raft::storage::record::{self, Record, TailKind};
@@ -103,27 +107,6 @@ fn format_payload(kind: EntryKind, data: &[u8]) -> String {
         s.push_str("...");
     }
     s
-}
-
-/// A JSON string literal with proper escaping.
-fn json_str(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// A field value of an output line.

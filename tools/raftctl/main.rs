@@ -9,6 +9,8 @@
 
 mod bench;
 mod cluster;
+#[path = "../common/json.rs"]
+mod json;
 mod output;
 mod status;
 

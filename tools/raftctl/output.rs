@@ -4,24 +4,7 @@ use std::fmt::Write as _;
 
 /// `bytes` as a JSON string literal, quotes included. Invalid UTF-8 becomes U+FFFD.
 pub fn json_string(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+    crate::json::json_str(&String::from_utf8_lossy(bytes))
 }
 
 /// Left-aligned columns separated by two spaces. A row shorter than the header ends early; its last
