@@ -23,11 +23,32 @@ pub struct TestCluster {
     extra_args: Vec<String>,
 }
 
-/// Ports the OS says are free right now (bound then released; a tiny race we accept in tests).
+/// Ports below the kernel's ephemeral range (32768+ by default), so that no client socket can
+/// take one between the check and the node's bind; handed out once per test process.
+static NEXT_PORT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+const PORT_BASE: u32 = 20_000;
+const PORT_SPAN: u32 = 12_000;
+
+/// Ports that are free right now, distinct across the tests of this process.
 fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> =
-        (0..n).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port")).collect();
-    listeners.iter().map(|l| l.local_addr().expect("local addr").port()).collect()
+    use std::sync::atomic::Ordering;
+    // Start where the process id points, so that concurrent test binaries rarely overlap.
+    let _ =
+        NEXT_PORT.compare_exchange(0, std::process::id().wrapping_mul(7919) % PORT_SPAN + 1, Ordering::SeqCst, Ordering::SeqCst);
+    let mut ports = Vec::with_capacity(n);
+    let mut held = Vec::with_capacity(n);
+    for _ in 0..PORT_SPAN {
+        if ports.len() == n {
+            break;
+        }
+        let port = (PORT_BASE + NEXT_PORT.fetch_add(1, Ordering::SeqCst) % PORT_SPAN) as u16;
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
+            ports.push(port);
+            held.push(listener); // held until all are found, so none is handed out twice
+        }
+    }
+    assert_eq!(ports.len(), n, "no free ports in {PORT_BASE}..{}", PORT_BASE + PORT_SPAN);
+    ports
 }
 
 pub fn wait_until(deadline: Duration, mut condition: impl FnMut() -> bool) -> bool {
