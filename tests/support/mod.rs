@@ -33,8 +33,12 @@ const PORT_SPAN: u32 = 12_000;
 fn free_ports(n: usize) -> Vec<u16> {
     use std::sync::atomic::Ordering;
     // Start where the process id points, so that concurrent test binaries rarely overlap.
-    let _ =
-        NEXT_PORT.compare_exchange(0, std::process::id().wrapping_mul(7919) % PORT_SPAN + 1, Ordering::SeqCst, Ordering::SeqCst);
+    let _ = NEXT_PORT.compare_exchange(
+        0,
+        std::process::id().wrapping_mul(7919) % PORT_SPAN + 1,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
     let mut ports = Vec::with_capacity(n);
     let mut held = Vec::with_capacity(n);
     for _ in 0..PORT_SPAN {
