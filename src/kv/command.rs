@@ -167,35 +167,51 @@ const DESCRIBE_BYTES_MAX: usize = 64;
 /// are cut after 64 bytes and followed by their length. A payload that does not decode is described
 /// as `invalid command (<reason>): <length> bytes`.
 pub fn describe_command(payload: &[u8]) -> String {
-    let command = match Command::decode(payload) {
-        Ok(command) => command,
-        Err(error) => return format!("invalid command ({error}): {} bytes", payload.len()),
-    };
-    let session = command.session();
-    let mut line = String::new();
-    let name = match command {
-        Command::Set { .. } => "set",
-        Command::Delete { .. } => "delete",
-        Command::Cas { .. } => "cas",
-    };
-    let _ = write!(line, "{name} client={} seq={} key={}", session.client_id, session.seq, quote(command.key()));
-    match &command {
-        Command::Set { value, .. } => {
-            let _ = write!(line, " value={}", quote(value));
-        }
-        Command::Delete { .. } => {}
-        Command::Cas { expected, new, .. } => {
-            let expected = expected.as_ref().map_or_else(|| "<absent>".to_string(), |e| quote(e));
-            let _ = write!(line, " expected={expected} new={}", quote(new));
-        }
+    match Command::decode(payload) {
+        Ok(command) => command.describe(),
+        Err(error) => format!("invalid command ({error}): {} bytes", payload.len()),
     }
-    line
+}
+
+impl Command {
+    /// The line [`describe_command`] prints for this command.
+    pub fn describe(&self) -> String {
+        let command = self;
+        let session = command.session();
+        let mut line = String::new();
+        let name = match command {
+            Command::Set { .. } => "set",
+            Command::Delete { .. } => "delete",
+            Command::Cas { .. } => "cas",
+        };
+        let _ = write!(line, "{name} client={} seq={} key={}", session.client_id, session.seq, quote(command.key()));
+        match &command {
+            Command::Set { value, .. } => {
+                let _ = write!(line, " value={}", quote(value));
+            }
+            Command::Delete { .. } => {}
+            Command::Cas { expected, new, .. } => {
+                let expected = expected.as_ref().map_or_else(|| "<absent>".to_string(), |e| quote(e));
+                let _ = write!(line, " expected={expected} new={}", quote(new));
+            }
+        }
+        line
+    }
 }
 
 fn quote(bytes: &[u8]) -> String {
-    let shown = &bytes[..bytes.len().min(DESCRIBE_BYTES_MAX)];
-    let mut text = String::with_capacity(shown.len() + 2);
-    text.push('"');
+    let mut text = format!("\"{}\"", escape_bytes(bytes, DESCRIBE_BYTES_MAX));
+    if bytes.len() > DESCRIBE_BYTES_MAX {
+        let _ = write!(text, "...({} bytes)", bytes.len());
+    }
+    text
+}
+
+/// The first `max` bytes of `bytes`, printable ASCII as is, `"` and `\\` backslash-escaped, anything
+/// else as `\xNN`. Shared by [`describe_command`] and `raft-dump` (for payloads that are no command).
+pub fn escape_bytes(bytes: &[u8], max: usize) -> String {
+    let shown = &bytes[..bytes.len().min(max)];
+    let mut text = String::with_capacity(shown.len());
     for &byte in shown {
         match byte {
             b'"' => text.push_str("\\\""),
@@ -205,10 +221,6 @@ fn quote(bytes: &[u8]) -> String {
                 let _ = write!(text, "\\x{byte:02x}");
             }
         }
-    }
-    text.push('"');
-    if bytes.len() > shown.len() {
-        let _ = write!(text, "...({} bytes)", bytes.len());
     }
     text
 }

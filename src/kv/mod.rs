@@ -30,7 +30,9 @@ mod store;
 #[cfg(test)]
 mod tests;
 
-pub use command::{describe_command, Command, Session, COMMAND_TAG_CAS, COMMAND_TAG_DELETE, COMMAND_TAG_SET};
+pub use command::{
+    describe_command, escape_bytes, Command, Session, COMMAND_TAG_CAS, COMMAND_TAG_DELETE, COMMAND_TAG_SET,
+};
 pub use error::KvError;
 pub use store::{ApplyResult, KvStore, SessionState, WriteResult};
 

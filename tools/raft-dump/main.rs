@@ -82,31 +82,22 @@ fn parse_args() -> Result<Option<Args>, String> {
     }))
 }
 
-/// Printable-escaped payload, at most PAYLOAD_SHOW_BYTES bytes. The one place payloads are
-/// formatted (KV command decoding will hook in here).
+/// A KV command described in one line, or any other payload printable-escaped (at most
+/// PAYLOAD_SHOW_BYTES bytes).
 fn format_payload(kind: EntryKind, data: &[u8]) -> String {
     if kind == EntryKind::Noop {
         return "<noop>".to_string();
     }
-    if mini_raft::kv::Command::decode(data).is_ok() {
-        return mini_raft::kv::describe_command(data);
-    }
-    // Not a KV command (or a damaged one): show the bytes, escaped.
-    let mut s = String::new();
-    for &b in data.iter().take(PAYLOAD_SHOW_BYTES) {
-        match b {
-            b'\\' => s.push_str("\\\\"),
-            b'"' => s.push_str("\\\""),
-            0x20..=0x7e => s.push(b as char),
-            _ => {
-                let _ = write!(s, "\\x{b:02x}");
+    match mini_raft::kv::Command::decode(data) {
+        Ok(command) => command.describe(),
+        Err(_) => {
+            let mut text = mini_raft::kv::escape_bytes(data, PAYLOAD_SHOW_BYTES);
+            if data.len() > PAYLOAD_SHOW_BYTES {
+                text.push_str("...");
             }
+            text
         }
     }
-    if data.len() > PAYLOAD_SHOW_BYTES {
-        s.push_str("...");
-    }
-    s
 }
 
 /// A field value of an output line.
