@@ -60,6 +60,8 @@ const PEER_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// presumed half-open and redialed.
 const PEER_STALL_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often idle connections are reaped and missing peer connections redialed.
+const MAINTENANCE_INTERVAL: Duration = Duration::from_millis(50);
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// Serializing a snapshot on the event loop for longer than this is logged as a warning.
@@ -123,6 +125,7 @@ pub struct Node {
     read_again: Vec<usize>,
     /// The last accept failed (e.g. out of file descriptors): retry next iteration.
     accept_again: bool,
+    next_maintenance: Instant,
 }
 
 /// Why a node could not start: each message names the flag, file or address at fault.
@@ -235,6 +238,7 @@ impl Node {
             was_leader: false,
             read_again: Vec::new(),
             accept_again: false,
+            next_maintenance: now,
         })
     }
 
@@ -458,6 +462,12 @@ impl Node {
     /// Reaps idle and half-open connections and dials peers we have no connection to.
     fn maintain_connections(&mut self) {
         let now = Instant::now();
+        // Timeouts are seconds long and redials back off from 50 ms: a scan of every connection
+        // on every loop iteration (thousands per second under load) would be wasted work.
+        if now < self.next_maintenance {
+            return;
+        }
+        self.next_maintenance = now + MAINTENANCE_INTERVAL;
         let mut stale = Vec::new();
         for (token, conn) in self.conns.iter() {
             let idle = now.saturating_duration_since(conn.last_read);
