@@ -69,6 +69,23 @@ impl RaftLog {
         })
     }
 
+    /// The ordering invariants of the module doc. Cheap (O(1)), so release builds check them
+    /// each time a batch is handed out: a violation means applied or committed state is wrong.
+    pub fn check_invariants(&self) {
+        assert!(
+            self.snapshot_index <= self.applied
+                && self.applied <= self.committed
+                && self.committed <= self.last_index(),
+            "log order broken: snapshot {} applied {} committed {} last {}",
+            self.snapshot_index,
+            self.applied,
+            self.committed,
+            self.last_index()
+        );
+        assert!(self.persisted <= self.last_index(), "persisted {} beyond last {}", self.persisted, self.last_index());
+        debug_assert!(self.entries.front().is_none_or(|e| e.index == self.snapshot_index + 1));
+    }
+
     pub fn first_index(&self) -> Index {
         self.snapshot_index + 1
     }

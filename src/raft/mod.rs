@@ -30,27 +30,46 @@
 //! `read_index`; their effects go into the next batch. That is the group commit: while one batch
 //! is being synced, the next one forms.
 //!
+//! # Rooms
+//! - `consensus`: the `Raft` type, roles, time, proposals, message dispatch by term and role;
+//! - `election`: pre-vote, vote requests and grants, becoming leader;
+//! - `replication`: appends, heartbeats, snapshots, the commit rule, follower log handling;
+//! - `read_only`: ReadIndex rounds; `raw_node`: the ready batch and `advance`;
+//! - `tracker`: per-follower progress, votes, recent activity; `quorum`: majority and joint
+//!   counting behind one set of questions; `log`: the in-memory log; `mem_storage`: an in-memory
+//!   durable model for tests and the simulator.
+//!
 //! # Invariants kept here
-//! - at most one vote per term, durable before the grant leaves the node;
+//! - at most one vote per term, durable before the grant leaves the node (asserted when a vote
+//!   is granted; the grant is a persisted message);
 //! - a leader never overwrites its log; a follower never truncates a committed entry (asserted);
 //! - only an entry of the current term commits by counting replicas (paper Figure 8);
-//! - `snapshot_index <= applied <= committed <= last_index`, commit and applied never decrease;
+//! - `snapshot_index <= applied <= committed <= last_index`, commit and applied never decrease
+//!   (asserted in release builds whenever a batch is handed out);
 //! - a read state is produced only after a quorum confirmed this leader's term *after* the read
 //!   arrived, and only once an entry of the current term has committed.
 //!
-//! Quorums come from [`quorum::Config`], so joint consensus and learners change that type only.
+//! Quorums come from [`tracker::ProgressTracker`] and [`quorum::JointConfig`], so joint
+//! consensus and learners change those types only.
 
-pub mod consensus;
+mod consensus;
+mod election;
 pub mod log;
+pub mod mem_storage;
 pub mod message;
-pub mod progress;
 pub mod quorum;
+mod raw_node;
+mod read_only;
+mod replication;
 pub mod rng;
+pub mod tracker;
 pub mod types;
 
 #[cfg(test)]
 mod tests;
 
-pub use consensus::{ProposeError, Raft, RaftConfig, ReadState, Ready, Restored, Role};
+pub use consensus::{ProposeError, Raft, RaftConfig, ReadState, Restored, Role, APPEND_ENTRIES_MAX, READS_PENDING_MAX};
+pub use mem_storage::MemStorage;
 pub use message::{Message, MessageBody};
+pub use raw_node::Ready;
 pub use types::{ConfState, Entry, EntryKind, HardState, Index, NodeId, Snapshot, SnapshotMeta, Term};

@@ -6,33 +6,9 @@ use bytes::Bytes;
 
 use super::*;
 
-/// What a node has on "disk".
-#[derive(Default, Clone)]
-struct Durable {
-    hard_state: HardState,
-    snapshot: Option<Snapshot>,
-    entries: Vec<Entry>,
-}
-
-impl Durable {
-    fn persist(&mut self, ready: &Ready) {
-        if let Some(s) = &ready.snapshot {
-            self.snapshot = Some(s.clone());
-            self.entries.clear();
-        }
-        if let Some(first) = ready.entries.first() {
-            self.entries.retain(|e| e.index < first.index);
-            self.entries.extend(ready.entries.iter().cloned());
-        }
-        if let Some(hs) = ready.hard_state {
-            self.hard_state = hs;
-        }
-    }
-}
-
 struct TestNode {
     raft: Raft,
-    durable: Durable,
+    durable: MemStorage,
     applied: Vec<Entry>,
     read_states: Vec<ReadState>,
 }
@@ -72,13 +48,12 @@ impl Cluster {
         for id in 1..=n {
             let mut cfg = config(id, n);
             tweak(&mut cfg);
-            let durable = Durable {
+            let durable = MemStorage {
                 hard_state: HardState { term, vote: 0, commit: 0 },
                 snapshot: None,
                 entries: entries_with_terms(logs[(id - 1) as usize]),
             };
-            let restored =
-                Restored { hard_state: durable.hard_state, snapshot: None, entries: durable.entries.clone() };
+            let restored = durable.restored();
             let raft = Raft::new(cfg, restored).expect("valid restore");
             nodes.insert(id, TestNode { raft, durable, applied: Vec::new(), read_states: Vec::new() });
         }
@@ -398,7 +373,7 @@ fn restart_keeps_only_what_was_persisted() {
     c.node_mut(1).propose(Bytes::from_static(b"a")).expect("leader");
     c.settle();
     let durable = c.nodes[&2].durable.clone();
-    let restored = Restored { hard_state: durable.hard_state, snapshot: durable.snapshot, entries: durable.entries };
+    let restored = durable.restored();
     let raft = Raft::new(config(2, 3), restored).expect("restart");
     assert_eq!(raft.last_index(), c.node(2).last_index());
     assert_eq!(raft.term(), c.node(2).term());

@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::Bytes;
 use mini_raft::raft::{
-    ConfState, Entry, EntryKind, HardState, Index, Message, MessageBody, NodeId, Raft, RaftConfig, Ready, Restored,
-    Role, Snapshot, SnapshotMeta,
+    ConfState, Entry, EntryKind, Index, MemStorage, Message, MessageBody, NodeId, Raft, RaftConfig, Ready, Role,
+    Snapshot, SnapshotMeta,
 };
 
 use crate::checker::{Checker, Violation};
@@ -56,13 +56,6 @@ struct Faults {
     io_finish_per_mille: u64,
 }
 
-#[derive(Default, Clone)]
-struct Durable {
-    hard_state: HardState,
-    snapshot: Option<Snapshot>,
-    entries: Vec<Entry>,
-}
-
 /// The key-value state machine the simulated clients talk to: key -> (value, log index written).
 #[derive(Default, Clone)]
 struct StateMachine {
@@ -97,7 +90,7 @@ impl StateMachine {
 struct SimNode {
     id: NodeId,
     raft: Option<Raft>,
-    durable: Durable,
+    durable: MemStorage,
     /// A ready batch being written: lost if the node crashes first.
     io: Option<Ready>,
     sm: StateMachine,
@@ -184,7 +177,7 @@ impl World {
             .map(|id| SimNode {
                 id,
                 raft: None,
-                durable: Durable::default(),
+                durable: MemStorage::default(),
                 io: None,
                 sm: StateMachine::default(),
                 incarnation: 0,
@@ -302,11 +295,7 @@ impl World {
             RaftConfig::new(node.id, (1..=self.opts.nodes).collect(), self.opts.seed ^ node.incarnation << 32);
         config.inflight_msgs_max = self.faults.inflight_msgs_max;
         config.append_bytes_max = self.faults.append_bytes_max;
-        let restored = Restored {
-            hard_state: node.durable.hard_state,
-            snapshot: node.durable.snapshot.clone(),
-            entries: node.durable.entries.clone(),
-        };
+        let restored = node.durable.restored();
         node.sm = node.durable.snapshot.as_ref().map(|s| StateMachine::decode(&s.data)).unwrap_or_default();
         match Raft::new(config, restored) {
             Ok(raft) => node.raft = Some(raft),
@@ -370,7 +359,7 @@ impl World {
     fn finish_io(&mut self, i: usize) -> Result<(), Violation> {
         let Some(ready) = self.nodes[i].io.take() else { return Ok(()) };
         let id = self.nodes[i].id;
-        persist(&mut self.nodes[i].durable, &ready);
+        self.nodes[i].durable.persist(&ready);
         for m in ready.persisted_messages.iter().cloned() {
             self.send_checked(i, m)?;
         }
@@ -470,8 +459,7 @@ impl World {
             data: node.sm.encode(),
         };
         // Storage first (the snapshot file), then the core forgets the prefix.
-        node.durable.snapshot = Some(snapshot.clone());
-        node.durable.entries.retain(|e| e.index > applied);
+        node.durable.compact(snapshot.clone());
         if let Err(e) = raft.compact(snapshot) {
             panic!("compaction refused by the core: {e}");
         }
@@ -483,7 +471,7 @@ impl World {
     /// durable, an append acknowledgement only once the entries it covers are.
     fn send_checked(&mut self, i: usize, message: Message) -> Result<(), Violation> {
         let durable = &self.nodes[i].durable;
-        let durable_last = durable.entries.last().map(|e| e.index).or(durable.snapshot.as_ref().map(|s| s.meta.index));
+        let durable_last = durable.last_index();
         let problem = match message.body {
             MessageBody::RequestVote { .. } | MessageBody::RequestVoteResponse { granted: true } => {
                 let candidate =
@@ -808,20 +796,6 @@ impl World {
 
     fn violation(&self, property: &'static str, detail: String) -> Violation {
         Violation { seed: self.opts.seed, step: self.step, property, detail }
-    }
-}
-
-fn persist(durable: &mut Durable, ready: &Ready) {
-    if let Some(s) = &ready.snapshot {
-        durable.snapshot = Some(s.clone());
-        durable.entries.clear();
-    }
-    if let Some(first) = ready.entries.first() {
-        durable.entries.retain(|e| e.index < first.index);
-        durable.entries.extend(ready.entries.iter().cloned());
-    }
-    if let Some(hs) = ready.hard_state {
-        durable.hard_state = hs;
     }
 }
 

@@ -1,0 +1,54 @@
+//! An in-memory model of what a node holds durably, for the core's tests and the simulator:
+//! exactly the state a batch's `persist` leaves behind, nothing volatile.
+//!
+//! It follows the ready contract to the letter: a snapshot replaces the whole log; entries
+//! replace every stored entry from their first index on; the hard state is overwritten. The
+//! real storage (`crate::storage`) keeps the same contract on files.
+
+use super::raw_node::Ready;
+use super::types::{Entry, HardState, Index, Snapshot};
+use super::Restored;
+
+/// Durable hard state, snapshot and log of one node.
+#[derive(Clone, Debug, Default)]
+pub struct MemStorage {
+    pub hard_state: HardState,
+    pub snapshot: Option<Snapshot>,
+    /// Entries after the snapshot, contiguous.
+    pub entries: Vec<Entry>,
+}
+
+impl MemStorage {
+    /// Makes one ready batch durable, in the order the contract gives.
+    pub fn persist(&mut self, ready: &Ready) {
+        if let Some(s) = &ready.snapshot {
+            self.snapshot = Some(s.clone());
+            self.entries.clear();
+        }
+        if let Some(first) = ready.entries.first() {
+            self.entries.retain(|e| e.index < first.index);
+            self.entries.extend(ready.entries.iter().cloned());
+        }
+        if let Some(hs) = ready.hard_state {
+            self.hard_state = hs;
+        }
+        debug_assert!(self.entries.windows(2).all(|w| w[1].index == w[0].index + 1));
+    }
+
+    /// The node's own snapshot at `snapshot.meta.index` is durable: forget the entries under it.
+    pub fn compact(&mut self, snapshot: Snapshot) {
+        let index = snapshot.meta.index;
+        self.entries.retain(|e| e.index > index);
+        self.snapshot = Some(snapshot);
+    }
+
+    /// The last index held durably (by an entry or the snapshot), if any.
+    pub fn last_index(&self) -> Option<Index> {
+        self.entries.last().map(|e| e.index).or(self.snapshot.as_ref().map(|s| s.meta.index))
+    }
+
+    /// What a restarted core starts from.
+    pub fn restored(&self) -> Restored {
+        Restored { hard_state: self.hard_state, snapshot: self.snapshot.clone(), entries: self.entries.clone() }
+    }
+}
