@@ -63,6 +63,8 @@ pub struct Connection {
     pub read_paused: bool,
     /// Outbound connect in progress.
     pub connecting: bool,
+    /// The byte stream broke the protocol: nothing more is read; a refusal follows.
+    pub broken: bool,
     /// Client requests accepted on this connection and not yet answered.
     pub requests_in_flight: usize,
 }
@@ -99,6 +101,7 @@ impl Connection {
             assembler: SnapshotAssembler::new(),
             read_paused: false,
             connecting: false,
+            broken: false,
             requests_in_flight: 0,
         }
     }

@@ -1,6 +1,12 @@
-//! The server: a hand-rolled mio reactor that drives the consensus core, the storage thread that
-//! makes its batches durable, and the glue to the key-value state machine. This is the only layer
-//! with sockets.
+//! The server: a hand-rolled mio reactor that drives the consensus core, the storage threads
+//! that make its batches durable, and the glue to the key-value state machine. This is the only
+//! layer with sockets.
+//!
+//! Rooms: `node` (the event loop tying the others together), `reactor` (poll, listener,
+//! connections; frames in and out), `conn` (one connection's buffers), `peers` (links to the other
+//! members), `replica` (core + state machine + storage work, no sockets: the simulator can run
+//! it), `requests` (client waiters and who gets which answer), `recovery` (start-up),
+//! `storage_thread` (the WAL and snapshot threads), `config`.
 //!
 //! Invariants: a client write is answered only after its entry is applied (so after it is
 //! committed and durable on a majority); a linearizable read only after a ReadIndex round
@@ -9,6 +15,11 @@
 pub mod config;
 pub mod conn;
 pub mod node;
+pub mod peers;
+pub mod reactor;
+pub mod recovery;
+pub mod replica;
+pub mod requests;
 pub mod storage_thread;
 
 pub use config::{parse_peers, NodeConfig};

@@ -16,16 +16,18 @@ use mio::Waker;
 use crate::raft::{Entry, HardState, Snapshot};
 use crate::storage::{SnapshotStore, StorageError, Wal};
 
-/// Snapshots kept on disk (the newest is used; the one before is a fallback for an operator).
-pub const SNAPSHOTS_KEPT: usize = 2;
-
+/// Work for the storage threads.
+#[derive(Debug)]
 pub enum IoJob {
     /// Persist a ready batch: snapshot first, then entries, then hard state, one sync.
     Persist { snapshot: Option<Snapshot>, entries: Vec<Entry>, hard_state: Option<HardState> },
     /// Compact the log under a snapshot file that is already durable.
     CompactLog(Snapshot),
+    /// Save the node's own snapshot (on the snapshot thread); `SnapshotSaved` reports it durable.
+    SaveSnapshot(Snapshot),
 }
 
+#[derive(Debug)]
 pub enum IoDone {
     Persisted {
         log_bytes: u64,
@@ -64,6 +66,7 @@ impl StorageThread {
                     IoJob::CompactLog(snapshot) => worker
                         .compact_log(&snapshot)
                         .map(|()| IoDone::Compacted { log_bytes: worker.log_bytes(), snapshot }),
+                    IoJob::SaveSnapshot(_) => Err(StorageError::Invalid("snapshot job on the WAL thread".into())),
                 };
                 if !report(&wal_done, &wal_waker, result) {
                     return; // nothing more may be written after a storage failure
@@ -72,10 +75,8 @@ impl StorageThread {
         })?;
         let snapshot_thread = std::thread::Builder::new().name("raft-snapshot".into()).spawn(move || {
             for snapshot in snap_rx {
-                let result = snapshots
-                    .save(&snapshot)
-                    .and_then(|_| snapshots.prune(SNAPSHOTS_KEPT))
-                    .map(|_| IoDone::SnapshotSaved(snapshot));
+                // `save` prunes old snapshots once the new one is installed.
+                let result = snapshots.save(&snapshot).map(|_| IoDone::SnapshotSaved(snapshot));
                 if !report(&done_tx, &waker, result) {
                     return;
                 }
@@ -89,19 +90,19 @@ impl StorageThread {
         })
     }
 
-    /// Queues the node's own snapshot for saving; `SnapshotSaved` reports it durable.
-    pub fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), String> {
-        match &self.snapshots {
-            Some(tx) => tx.send(snapshot).map_err(|_| "snapshot thread has stopped".to_string()),
-            None => Err("snapshot thread has stopped".into()),
-        }
-    }
-
-    /// Queues a job. Fails only if the thread is gone (after a storage failure).
+    /// Queues a job on the thread that does it. Fails only if that thread is gone (after a
+    /// storage failure).
     pub fn submit(&self, job: IoJob) -> Result<(), String> {
-        match &self.jobs {
-            Some(tx) => tx.send(job).map_err(|_| "storage thread has stopped".to_string()),
-            None => Err("storage thread has stopped".into()),
+        let sent = match (job, &self.jobs, &self.snapshots) {
+            (IoJob::SaveSnapshot(snapshot), _, Some(tx)) => tx.send(snapshot).is_ok(),
+            (IoJob::SaveSnapshot(_), _, None) => false,
+            (job, Some(tx), _) => tx.send(job).is_ok(),
+            (_, None, _) => false,
+        };
+        if sent {
+            Ok(())
+        } else {
+            Err("a storage thread has stopped".into())
         }
     }
 
@@ -151,7 +152,6 @@ impl Worker {
             // anything under it.
             self.snapshots.save(snapshot)?;
             self.wal.compact(snapshot.meta.index, snapshot.meta.term)?;
-            self.snapshots.prune(SNAPSHOTS_KEPT)?;
         }
         self.wal.append(entries)?;
         if let Some(hs) = hard_state {

@@ -38,6 +38,21 @@ pub enum FrameBody {
     Reply(ClientReply),
 }
 
+impl FrameBody {
+    /// A short name for logs and error messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            FrameBody::Hello(_) => "Hello",
+            FrameBody::HelloOk(_) => "HelloOk",
+            FrameBody::Error(_) => "Error",
+            FrameBody::Peer(m) => m.body.name(),
+            FrameBody::SnapshotChunk(_) => "SnapshotChunk",
+            FrameBody::Request(_) => "client request",
+            FrameBody::Reply(_) => "client reply",
+        }
+    }
+}
+
 /// Who opened a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Role {

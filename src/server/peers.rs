@@ -1,0 +1,180 @@
+//! Peer links: one outbound connection per peer that this node dials and sends its messages on,
+//! redialed with exponential backoff and jitter when it drops, and the encoding of outgoing
+//! messages into frames (snapshots as a stream of chunks).
+//!
+//! Each node dials every other member and sends on the connection it dialed; it accepts messages
+//! on either connection of a pair (`protocol.md` §3.1), so a link is usable as soon as either side
+//! has connected.
+//!
+//! Invariants: at most one outbound connection per peer at a time; a message to a peer without a
+//! ready link is dropped (Raft retransmits), and a dropped snapshot is reported so that the core
+//! probes again instead of waiting for an acknowledgement that cannot come.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+
+use super::conn::ConnKind;
+use super::reactor::{Reactor, PEER_QUEUE_BYTES_MAX};
+use crate::raft::rng::Rng;
+use crate::raft::{Message, MessageBody, NodeId};
+use crate::wire::{snapshot_chunks, Frame, FrameBody, Hello, HelloOk, PROTOCOL_VERSION, SNAPSHOT_CHUNK_BYTES};
+
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+struct PeerLink {
+    /// The connection this node dialed, while it is open.
+    token: Option<usize>,
+    backoff: Duration,
+    next_attempt: Instant,
+}
+
+/// What became of one outgoing message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sent {
+    Queued,
+    /// No link or a full queue: dropped; Raft retransmits.
+    Dropped,
+    /// A snapshot was dropped: report it to the core (`Replica::snapshot_send_failed`).
+    SnapshotDropped,
+}
+
+/// The outbound links of one node. See the module doc.
+pub struct PeerLinks {
+    self_id: NodeId,
+    cluster_id: u64,
+    addresses: BTreeMap<NodeId, String>,
+    links: BTreeMap<NodeId, PeerLink>,
+    rng: Rng,
+}
+
+impl PeerLinks {
+    /// Links to every member of `addresses` but this node, all due for a dial now.
+    pub fn new(self_id: NodeId, cluster_id: u64, addresses: BTreeMap<NodeId, String>, seed: u64) -> PeerLinks {
+        let now = Instant::now();
+        let links = addresses
+            .keys()
+            .filter(|&&id| id != self_id)
+            .map(|&id| (id, PeerLink { token: None, backoff: BACKOFF_MIN, next_attempt: now }))
+            .collect();
+        PeerLinks { self_id, cluster_id, addresses, links, rng: Rng::new(seed) }
+    }
+
+    pub fn is_peer(&self, id: NodeId) -> bool {
+        self.links.contains_key(&id)
+    }
+
+    /// The address members and clients dial to reach `id`.
+    pub fn address(&self, id: NodeId) -> Option<&str> {
+        self.addresses.get(&id).map(String::as_str)
+    }
+
+    /// Dials every peer that has no connection and whose backoff expired.
+    pub fn dial_due(&mut self, reactor: &mut Reactor, now: Instant) {
+        let due: Vec<NodeId> =
+            self.links.iter().filter(|(_, l)| l.token.is_none() && l.next_attempt <= now).map(|(&id, _)| id).collect();
+        for peer in due {
+            self.dial(reactor, peer);
+        }
+    }
+
+    fn resolve(&self, peer: NodeId) -> Option<SocketAddr> {
+        self.addresses.get(&peer).and_then(|a| a.to_socket_addrs().ok()).and_then(|mut addrs| addrs.next())
+    }
+
+    fn dial(&mut self, reactor: &mut Reactor, peer: NodeId) {
+        let Some(addr) = self.resolve(peer) else {
+            warn!("peer {peer}: address {:?} does not resolve", self.addresses.get(&peer));
+            if let Some(link) = self.links.get_mut(&peer) {
+                link.next_attempt = Instant::now() + BACKOFF_MAX;
+            }
+            return;
+        };
+        let token = match reactor.connect(addr, ConnKind::OutboundPeer { peer, ready: false }, PEER_QUEUE_BYTES_MAX) {
+            Ok(token) => token,
+            Err(e) => {
+                debug!("dial peer {peer} at {addr}: {e}");
+                if let Some(link) = self.links.get_mut(&peer) {
+                    link.next_attempt = Instant::now() + link.backoff;
+                    link.backoff = (link.backoff * 2).min(BACKOFF_MAX);
+                }
+                return;
+            }
+        };
+        let hello = Hello {
+            role: crate::wire::Role::Peer,
+            cluster_id: self.cluster_id,
+            node_id: self.self_id,
+            protocol_version: PROTOCOL_VERSION,
+        };
+        reactor.send(token, &Frame::new(0, FrameBody::Hello(hello)));
+        if let Some(link) = self.links.get_mut(&peer) {
+            link.token = Some(token);
+        }
+    }
+
+    /// A connection closed. If it was our link to a peer, schedule a redial with backoff and
+    /// jitter, and return the peer: anything queued on it (a snapshot included) is lost.
+    pub fn on_closed(&mut self, token: usize, kind: ConnKind) -> Option<NodeId> {
+        let ConnKind::OutboundPeer { peer, .. } = kind else { return None };
+        let link = self.links.get_mut(&peer).filter(|l| l.token == Some(token))?;
+        link.token = None;
+        let jitter = self.rng.range(0, link.backoff.as_millis() as u64 / 2 + 1);
+        link.next_attempt = Instant::now() + link.backoff + Duration::from_millis(jitter);
+        link.backoff = (link.backoff * 2).min(BACKOFF_MAX);
+        Some(peer)
+    }
+
+    /// The peer answered our `Hello`. Returns false if it is not who we dialed (close it).
+    pub fn on_hello_ok(&mut self, reactor: &mut Reactor, token: usize, peer: NodeId, ok: &HelloOk) -> bool {
+        if ok.node_id != peer || ok.cluster_id != self.cluster_id {
+            warn!(
+                "peer {peer} at {:?} answered as node {} of cluster {}",
+                self.addresses.get(&peer),
+                ok.node_id,
+                ok.cluster_id
+            );
+            return false;
+        }
+        reactor.set_kind(token, ConnKind::OutboundPeer { peer, ready: true });
+        if let Some(link) = self.links.get_mut(&peer) {
+            link.backoff = BACKOFF_MIN;
+        }
+        info!("connected to peer {peer}");
+        true
+    }
+
+    /// Queues `message` on its peer's link; a snapshot goes out as chunk frames.
+    pub fn send(&mut self, reactor: &mut Reactor, message: &Message) -> Sent {
+        let to = message.to;
+        let is_snapshot = matches!(message.body, MessageBody::InstallSnapshot { .. });
+        let dropped = if is_snapshot { Sent::SnapshotDropped } else { Sent::Dropped };
+        let Some(token) = self.links.get(&to).and_then(|l| l.token) else {
+            return dropped; // no connection yet
+        };
+        let frames = match &message.body {
+            MessageBody::InstallSnapshot { snapshot } => {
+                match snapshot_chunks(message.from, to, message.term, snapshot, SNAPSHOT_CHUNK_BYTES) {
+                    Ok(chunks) => chunks.into_iter().map(|c| Frame::new(0, FrameBody::SnapshotChunk(c))).collect(),
+                    Err(e) => {
+                        log::error!("cannot send snapshot to {to}: {e}");
+                        return Sent::Queued;
+                    }
+                }
+            }
+            _ => vec![Frame::new(0, FrameBody::Peer(message.clone()))],
+        };
+        for frame in &frames {
+            // A snapshot may exceed the queue cap on its own; it is still bounded, because a
+            // follower in the snapshot state gets nothing else until it answers or the send fails.
+            let queued = if is_snapshot { reactor.send_beyond_cap(token, frame) } else { reactor.send(token, frame) };
+            if !queued {
+                return dropped; // queue full (a slow or dead peer)
+            }
+        }
+        Sent::Queued
+    }
+}

@@ -1,0 +1,443 @@
+//! The replica: the consensus core, the key-value state machine and the storage work that makes
+//! them durable, driven by whoever owns the sockets and the threads. It knows nothing of the
+//! reactor: inputs are calls (a tick, a peer message, a client request, a finished storage job),
+//! outputs are queued in [`Output`] (peer messages, client replies, storage jobs) for the caller to
+//! deliver. `raftd` drives it from its event loop; the simulator can drive it deterministically.
+//!
+//! Contract with the caller: deliver every output; hand every finished job back through
+//! [`Replica::on_io_done`], in the order the storage finished them.
+//!
+//! Invariants (asserted):
+//! - persist before send: the persisted messages of a batch are released only after the storage
+//!   reported that batch durable (or the batch had nothing to persist);
+//! - one batch in flight: a new batch is taken only after the previous one was persisted;
+//! - after every batch the state machine's applied index equals the core's;
+//! - the log is compacted under a snapshot only after the snapshot file is durable.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use bytes::Bytes;
+use log::{info, warn};
+
+use super::requests::{Abandoned, ReadWaiter, Requests, Waiter};
+use super::storage_thread::{IoDone, IoJob};
+use crate::kv::{ApplyResult, KvStore};
+use crate::raft::{
+    ConfState, Entry, EntryKind, HardState, Message, NodeId, ProposeError, Raft, Ready, Role, Snapshot, SnapshotMeta,
+};
+use crate::wire::{ClientReply, ClientRequest, ErrorCode, ErrorReply, FrameBody, NodeRole, PeerStatus, StatusReport};
+
+/// Serializing a snapshot on the event loop for longer than this is logged as a warning.
+const SNAPSHOT_SERIALIZE_WARN: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// What the replica wants done; the caller drains it after every call.
+#[derive(Debug, Default)]
+pub struct Output {
+    pub messages: Vec<Message>,
+    pub replies: Vec<(Waiter, FrameBody)>,
+    pub jobs: Vec<IoJob>,
+}
+
+/// Start-up state of a replica: what recovery restored.
+pub struct ReplicaInit {
+    pub raft: Raft,
+    pub kv: KvStore,
+    /// The hard state storage holds durably.
+    pub hard_state: HardState,
+    pub snapshot_meta: SnapshotMeta,
+    /// Every member's client address, to name the leader in redirects.
+    pub addresses: BTreeMap<NodeId, String>,
+    pub snapshot_every: u64,
+}
+
+/// The core, the state machine and their storage bookkeeping. See the module doc.
+pub struct Replica {
+    id: NodeId,
+    raft: Raft,
+    kv: KvStore,
+    requests: Requests,
+    addresses: BTreeMap<NodeId, String>,
+    /// The ready batch whose persistence is in flight (its entries already handed to storage).
+    io_in_flight: Option<Ready>,
+    compaction_in_flight: bool,
+    /// The last hard state handed to storage, and a newer commit-only one not yet handed.
+    hard_state_submitted: HardState,
+    commit_deferred: Option<HardState>,
+    snapshot_meta: SnapshotMeta,
+    snapshot_every: u64,
+    log_bytes: u64,
+    /// Writes received in this loop iteration, proposed together by `flush`.
+    proposals_batch: Vec<(Waiter, Bytes)>,
+    was_leader: bool,
+    out: Output,
+}
+
+impl Replica {
+    pub fn new(init: ReplicaInit) -> Replica {
+        Replica {
+            id: init.raft.id(),
+            raft: init.raft,
+            kv: init.kv,
+            requests: Requests::new(),
+            addresses: init.addresses,
+            io_in_flight: None,
+            compaction_in_flight: false,
+            hard_state_submitted: init.hard_state,
+            commit_deferred: None,
+            snapshot_meta: init.snapshot_meta,
+            snapshot_every: init.snapshot_every,
+            log_bytes: 0,
+            proposals_batch: Vec::new(),
+            was_leader: false,
+            out: Output::default(),
+        }
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    pub fn kv(&self) -> &KvStore {
+        &self.kv
+    }
+
+    /// Takes everything queued for the caller since the last call.
+    pub fn take_output(&mut self) -> Output {
+        std::mem::take(&mut self.out)
+    }
+
+    // ----- inputs ----------------------------------------------------------------------------------
+
+    pub fn tick(&mut self) {
+        self.raft.tick();
+    }
+
+    pub fn step(&mut self, message: Message) {
+        self.raft.step(message);
+    }
+
+    /// The transport could not deliver a snapshot to `peer`: the core probes again.
+    pub fn snapshot_send_failed(&mut self, peer: NodeId) {
+        self.raft.report_snapshot_failed(peer);
+    }
+
+    /// A client request. Writes and linearizable reads are batched until [`Replica::flush`].
+    pub fn client_request(&mut self, waiter: Waiter, request: ClientRequest) {
+        match request {
+            ClientRequest::Status => {
+                let report = self.status_report();
+                self.reply(waiter, FrameBody::Reply(ClientReply::Status(report)));
+            }
+            ClientRequest::Get { key, consistency: crate::wire::ReadConsistency::Local } => {
+                let reply = self.kv.get(&key).map_or(ClientReply::NotFound, |v| ClientReply::Value(v.clone()));
+                self.reply(waiter, FrameBody::Reply(reply));
+            }
+            ClientRequest::Get { key, consistency: crate::wire::ReadConsistency::Linearizable } => {
+                if self.raft.role() != Role::Leader {
+                    return self.reply_not_leader(waiter);
+                }
+                if self.requests.reads_full() {
+                    return self.reply_error(waiter, ErrorCode::Overloaded, "too many reads waiting".into());
+                }
+                self.requests.read_arrived(ReadWaiter { waiter, key });
+            }
+            ClientRequest::Write(command) => {
+                if self.requests.writes_full(self.proposals_batch.len()) {
+                    let text = "too many writes waiting to commit".to_string();
+                    return self.reply_error(waiter, ErrorCode::Overloaded, text);
+                }
+                if self.raft.role() != Role::Leader {
+                    return self.reply_not_leader(waiter);
+                }
+                // Proposed together with every other write of this loop iteration: one append
+                // per follower carries them all.
+                self.proposals_batch.push((waiter, Bytes::from(command.to_bytes())));
+            }
+        }
+    }
+
+    /// The end of one loop iteration: propose the writes and start the read round that arrived,
+    /// and hand the next ready batch to storage (or finish it if it needs no disk).
+    pub fn flush(&mut self) -> Result<(), String> {
+        self.propose_batch();
+        self.start_read_round();
+        self.drive_ready()?;
+        if self.io_in_flight.is_some() {
+            // Heartbeats and appends need no disk: keep them on time during a slow sync.
+            self.out.messages.extend(self.raft.take_messages());
+        }
+        Ok(())
+    }
+
+    /// A storage job finished. A storage failure is fatal: the node can no longer promise
+    /// durability, so it must stop acknowledging.
+    pub fn on_io_done(&mut self, done: IoDone) -> Result<(), String> {
+        match done {
+            IoDone::Persisted { log_bytes } => {
+                self.log_bytes = log_bytes;
+                let Some(ready) = self.io_in_flight.take() else {
+                    return Err("storage finished a batch that was never submitted".into());
+                };
+                self.finish_ready(ready)?;
+            }
+            IoDone::SnapshotSaved(snapshot) => {
+                // The file is durable: only now may the log forget the entries under it.
+                self.out.jobs.push(IoJob::CompactLog(snapshot));
+            }
+            IoDone::Compacted { snapshot, log_bytes } => {
+                self.log_bytes = log_bytes;
+                self.compaction_in_flight = false;
+                info!("snapshot at index {} (term {}) saved; log compacted", snapshot.meta.index, snapshot.meta.term);
+                if snapshot.meta.index > self.snapshot_meta.index {
+                    self.snapshot_meta = snapshot.meta.clone();
+                }
+                if let Err(e) = self.raft.compact(snapshot) {
+                    warn!("core refused compaction: {e}");
+                }
+            }
+            IoDone::Failed(e) => return Err(format!("storage failure, stopping to protect durability: {e}")),
+        }
+        // The next batch is taken by `flush`, after this iteration's ticks and proposals joined it.
+        Ok(())
+    }
+
+    // ----- the ready batch -------------------------------------------------------------------------
+
+    fn drive_ready(&mut self) -> Result<(), String> {
+        while self.io_in_flight.is_none() && self.raft.has_ready() {
+            let mut ready = self.raft.ready();
+            self.on_soft_state(&ready);
+            self.out.messages.append(&mut ready.messages);
+            let mut hard_state = ready.hard_state;
+            if let Some(hs) = hard_state {
+                if hs.term == self.hard_state_submitted.term && hs.vote == self.hard_state_submitted.vote {
+                    // Only the commit index moved. It is volatile state (paper Figure 2): it rides
+                    // along with the next batch that syncs anyway instead of costing a sync.
+                    self.commit_deferred = Some(hs);
+                    hard_state = None;
+                }
+            }
+            let needs_disk = ready.snapshot.is_some() || !ready.entries.is_empty() || hard_state.is_some();
+            if needs_disk {
+                let hard_state = hard_state.or(self.commit_deferred.take());
+                if let Some(hs) = hard_state {
+                    self.hard_state_submitted = hs;
+                }
+                let job = IoJob::Persist {
+                    snapshot: ready.snapshot.clone(),
+                    entries: std::mem::take(&mut ready.entries),
+                    hard_state,
+                };
+                self.out.jobs.push(job);
+                self.io_in_flight = Some(ready);
+            } else {
+                // Nothing to make durable: its persisted messages promise nothing new.
+                assert!(ready.entries.is_empty() && ready.snapshot.is_none(), "a batch with data skipped the disk");
+                self.finish_ready(ready)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn on_soft_state(&mut self, ready: &Ready) {
+        let Some(role) = ready.role else { return };
+        info!("node {} is {} in term {} (leader {})", self.id, role.name(), ready.term, ready.leader);
+        let is_leader = role == Role::Leader;
+        if self.was_leader && !is_leader {
+            // Writes may still commit under the next leader; the client retries with the same
+            // session seq, which is safe.
+            for (waiter, why) in self.requests.leadership_lost() {
+                self.reply_abandoned(waiter, why);
+            }
+        }
+        self.was_leader = is_leader;
+    }
+
+    fn finish_ready(&mut self, ready: Ready) -> Result<(), String> {
+        debug_assert!(self.io_in_flight.is_none(), "persisted messages released while a batch is in flight");
+        self.out.messages.extend(ready.persisted_messages);
+        if let Some(snapshot) = &ready.snapshot {
+            self.kv = KvStore::restore(&snapshot.data)
+                .map_err(|e| format!("snapshot {} from the leader is unusable: {e}", snapshot.meta.index))?;
+            self.snapshot_meta = snapshot.meta.clone();
+            info!("installed snapshot at index {} (term {}) from the leader", snapshot.meta.index, snapshot.meta.term);
+            for (waiter, why) in self.requests.snapshot_installed(snapshot.meta.index) {
+                self.reply_abandoned(waiter, why);
+            }
+        }
+        for entry in &ready.committed_entries {
+            self.apply(entry)?;
+        }
+        assert_eq!(self.kv.applied_index(), self.raft.applied(), "state machine and core disagree on applied");
+        for read in &ready.read_states {
+            self.requests.read_round_confirmed(read.ctx, read.index);
+        }
+        for &ctx in &ready.dropped_reads {
+            for read in self.requests.read_round_failed(ctx) {
+                self.reply_not_leader(read.waiter);
+            }
+        }
+        self.serve_reads();
+        self.raft.advance();
+        self.maybe_snapshot();
+        Ok(())
+    }
+
+    fn apply(&mut self, entry: &Entry) -> Result<(), String> {
+        let result = match entry.kind {
+            EntryKind::Noop => {
+                self.kv.apply_noop(entry.index).map_err(|e| format!("apply {}: {e}", entry.index))?;
+                None
+            }
+            EntryKind::Normal => {
+                Some(self.kv.apply(entry.index, &entry.data).map_err(|e| format!("apply {}: {e}", entry.index))?)
+            }
+        };
+        let Some((waiter, own_entry)) = self.requests.write_applied(entry.index, entry.term) else { return Ok(()) };
+        let body = match result {
+            _ if !own_entry => {
+                FrameBody::Error(ErrorReply::new(ErrorCode::OutcomeUnknown, "another leader's entry took this index"))
+            }
+            Some(result) => write_reply(result),
+            None => FrameBody::Error(ErrorReply::new(ErrorCode::Internal, "a no-op took this write's index")),
+        };
+        self.reply(waiter, body);
+        Ok(())
+    }
+
+    /// Takes a snapshot every `snapshot_every` applied entries, saved off the loop; the log is
+    /// compacted only once the file is durable (`on_io_done`).
+    fn maybe_snapshot(&mut self) {
+        let applied = self.kv.applied_index();
+        if self.compaction_in_flight || applied < self.snapshot_meta.index + self.snapshot_every {
+            return;
+        }
+        let Some(term) = self.raft.log_term(applied) else { return };
+        let started = Instant::now();
+        let snapshot = Snapshot {
+            meta: SnapshotMeta { index: applied, term, conf: ConfState { voters: self.raft.voters() } },
+            data: Bytes::from(self.kv.snapshot()),
+        };
+        let serialized = started.elapsed();
+        if serialized > SNAPSHOT_SERIALIZE_WARN {
+            warn!(
+                "serializing the snapshot at index {applied} ({} bytes) held the event loop for {serialized:?}",
+                snapshot.data.len()
+            );
+        }
+        self.out.jobs.push(IoJob::SaveSnapshot(snapshot));
+        self.compaction_in_flight = true;
+    }
+
+    // ----- clients ---------------------------------------------------------------------------------
+
+    fn propose_batch(&mut self) {
+        if self.proposals_batch.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.proposals_batch);
+        let results = self.raft.propose_batch(batch.iter().map(|(_, data)| data.clone()));
+        let term = self.raft.term();
+        for ((waiter, _), result) in batch.into_iter().zip(results) {
+            match result {
+                Ok(index) => self.requests.write_proposed(index, term, waiter),
+                Err(ProposeError::NotLeader { .. }) => self.reply_not_leader(waiter),
+                Err(ProposeError::Busy) => {
+                    self.reply_error(waiter, ErrorCode::Overloaded, "too many uncommitted entries".into())
+                }
+            }
+        }
+    }
+
+    fn start_read_round(&mut self) {
+        let Some(ctx) = self.requests.start_read_round() else { return };
+        if let Err(e) = self.raft.read_index(ctx) {
+            for read in self.requests.read_round_failed(ctx) {
+                match e {
+                    ProposeError::NotLeader { .. } => self.reply_not_leader(read.waiter),
+                    ProposeError::Busy => self.reply_error(read.waiter, ErrorCode::Overloaded, "too many reads".into()),
+                }
+            }
+        }
+    }
+
+    fn serve_reads(&mut self) {
+        for read in self.requests.reads_servable(self.kv.applied_index()) {
+            let reply = self.kv.get(&read.key).map_or(ClientReply::NotFound, |v| ClientReply::Value(v.clone()));
+            self.reply(read.waiter, FrameBody::Reply(reply));
+        }
+    }
+
+    fn reply(&mut self, waiter: Waiter, body: FrameBody) {
+        self.out.replies.push((waiter, body));
+    }
+
+    fn reply_error(&mut self, waiter: Waiter, code: ErrorCode, message: String) {
+        self.reply(waiter, FrameBody::Error(ErrorReply::new(code, message)));
+    }
+
+    fn reply_abandoned(&mut self, waiter: Waiter, why: Abandoned) {
+        match why {
+            Abandoned::OutcomeUnknown(text) => self.reply_error(waiter, ErrorCode::OutcomeUnknown, text.into()),
+            Abandoned::NotLeader => self.reply_not_leader(waiter),
+        }
+    }
+
+    fn reply_not_leader(&mut self, waiter: Waiter) {
+        let leader_id = self.raft.leader();
+        let leader_addr = if leader_id == self.id {
+            String::new()
+        } else {
+            self.addresses.get(&leader_id).cloned().unwrap_or_default()
+        };
+        let leader_id = if leader_addr.is_empty() { 0 } else { leader_id };
+        self.reply(waiter, FrameBody::Reply(ClientReply::NotLeader { leader_id, leader_addr }));
+    }
+
+    /// This node's status, as `Status` answers it.
+    pub fn status_report(&self) -> StatusReport {
+        let role = match self.raft.role() {
+            Role::Follower => NodeRole::Follower,
+            Role::PreCandidate => NodeRole::PreCandidate,
+            Role::Candidate => NodeRole::Candidate,
+            Role::Leader => NodeRole::Leader,
+        };
+        StatusReport {
+            node_id: self.id,
+            role,
+            term: self.raft.term(),
+            leader_id: self.raft.leader(),
+            commit_index: self.raft.committed(),
+            applied_index: self.kv.applied_index(),
+            last_log_index: self.raft.last_index(),
+            log_size_bytes: self.log_bytes,
+            snapshot_index: self.snapshot_meta.index,
+            snapshot_term: self.snapshot_meta.term,
+            peers: self
+                .raft
+                .progress()
+                .into_iter()
+                .map(|(node_id, match_index, next_index)| PeerStatus { node_id, match_index, next_index })
+                .collect(),
+        }
+    }
+}
+
+/// The reply a client gets for the state machine's result of its write.
+fn write_reply(result: ApplyResult) -> FrameBody {
+    match result {
+        ApplyResult::Applied(r) | ApplyResult::Duplicate(r) => FrameBody::Reply(ClientReply::from_write_result(&r)),
+        ApplyResult::SessionExpired { client_id, seq } => FrameBody::Error(ErrorReply::new(
+            ErrorCode::SessionExpired,
+            format!("client {client_id} has no session for seq {seq}; start a new session"),
+        )),
+        ApplyResult::StaleSequence { client_id, seq, last_seq } => FrameBody::Error(ErrorReply::new(
+            ErrorCode::StaleSequence,
+            format!("client {client_id} seq {seq} is below its last applied seq {last_seq}"),
+        )),
+        ApplyResult::Rejected(e) => {
+            FrameBody::Error(ErrorReply::new(ErrorCode::Internal, format!("command rejected: {e}")))
+        }
+    }
+}
