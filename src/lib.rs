@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod kv;
+pub mod limits;
 pub mod raft;
 pub mod server;
 pub mod storage;

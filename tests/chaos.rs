@@ -10,18 +10,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mini_raft::client::{Client, ClientOptions};
+use mini_raft::raft::rng::Rng;
 use mini_raft::wire::{NodeRole, ReadConsistency};
 use support::{wait_until, TestCluster};
 
 const WRITERS: usize = 4;
 const CHAOS: Duration = Duration::from_secs(10);
-
-fn xorshift(state: &mut u64) -> u64 {
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
-    *state
-}
 
 #[test]
 fn acknowledged_writes_survive_repeated_kill_9() {
@@ -59,11 +53,11 @@ fn acknowledged_writes_survive_repeated_kill_9() {
             std::thread::spawn(move || {
                 let options = ClientOptions { deadline: Duration::from_secs(10), ..ClientOptions::default() };
                 let mut client = Client::new(addrs, options).expect("client");
-                let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ r as u64;
+                let mut rng = Rng::new(0x9E37_79B9_7F4A_7C15u64 ^ r as u64);
                 while !stop.load(Ordering::Relaxed) {
                     let picked = {
                         let acked = acked.lock().expect("lock");
-                        (!acked.is_empty()).then(|| acked[(xorshift(&mut rng) % acked.len() as u64) as usize].clone())
+                        (!acked.is_empty()).then(|| acked[(rng.next_u64() % acked.len() as u64) as usize].clone())
                     };
                     let Some((key, value)) = picked else {
                         std::thread::sleep(Duration::from_millis(5));
@@ -82,7 +76,7 @@ fn acknowledged_writes_survive_repeated_kill_9() {
         })
         .collect();
 
-    let mut rng = 0x2545_F491_4F6C_DD1Du64 ^ std::process::id() as u64;
+    let mut rng = Rng::new(0x2545_F491_4F6C_DD1Du64 ^ std::process::id() as u64);
     let started = Instant::now();
     let mut kills = 0;
     while started.elapsed() < CHAOS {
@@ -97,17 +91,17 @@ fn acknowledged_writes_survive_repeated_kill_9() {
         } else {
             let leader = (1..=3).find(|&id| cluster.status(id).is_some_and(|s| s.role == NodeRole::Leader));
             let victim = match leader {
-                Some(id) if !xorshift(&mut rng).is_multiple_of(3) => id,
-                _ => (xorshift(&mut rng) % 3) as usize + 1,
+                Some(id) if !rng.next_u64().is_multiple_of(3) => id,
+                _ => (rng.next_u64() % 3) as usize + 1,
             };
             cluster.kill(victim);
-            std::thread::sleep(Duration::from_millis(100 + xorshift(&mut rng) % 400));
+            std::thread::sleep(Duration::from_millis(100 + rng.next_u64() % 400));
             cluster.start_node(victim);
         }
         kills += 1;
         // Let the cluster elect and make some progress before the next fault.
         cluster.wait_leader(Duration::from_secs(10)).expect("a leader after restart");
-        std::thread::sleep(Duration::from_millis(200 + xorshift(&mut rng) % 300));
+        std::thread::sleep(Duration::from_millis(200 + rng.next_u64() % 300));
     }
     stop.store(true, Ordering::Relaxed);
     for thread in writers.into_iter().chain(readers) {

@@ -3,7 +3,6 @@
 //! a fake `raftd` script.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Command, Output};
@@ -11,7 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+use mini_raft::client::frames;
 use mini_raft::kv::Command as KvCommand;
 use mini_raft::wire::{
     ClientReply, ClientRequest, ErrorCode, ErrorReply, Frame, FrameBody, FrameDecoder, HelloOk, NodeRole, StatusReport,
@@ -129,7 +129,7 @@ fn spawn_fake_leader() -> String {
 
 fn serve(mut stream: TcpStream, store: &Store) {
     let mut decoder = FrameDecoder::new();
-    while let Some(frame) = read_frame(&mut stream, &mut decoder) {
+    while let Some(frame) = frames::read_frame(&mut stream, &mut decoder) {
         let body = match frame.body {
             FrameBody::Hello(hello) if hello.cluster_id == 1 => {
                 FrameBody::HelloOk(HelloOk { cluster_id: 1, node_id: 1, protocol_version: 1 })
@@ -183,24 +183,8 @@ fn answer(request: ClientRequest, store: &Store) -> ClientReply {
     }
 }
 
-fn read_frame(stream: &mut TcpStream, decoder: &mut FrameDecoder) -> Option<Frame> {
-    let mut buffer = [0u8; 4096];
-    loop {
-        if let Some(raw) = decoder.next_frame().ok()? {
-            return Frame::decode(raw).ok();
-        }
-        let n = stream.read(&mut buffer).ok()?;
-        if n == 0 {
-            return None;
-        }
-        decoder.feed(&buffer[..n]).ok()?;
-    }
-}
-
 fn write_frame(stream: &mut TcpStream, frame: Frame) {
-    let mut bytes = BytesMut::new();
-    frame.encode(&mut bytes).expect("the fake node encodes valid frames");
-    let _ = stream.write_all(&bytes);
+    let _ = frames::write_frame(stream, &frame);
 }
 
 #[test]

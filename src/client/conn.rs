@@ -60,7 +60,7 @@ impl Connection {
                 message: format!("HelloOk with protocol version {}", ok.protocol_version),
             }),
             FrameBody::Error(error) => Err(Failure::Server { code: error.code, message: error.message }),
-            other => Err(Failure::Unexpected(format!("{} in answer to Hello", body_name(&other)))),
+            other => Err(Failure::Unexpected(format!("{} in answer to Hello", other.name()))),
         }
     }
 
@@ -85,7 +85,7 @@ impl Connection {
             }
             FrameBody::Reply(reply) => Ok(reply),
             FrameBody::Error(error) => Err(Failure::Server { code: error.code, message: error.message }),
-            other => Err(Failure::Unexpected(format!("{} in answer to a request", body_name(&other)))),
+            other => Err(Failure::Unexpected(format!("{} in answer to a request", other.name()))),
         }
     }
 
@@ -151,16 +151,4 @@ fn connect(addr: &str, connect_timeout: Duration, until: Instant) -> Result<TcpS
         }
     }
     Err(Failure::Connect { error: last_error, timeout })
-}
-
-fn body_name(body: &FrameBody) -> &'static str {
-    match body {
-        FrameBody::Hello(_) => "Hello",
-        FrameBody::HelloOk(_) => "HelloOk",
-        FrameBody::Error(_) => "Error",
-        FrameBody::Peer(_) => "peer message",
-        FrameBody::SnapshotChunk(_) => "SnapshotChunk",
-        FrameBody::Request(_) => "client request",
-        FrameBody::Reply(_) => "reply",
-    }
 }

@@ -18,7 +18,7 @@
 
 mod conn;
 mod error;
-mod rng;
+pub mod frames;
 
 #[cfg(test)]
 mod tests;
@@ -28,12 +28,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::kv::{Command, Session, FIRST_SEQ, MAX_KEY_BYTES};
+use crate::kv::{Command, Session, FIRST_SEQ, KEY_BYTES_MAX};
+use crate::raft::rng::Rng;
 use crate::wire::{ClientReply, ClientRequest, ErrorCode, ReadConsistency, StatusReport};
 use conn::Connection;
 use error::{AttemptLog, Failure};
 pub use error::{ClientError, NodeReport};
-use rng::XorShift;
 
 /// First backoff after a failed attempt; it doubles per consecutive failure up to [`BACKOFF_MAX`].
 const BACKOFF_MIN: Duration = Duration::from_millis(10);
@@ -104,7 +104,7 @@ pub struct Client {
     /// Index in `cluster` of the address tried when there is no connection.
     cursor: usize,
     session: Session,
-    rng: XorShift,
+    rng: Rng,
 }
 
 impl Client {
@@ -119,9 +119,9 @@ impl Client {
         if options.deadline.is_zero() || options.connect_timeout.is_zero() || options.request_timeout.is_zero() {
             return Err(ClientError::InvalidArgument("deadline and timeouts must be above zero".to_string()));
         }
-        let mut rng = XorShift::from_entropy();
+        let mut rng = Rng::new(entropy_seed());
         let session = Session { client_id: rng.next_nonzero(), seq: FIRST_SEQ };
-        let cursor = rng.below(cluster.len() as u64) as usize;
+        let cursor = rng.range(0, cluster.len() as u64) as usize;
         Ok(Client { cluster, options, connection: None, cursor, session, rng })
     }
 
@@ -161,8 +161,8 @@ impl Client {
 
     /// The value of `key`, `None` if absent. [`ReadConsistency::Local`] may answer from any node.
     pub fn get(&mut self, key: &[u8], consistency: ReadConsistency) -> Result<Answered<Option<Bytes>>, ClientError> {
-        if key.len() > MAX_KEY_BYTES {
-            return Err(ClientError::InvalidArgument(format!("key is {} bytes, above {MAX_KEY_BYTES}", key.len())));
+        if key.len() > KEY_BYTES_MAX {
+            return Err(ClientError::InvalidArgument(format!("key is {} bytes, above {KEY_BYTES_MAX}", key.len())));
         }
         let key = Bytes::copy_from_slice(key);
         let op = describe("get", &key);
@@ -431,7 +431,7 @@ impl Client {
         let exponent = failures_in_a_row.saturating_sub(1).min(16);
         let ceiling = BACKOFF_MIN.saturating_mul(1 << exponent).min(BACKOFF_MAX);
         let half_us = (ceiling.as_micros() / 2) as u64;
-        Duration::from_micros(half_us + self.rng.below(half_us + 1))
+        Duration::from_micros(half_us + self.rng.range(0, half_us + 1))
     }
 
     fn answered<T>(&self, value: T) -> Answered<T> {
@@ -481,4 +481,17 @@ fn describe(op: &str, key: &[u8]) -> String {
     } else {
         format!("{op} {text:?}")
     }
+}
+
+/// Distinguishes clients created in the same process within one clock tick.
+static CLIENT_INSTANCES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A seed from the wall clock, the process id and a per-process counter. Not cryptographic: it
+/// only has to make two clients started at the same moment pick different ids with overwhelming
+/// probability (the generator spreads nearby seeds apart).
+fn entropy_seed() -> u64 {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    let pid = u64::from(std::process::id());
+    let instance = CLIENT_INSTANCES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    nanos ^ pid.rotate_left(32) ^ instance.wrapping_mul(0xD1B5_4A32_D192_ED03)
 }

@@ -1,13 +1,13 @@
 //! The client against tiny fake nodes: a `TcpListener` thread per node that speaks the wire
 //! protocol through `crate::wire` and answers each request as the test's script says.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::*;
 use crate::wire::{ErrorReply, Frame, FrameBody, FrameDecoder, Hello, HelloOk, NodeRole, Role};
@@ -76,7 +76,7 @@ fn serve(
     script: &Script,
 ) {
     let mut decoder = FrameDecoder::new();
-    let Some(frame) = read_frame(&mut stream, &mut decoder) else { return };
+    let Some(frame) = frames::read_frame(&mut stream, &mut decoder) else { return };
     let FrameBody::Hello(hello) = frame.body else { return };
     hellos.lock().expect("lock").push(hello);
     match hello_answer {
@@ -90,7 +90,7 @@ fn serve(
             return;
         }
     }
-    while let Some(frame) = read_frame(&mut stream, &mut decoder) {
+    while let Some(frame) = frames::read_frame(&mut stream, &mut decoder) {
         let FrameBody::Request(request) = frame.body else { return };
         let number = {
             let mut requests = requests.lock().expect("lock");
@@ -114,24 +114,8 @@ fn serve(
     }
 }
 
-fn read_frame(stream: &mut TcpStream, decoder: &mut FrameDecoder) -> Option<Frame> {
-    let mut buffer = [0u8; 4096];
-    loop {
-        if let Some(raw) = decoder.next_frame().ok()? {
-            return Frame::decode(raw).ok();
-        }
-        let n = stream.read(&mut buffer).ok()?;
-        if n == 0 {
-            return None;
-        }
-        decoder.feed(&buffer[..n]).ok()?;
-    }
-}
-
 fn write_frame(stream: &mut TcpStream, frame: Frame) {
-    let mut bytes = BytesMut::new();
-    frame.encode(&mut bytes).expect("the fake node encodes valid frames");
-    let _ = stream.write_all(&bytes);
+    let _ = frames::write_frame(stream, &frame);
 }
 
 /// An address where nothing listens: bound, then released.
@@ -349,7 +333,7 @@ fn status_asks_one_node_once() {
 #[test]
 fn oversized_key_is_refused_before_sending() {
     let mut client = Client::new(vec!["127.0.0.1:1".to_string()], options(2_000)).expect("client");
-    let key = vec![b'k'; MAX_KEY_BYTES + 1];
+    let key = vec![b'k'; KEY_BYTES_MAX + 1];
     assert!(matches!(client.set(&key, b"v"), Err(ClientError::InvalidArgument(_))));
     assert!(matches!(client.get(&key, ReadConsistency::Local), Err(ClientError::InvalidArgument(_))));
     assert!(Client::new(Vec::new(), options(100)).is_err());

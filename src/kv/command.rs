@@ -10,14 +10,14 @@
 //! ```
 //!
 //! A decoded command always satisfies the limits: `client_id != 0`, `seq != 0`,
-//! key ≤ [`MAX_KEY_BYTES`], values ≤ [`MAX_VALUE_BYTES`], no trailing bytes.
+//! key ≤ [`KEY_BYTES_MAX`], values ≤ [`VALUE_BYTES_MAX`], no trailing bytes.
 
 use std::fmt::Write as _;
 
 use bytes::{BufMut, Bytes};
 
 use super::codec::{put_bytes, put_optional_bytes, Cursor};
-use super::{KvError, MAX_KEY_BYTES, MAX_VALUE_BYTES};
+use super::{KvError, KEY_BYTES_MAX, VALUE_BYTES_MAX};
 
 /// Tag byte of an encoded `Set` command.
 pub const COMMAND_TAG_SET: u8 = 0x01;
@@ -89,13 +89,13 @@ impl Command {
         if session.seq == 0 {
             return Err(invalid("seq", "sequence numbers start at 1"));
         }
-        check_len("key", self.key().len(), MAX_KEY_BYTES)?;
+        check_len("key", self.key().len(), KEY_BYTES_MAX)?;
         match self {
-            Command::Set { value, .. } => check_len("value", value.len(), MAX_VALUE_BYTES),
+            Command::Set { value, .. } => check_len("value", value.len(), VALUE_BYTES_MAX),
             Command::Delete { .. } => Ok(()),
             Command::Cas { expected, new, .. } => {
-                check_len("expected", expected.as_ref().map_or(0, Bytes::len), MAX_VALUE_BYTES)?;
-                check_len("new", new.len(), MAX_VALUE_BYTES)
+                check_len("expected", expected.as_ref().map_or(0, Bytes::len), VALUE_BYTES_MAX)?;
+                check_len("new", new.len(), VALUE_BYTES_MAX)
             }
         }
     }
@@ -133,13 +133,13 @@ impl Command {
             return Err(KvError::UnknownCommandTag(tag));
         }
         let session = Session { client_id: cursor.u64("client_id")?, seq: cursor.u64("seq")? };
-        let key = cursor.bytes("key", MAX_KEY_BYTES)?;
+        let key = cursor.bytes("key", KEY_BYTES_MAX)?;
         let command = match tag {
-            COMMAND_TAG_SET => Command::Set { session, key, value: cursor.bytes("value", MAX_VALUE_BYTES)? },
+            COMMAND_TAG_SET => Command::Set { session, key, value: cursor.bytes("value", VALUE_BYTES_MAX)? },
             COMMAND_TAG_DELETE => Command::Delete { session, key },
             _ => {
-                let expected = cursor.optional_bytes("expected", MAX_VALUE_BYTES)?;
-                Command::Cas { session, key, expected, new: cursor.bytes("new", MAX_VALUE_BYTES)? }
+                let expected = cursor.optional_bytes("expected", VALUE_BYTES_MAX)?;
+                Command::Cas { session, key, expected, new: cursor.bytes("new", VALUE_BYTES_MAX)? }
             }
         };
         cursor.finish()?;

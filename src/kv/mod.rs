@@ -16,8 +16,8 @@
 //! Invariants:
 //! - `applied_index` grows by exactly one per [`KvStore::apply`] / [`KvStore::apply_noop`]; an
 //!   out-of-order index is refused without touching any state.
-//! - Keys are at most [`MAX_KEY_BYTES`], values at most [`MAX_VALUE_BYTES`], sessions at most
-//!   [`MAX_SESSIONS`]; nothing that violates a limit is applied or restored.
+//! - Keys are at most [`KEY_BYTES_MAX`], values at most [`VALUE_BYTES_MAX`], sessions at most
+//!   [`SESSIONS_MAX`]; nothing that violates a limit is applied or restored.
 //! - A (client, seq) pair changes the map at most once while its session is remembered.
 //! - Decoding never panics and never allocates more than the input it was given.
 
@@ -36,12 +36,7 @@ pub use command::{
 pub use error::KvError;
 pub use store::{ApplyResult, KvStore, SessionState, WriteResult};
 
-/// Largest key, in bytes. Enforced when a client request is decoded and again when a command is
-/// applied or a snapshot restored.
-pub const MAX_KEY_BYTES: usize = 4 * 1024;
-
-/// Largest value, in bytes (1 MiB). Enforced like [`MAX_KEY_BYTES`].
-pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
+pub use crate::limits::{KEY_BYTES_MAX, VALUE_BYTES_MAX};
 
 /// Most client sessions remembered at once. When a new client writes and the table is full, the
 /// session whose last write has the lowest log index is forgotten (least recently used, decided by
@@ -50,8 +45,8 @@ pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
 ///
 /// Memory: each session caches its last result; a failed CAS caches the current value (shared with
 /// the map via `Bytes`, so it costs nothing extra until that key is overwritten). Worst case
-/// `MAX_SESSIONS * MAX_VALUE_BYTES` = 10 GiB of pinned values; typical results are a few bytes.
-pub const MAX_SESSIONS: usize = 10_000;
+/// `SESSIONS_MAX * VALUE_BYTES_MAX` = 10 GiB of pinned values; typical results are a few bytes.
+pub const SESSIONS_MAX: usize = 10_000;
 
 /// The first sequence number of a session. Sequence numbers are never 0.
 pub const FIRST_SEQ: u64 = 1;

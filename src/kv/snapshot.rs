@@ -19,7 +19,7 @@
 use bytes::BufMut;
 
 use super::codec::{put_bytes, put_optional_bytes, Cursor, Indexed};
-use super::{KvError, KvStore, SessionState, WriteResult, MAX_KEY_BYTES, MAX_SESSIONS, MAX_VALUE_BYTES};
+use super::{KvError, KvStore, SessionState, WriteResult, KEY_BYTES_MAX, SESSIONS_MAX, VALUE_BYTES_MAX};
 
 const MAGIC: &[u8; 4] = b"MRKV";
 const FORMAT_VERSION: u8 = 1;
@@ -45,7 +45,7 @@ impl KvStore {
             put_bytes(&mut out, key);
             put_bytes(&mut out, value);
         }
-        debug_assert!(self.sessions.len() <= MAX_SESSIONS);
+        debug_assert!(self.sessions.len() <= SESSIONS_MAX);
         out.put_u32(self.sessions.len() as u32);
         for (client_id, session) in &self.sessions {
             out.put_u64(*client_id);
@@ -97,8 +97,8 @@ fn read_pairs(cursor: &mut Cursor<'_>, store: &mut KvStore) -> Result<(), KvErro
         return Err(KvError::Truncated { field: "pairs".into(), needed, left: cursor.remaining() });
     }
     for index in 0..pair_count as usize {
-        let key = cursor.bytes(Indexed { list: "pairs", index, field: "key" }, MAX_KEY_BYTES)?;
-        let value = cursor.bytes(Indexed { list: "pairs", index, field: "value" }, MAX_VALUE_BYTES)?;
+        let key = cursor.bytes(Indexed { list: "pairs", index, field: "key" }, KEY_BYTES_MAX)?;
+        let value = cursor.bytes(Indexed { list: "pairs", index, field: "value" }, VALUE_BYTES_MAX)?;
         if let Some((last, _)) = store.data.last_key_value() {
             if *last >= key {
                 return Err(invalid(Indexed { list: "pairs", index, field: "key" }, "keys are not strictly ascending"));
@@ -111,11 +111,11 @@ fn read_pairs(cursor: &mut Cursor<'_>, store: &mut KvStore) -> Result<(), KvErro
 
 fn read_sessions(cursor: &mut Cursor<'_>, store: &mut KvStore) -> Result<(), KvError> {
     let session_count = cursor.u32("session_count")? as usize;
-    if session_count > MAX_SESSIONS {
+    if session_count > SESSIONS_MAX {
         return Err(KvError::LimitExceeded {
             field: "session_count".into(),
             len: session_count as u64,
-            max: MAX_SESSIONS as u64,
+            max: SESSIONS_MAX as u64,
         });
     }
     for index in 0..session_count {
@@ -159,7 +159,7 @@ fn read_result(cursor: &mut Cursor<'_>, field: Indexed) -> Result<WriteResult, K
         RESULT_STORED => Ok(WriteResult::Stored),
         RESULT_DELETED => Ok(WriteResult::Deleted { existed: cursor.bool(field)? }),
         RESULT_CAS_OK => Ok(WriteResult::CasOk),
-        RESULT_CAS_FAILED => Ok(WriteResult::CasFailed { current: cursor.optional_bytes(field, MAX_VALUE_BYTES)? }),
+        RESULT_CAS_FAILED => Ok(WriteResult::CasFailed { current: cursor.optional_bytes(field, VALUE_BYTES_MAX)? }),
         other => Err(invalid(field, &format!("unknown result tag {other}"))),
     }
 }

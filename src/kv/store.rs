@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
-use super::{Command, KvError, Session, FIRST_SEQ, MAX_SESSIONS};
+use super::{Command, KvError, Session, FIRST_SEQ, SESSIONS_MAX};
 use crate::raft::Index;
 
 /// The outcome of one write, as the client sees it. Cached per session so that a retry gets the
@@ -180,7 +180,7 @@ impl KvStore {
     fn record_session(&mut self, client_id: u64, seq: u64, index: Index, result: WriteResult) {
         if let Some(old) = self.sessions.get(&client_id) {
             self.sessions_by_index.remove(&old.last_index);
-        } else if self.sessions.len() >= MAX_SESSIONS {
+        } else if self.sessions.len() >= SESSIONS_MAX {
             if let Some((_, victim)) = self.sessions_by_index.pop_first() {
                 self.sessions.remove(&victim);
             }
@@ -188,7 +188,7 @@ impl KvStore {
         let session = SessionState { last_seq: seq, last_index: index, last_result: result };
         self.sessions.insert(client_id, session);
         self.sessions_by_index.insert(index, client_id);
-        debug_assert!(self.sessions.len() <= MAX_SESSIONS);
+        debug_assert!(self.sessions.len() <= SESSIONS_MAX);
         debug_assert_eq!(self.sessions.len(), self.sessions_by_index.len());
     }
 }

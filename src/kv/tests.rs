@@ -1,5 +1,6 @@
 //! Tests of the state machine: command encoding, apply semantics, sessions, snapshot images.
 
+use crate::raft::rng::Rng;
 use bytes::Bytes;
 
 use super::*;
@@ -41,7 +42,7 @@ fn sample_commands() -> Vec<Command> {
         Command::Set { session: session(u64::MAX, u64::MAX), key: Bytes::new(), value: Bytes::new() },
         Command::Set {
             session: session(2, 3),
-            key: Bytes::from(vec![0u8; MAX_KEY_BYTES]),
+            key: Bytes::from(vec![0u8; KEY_BYTES_MAX]),
             value: Bytes::from(vec![7u8; 1000]),
         },
         Command::Delete { session: session(9, 4), key: b("gone") },
@@ -82,10 +83,10 @@ fn command_decode_names_the_truncated_field() {
 
 #[test]
 fn command_decode_enforces_limits_and_session_ids() {
-    let big_key = Command::Set { session: session(1, 1), key: Bytes::from(vec![0; MAX_KEY_BYTES + 1]), value: b("") };
+    let big_key = Command::Set { session: session(1, 1), key: Bytes::from(vec![0; KEY_BYTES_MAX + 1]), value: b("") };
     assert!(matches!(Command::decode(&big_key.to_bytes()), Err(KvError::LimitExceeded { .. })));
     let big_value =
-        Command::Set { session: session(1, 1), key: b("k"), value: Bytes::from(vec![0; MAX_VALUE_BYTES + 1]) };
+        Command::Set { session: session(1, 1), key: b("k"), value: Bytes::from(vec![0; VALUE_BYTES_MAX + 1]) };
     assert!(matches!(Command::decode(&big_value.to_bytes()), Err(KvError::LimitExceeded { .. })));
     assert!(matches!(Command::decode(&set(0, 1, "k", "v")), Err(KvError::InvalidField { .. })));
     assert!(matches!(Command::decode(&set(1, 0, "k", "v")), Err(KvError::InvalidField { .. })));
@@ -203,14 +204,14 @@ fn malformed_payload_consumes_its_index_and_is_rejected() {
 #[test]
 fn session_table_evicts_the_client_with_the_oldest_write() {
     let mut store = KvStore::new();
-    for client in 1..=MAX_SESSIONS as u64 {
+    for client in 1..=SESSIONS_MAX as u64 {
         apply_all(&mut store, &[set(client, 1, "k", "v")]);
     }
-    assert_eq!(store.session_count(), MAX_SESSIONS);
+    assert_eq!(store.session_count(), SESSIONS_MAX);
     // Client 1 writes again, so client 2 now holds the oldest write.
     apply_all(&mut store, &[set(1, 2, "k", "v")]);
-    apply_all(&mut store, &[set(MAX_SESSIONS as u64 + 1, 1, "k", "v")]);
-    assert_eq!(store.session_count(), MAX_SESSIONS);
+    apply_all(&mut store, &[set(SESSIONS_MAX as u64 + 1, 1, "k", "v")]);
+    assert_eq!(store.session_count(), SESSIONS_MAX);
     assert!(store.session(1).is_some());
     assert!(store.session(2).is_none());
     assert!(store.session(3).is_some());
@@ -301,33 +302,22 @@ fn snapshot_with_a_huge_pair_count_is_rejected_without_allocating() {
 
 #[test]
 fn random_bytes_never_panic_the_kv_decoders() {
-    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+    let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
     let valid = sample_store().snapshot();
     for _ in 0..20_000 {
-        let len = (rng.next() % 64) as usize;
-        let garbage: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+        let len = (rng.next_u64() % 64) as usize;
+        let garbage: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
         let _ = Command::decode(&garbage);
         let _ = describe_command(&garbage);
         let _ = KvStore::restore(&garbage);
         // Structured corruption: a valid image with a few bytes changed and the checksum fixed.
         let mut image = valid.clone();
-        for _ in 0..1 + rng.next() % 3 {
-            let position = (rng.next() as usize) % (image.len() - 4);
-            image[position] = rng.next() as u8;
+        for _ in 0..1 + rng.next_u64() % 3 {
+            let position = (rng.next_u64() as usize) % (image.len() - 4);
+            image[position] = rng.next_u64() as u8;
         }
         if let Ok(store) = KvStore::restore(&reseal(image)) {
-            assert!(store.session_count() <= MAX_SESSIONS);
+            assert!(store.session_count() <= SESSIONS_MAX);
         }
-    }
-}
-
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
     }
 }

@@ -22,8 +22,6 @@ use super::types::{Entry, EntryKind, HardState, Index, NodeId, Snapshot, Term};
 
 /// At most this many ReadIndex requests wait at once; more are refused with `Busy`.
 pub const READS_PENDING_MAX: usize = 4096;
-/// At most this many entries per AppendEntries message, whatever their size.
-pub const APPEND_ENTRIES_MAX: usize = 8192;
 
 /// Tunables. Times are in ticks; the node decides how long a tick is (10 ms in `raftd`).
 #[derive(Clone, Debug)]

@@ -9,11 +9,12 @@
 
 use bytes::Bytes;
 
-use super::consensus::{Raft, Role, APPEND_ENTRIES_MAX};
+use super::consensus::{Raft, Role};
 use super::message::{Message, MessageBody};
 use super::quorum::JointConfig;
 use super::tracker::ProgressState;
 use super::types::{Entry, EntryKind, Index, NodeId, Snapshot, Term};
+use crate::limits::ENTRIES_PER_APPEND_MAX;
 
 impl Raft {
     // ----- leader ------------------------------------------------------------------------------
@@ -66,7 +67,7 @@ impl Raft {
         let next = pr.next;
         let prev_log_index = next - 1;
         let prev_term = self.log.term(prev_log_index);
-        let entries = self.log.slice(next, self.opts.append_bytes_max, APPEND_ENTRIES_MAX);
+        let entries = self.log.slice(next, self.opts.append_bytes_max, ENTRIES_PER_APPEND_MAX);
         let (Some(prev_log_term), Some(entries)) = (prev_term, entries) else {
             return self.send_snapshot(to);
         };

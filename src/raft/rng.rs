@@ -1,5 +1,7 @@
-//! A tiny deterministic PRNG (SplitMix64). The core owns no entropy: its seed is an input, so a
-//! simulator run replays exactly from one number.
+//! The project's one PRNG (SplitMix64). The core owns no entropy: its seed is an input, so a
+//! simulator run replays exactly from one number. Everything else that needs randomness (client
+//! ids and backoff jitter, benchmarks, property tests, fault injection) uses this type too, seeded
+//! by its caller.
 
 /// SplitMix64: 64 bits of state, passes BigCrush, trivially reproducible across platforms.
 #[derive(Clone, Debug)]
@@ -24,6 +26,24 @@ impl Rng {
     pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
         assert!(hi > lo, "empty range [{lo}, {hi})");
         lo + self.next_u64() % (hi - lo)
+    }
+
+    /// A value that is never 0 (0 means "nobody" for ids).
+    pub fn next_nonzero(&mut self) -> u64 {
+        loop {
+            let value = self.next_u64();
+            if value != 0 {
+                return value;
+            }
+        }
+    }
+
+    /// Fills `out` with random bytes.
+    pub fn fill(&mut self, out: &mut [u8]) {
+        for chunk in out.chunks_mut(8) {
+            let word = self.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&word[..chunk.len()]);
+        }
     }
 
     /// True with probability `numerator / denominator`.

@@ -13,6 +13,7 @@
 //! survives a crash; a torn record can only be at the tail of the newest segment and recovery
 //! zeroes it and reports it; any other damage is a hard error naming file and offset.
 
+pub mod dir;
 pub mod error;
 pub mod log_state;
 pub mod record;

@@ -6,6 +6,8 @@
 //! renamed and the directory synced. A `.tmp` file is therefore never part of the log, and a
 //! segment under its final name always starts with a durable header.
 
+pub use super::dir::sync_dir;
+use super::dir::Naming;
 use super::error::StorageError;
 use super::record::{self, Record};
 use memmap2::MmapMut;
@@ -21,23 +23,17 @@ pub const SEGMENT_BYTES_MIN: u64 = 4096;
 /// Largest segment size: offsets are stored as u32.
 pub const SEGMENT_BYTES_MAX: u64 = u32::MAX as u64 - 7;
 
+/// How segment files are named: `{seq:020}-{first_index:020}.wal`, `.wal.tmp` while created.
+pub const SEGMENT_NAMING: Naming = Naming { prefix: "", suffix: SEGMENT_SUFFIX, temp_suffix: ".wal.tmp" };
+
 /// File name of segment `seq` whose first entry index is `first_index`.
 pub fn segment_name(seq: u64, first_index: u64) -> String {
-    format!("{seq:020}-{first_index:020}{SEGMENT_SUFFIX}")
+    SEGMENT_NAMING.name(seq, first_index)
 }
 
 /// Parses a segment file name back into (seq, first_index).
 pub fn parse_segment_name(name: &str) -> Option<(u64, u64)> {
-    parse_number_pair(name.strip_suffix(SEGMENT_SUFFIX)?)
-}
-
-/// Parses `{a:020}-{b:020}`, the numbering shared by segment and snapshot file names.
-pub fn parse_number_pair(stem: &str) -> Option<(u64, u64)> {
-    let (a, b) = stem.split_once('-')?;
-    if a.len() != 20 || b.len() != 20 {
-        return None;
-    }
-    Some((a.parse().ok()?, b.parse().ok()?))
+    SEGMENT_NAMING.parse(name)
 }
 
 /// A segment file found in a directory.
@@ -58,21 +54,8 @@ pub fn list_segments(dir: &Path) -> Result<(Vec<SegmentFile>, Vec<PathBuf>), Sto
 
 /// Lists segment files (sorted by seq) and temporary files without judging the sequence.
 pub fn find_segment_files(dir: &Path) -> Result<(Vec<SegmentFile>, Vec<PathBuf>), StorageError> {
-    let mut segments = Vec::new();
-    let mut temps = Vec::new();
-    let rd = fs::read_dir(dir).map_err(|e| StorageError::io("read directory", dir, e))?;
-    for ent in rd {
-        let ent = ent.map_err(|e| StorageError::io("read directory", dir, e))?;
-        let name = ent.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if name.ends_with(&format!("{SEGMENT_SUFFIX}{TEMP_SUFFIX}")) {
-            temps.push(ent.path());
-        } else if let Some((seq, first_index)) = parse_segment_name(name) {
-            segments.push(SegmentFile { seq, first_index, path: ent.path() });
-        }
-    }
-    segments.sort_by_key(|s| s.seq);
-    temps.sort();
+    let (files, temps) = SEGMENT_NAMING.list(dir)?;
+    let segments = files.into_iter().map(|f| SegmentFile { seq: f.a, first_index: f.b, path: f.path }).collect();
     Ok((segments, temps))
 }
 
@@ -89,12 +72,6 @@ pub fn check_consecutive(dir: &Path, segments: &[SegmentFile]) -> Result<(), Sto
         }
     }
     Ok(())
-}
-
-/// Fsyncs a directory so that renames and deletions in it are durable.
-pub fn sync_dir(dir: &Path) -> Result<(), StorageError> {
-    let d = File::open(dir).map_err(|e| StorageError::io("open directory", dir, e))?;
-    d.sync_all().map_err(|e| StorageError::io("fsync directory", dir, e))
 }
 
 /// How `sync` makes a segment durable.

@@ -26,8 +26,9 @@
 //! - The transport moves a snapshot as raw file bytes: `SnapshotReader::read_chunk` on the sender,
 //!   `SnapshotWriter::write_chunk` + `finish` (verify and install) on the receiver.
 
+use super::dir::{sync_dir, Naming};
 use super::error::StorageError;
-use super::segment::sync_dir;
+use crate::limits::VOTERS_MAX;
 use crate::raft::types::{ConfState, Snapshot, SnapshotMeta};
 use byteorder::{ByteOrder, LittleEndian as LE};
 use bytes::Bytes;
@@ -41,8 +42,6 @@ const END_MAGIC: &[u8; 4] = b"MRSE";
 const VERSION: u32 = 1;
 const FIXED_HEADER_LEN: u64 = 32;
 const TRAILER_LEN: u64 = 16;
-/// Most voters a snapshot header may list (bounds what a corrupt header can make us allocate).
-pub const VOTERS_MAX: u32 = 4096;
 /// Snapshots kept after an install.
 pub const KEEP_SNAPSHOTS: usize = 2;
 const SUFFIX: &str = ".snap";
@@ -51,13 +50,16 @@ const READ_BUF_BYTES: usize = 256 << 10;
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// How snapshot files are named: `snap-{index:020}-{term:020}.snap`, `.snap.tmp` while written.
+pub const SNAPSHOT_NAMING: Naming = Naming { prefix: "snap-", suffix: SUFFIX, temp_suffix: TEMP_SUFFIX };
+
 /// File name of the snapshot at (index, term).
 pub fn snapshot_name(index: u64, term: u64) -> String {
-    format!("snap-{index:020}-{term:020}{SUFFIX}")
+    SNAPSHOT_NAMING.name(index, term)
 }
 
 fn parse_snapshot_name(name: &str) -> Option<(u64, u64)> {
-    super::segment::parse_number_pair(name.strip_prefix("snap-")?.strip_suffix(SUFFIX)?)
+    SNAPSHOT_NAMING.parse(name)
 }
 
 /// A snapshot file that was checked: metadata, size and CRC.
@@ -80,27 +82,13 @@ pub struct SnapshotFile {
 
 /// Lists snapshot files (oldest first) and leftover temporary files of `dir`.
 pub fn list_snapshots(dir: &Path) -> Result<(Vec<SnapshotFile>, Vec<PathBuf>), StorageError> {
-    let mut snaps = Vec::new();
-    let mut temps = Vec::new();
-    let rd = fs::read_dir(dir).map_err(|e| StorageError::io("read directory", dir, e))?;
-    for ent in rd {
-        let ent = ent.map_err(|e| StorageError::io("read directory", dir, e))?;
-        let name = ent.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if name.ends_with(TEMP_SUFFIX) {
-            temps.push(ent.path());
-        } else if let Some((index, term)) = parse_snapshot_name(name) {
-            snaps.push(SnapshotFile { index, term, path: ent.path() });
-        }
-    }
-    snaps.sort_by_key(|s| (s.index, s.term));
-    temps.sort();
-    Ok((snaps, temps))
+    let (files, temps) = SNAPSHOT_NAMING.list(dir)?;
+    Ok((files.into_iter().map(|f| SnapshotFile { index: f.a, term: f.b, path: f.path }).collect(), temps))
 }
 
 fn encode_header(meta: &SnapshotMeta) -> Result<Vec<u8>, StorageError> {
     let n = meta.conf.voters.len();
-    if n > VOTERS_MAX as usize {
+    if n > VOTERS_MAX {
         return Err(StorageError::Invalid(format!("{n} voters exceed {VOTERS_MAX}")));
     }
     let mut h = vec![0u8; FIXED_HEADER_LEN as usize + 8 * n];
@@ -132,7 +120,7 @@ fn verify_file(path: &Path, mut image: Option<&mut Vec<u8>>) -> Result<SnapshotI
     }
     let voters_n = LE::read_u32(&fixed[12..16]);
     let header_len = FIXED_HEADER_LEN + 8 * voters_n as u64;
-    if voters_n > VOTERS_MAX || size < header_len + TRAILER_LEN {
+    if voters_n as usize > VOTERS_MAX || size < header_len + TRAILER_LEN {
         return Err(bad(12, format!("voter count {voters_n} does not fit a {size}-byte file")));
     }
     let mut hasher = crc32fast::Hasher::new();

@@ -14,7 +14,7 @@
 use byteorder::{BigEndian, ByteOrder};
 use bytes::{Bytes, BytesMut};
 
-use super::{WireError, FRAME_HEADER_BYTES, LENGTH_PREFIX_BYTES, MAX_FRAME_BYTES, PROTOCOL_VERSION};
+use super::{WireError, FRAME_BYTES_MAX, FRAME_HEADER_BYTES, LENGTH_PREFIX_BYTES, PROTOCOL_VERSION};
 
 macro_rules! message_types {
     ($($(#[$doc:meta])* $name:ident = $code:literal,)*) => {
@@ -103,13 +103,13 @@ impl Default for FrameDecoder {
 
 impl FrameDecoder {
     pub fn new() -> FrameDecoder {
-        FrameDecoder::with_max_frame_bytes(MAX_FRAME_BYTES)
+        FrameDecoder::with_max_frame_bytes(FRAME_BYTES_MAX)
     }
 
     /// A decoder with a smaller frame limit. `max_frame_bytes` is clamped to
-    /// `FRAME_HEADER_BYTES..=MAX_FRAME_BYTES`.
+    /// `FRAME_HEADER_BYTES..=FRAME_BYTES_MAX`.
     pub fn with_max_frame_bytes(max_frame_bytes: usize) -> FrameDecoder {
-        let max_frame_bytes = max_frame_bytes.clamp(FRAME_HEADER_BYTES, MAX_FRAME_BYTES);
+        let max_frame_bytes = max_frame_bytes.clamp(FRAME_HEADER_BYTES, FRAME_BYTES_MAX);
         FrameDecoder { buffer: BytesMut::new(), max_frame_bytes, poisoned: None }
     }
 
@@ -204,9 +204,9 @@ pub(crate) fn start_frame(out: &mut BytesMut, message_type: MessageType, request
 /// removed from `out` again and an error returned, so `out` never holds a frame a peer would refuse.
 pub(crate) fn finish_frame(out: &mut BytesMut, start: usize) -> Result<(), WireError> {
     let length = out.len() - start - LENGTH_PREFIX_BYTES;
-    if length > MAX_FRAME_BYTES {
+    if length > FRAME_BYTES_MAX {
         out.truncate(start);
-        return Err(WireError::FrameTooLarge { length: length as u64, max: MAX_FRAME_BYTES });
+        return Err(WireError::FrameTooLarge { length: length as u64, max: FRAME_BYTES_MAX });
     }
     BigEndian::write_u32(&mut out[start..start + LENGTH_PREFIX_BYTES], length as u32);
     Ok(())

@@ -1,21 +1,20 @@
-//! Typed frames: what each message type's payload means, and its encoder and decoder.
+//! Typed frames: what each message type's payload means. The byte layout lives in `encode.rs`
+//! and `decode.rs`.
 //!
 //! The field order of every encoder below is the field order documented in `protocol.md`; the
 //! decoder reads the same fields in the same order and then requires the payload to be exhausted.
 //! Encoders refuse values a decoder would refuse (oversized keys, too many entries, a frame above
-//! [`MAX_FRAME_BYTES`](super::MAX_FRAME_BYTES)), so a frame we send is a frame we accept.
+//! [`FRAME_BYTES_MAX`](super::FRAME_BYTES_MAX)), so a frame we send is a frame we accept.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 
+use super::decode::decode_body;
+use super::encode::{body_bytes_hint, encode_body, validate_for_encode};
 use super::frame::{finish_frame, start_frame, MessageType, RawFrame};
 use super::reader::{invalid, PayloadReader};
-use super::{
-    ErrorCode, WireError, MAX_ADDRESS_BYTES, MAX_APPEND_ENTRIES, MAX_ERROR_MESSAGE_BYTES, MAX_SNAPSHOT_BYTES,
-    MAX_STATUS_PEERS, MAX_VOTERS, PROTOCOL_VERSION,
-};
-use crate::kv::codec::Indexed;
-use crate::kv::{Command, KvError, Session, WriteResult, MAX_KEY_BYTES, MAX_VALUE_BYTES};
-use crate::raft::{ConfState, Entry, EntryKind, Message, MessageBody, NodeId, SnapshotMeta, Term};
+use super::{ErrorCode, WireError, ERROR_MESSAGE_BYTES_MAX, PROTOCOL_VERSION};
+use crate::kv::{Command, WriteResult};
+use crate::raft::{Message, MessageBody, NodeId, SnapshotMeta, Term};
 
 /// One frame: the request id from the header and the typed payload.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -89,7 +88,7 @@ pub struct ErrorReply {
 impl ErrorReply {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> ErrorReply {
         let mut message = message.into();
-        truncate_utf8(&mut message, MAX_ERROR_MESSAGE_BYTES);
+        truncate_utf8(&mut message, ERROR_MESSAGE_BYTES_MAX);
         ErrorReply { code, message }
     }
 
@@ -99,7 +98,7 @@ impl ErrorReply {
     }
 }
 
-fn truncate_utf8(text: &mut String, max: usize) {
+pub(super) fn truncate_utf8(text: &mut String, max: usize) {
     if text.len() > max {
         let mut cut = max;
         while !text.is_char_boundary(cut) {
@@ -289,7 +288,7 @@ impl Frame {
     }
 }
 
-fn peer_message_type(body: &MessageBody) -> Result<MessageType, WireError> {
+pub(super) fn peer_message_type(body: &MessageBody) -> Result<MessageType, WireError> {
     Ok(match body {
         MessageBody::PreVote { .. } => MessageType::PreVote,
         MessageBody::PreVoteResponse { .. } => MessageType::PreVoteResponse,
@@ -304,452 +303,16 @@ fn peer_message_type(body: &MessageBody) -> Result<MessageType, WireError> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Encoding
-
-fn limit(field: &str, len: usize, max: usize) -> Result<(), WireError> {
-    if len > max {
-        return Err(WireError::LimitExceeded { field: field.to_string(), len: len as u64, max: max as u64 });
-    }
-    Ok(())
-}
-
-fn from_kv_error(error: KvError) -> WireError {
-    match error {
-        KvError::LimitExceeded { field, len, max } => WireError::LimitExceeded { field, len, max },
-        other => WireError::InvalidField { field: "command".to_string(), reason: other.to_string() },
-    }
-}
-
-/// Refuses anything the decoder on the other side would refuse.
-fn validate_for_encode(body: &FrameBody) -> Result<(), WireError> {
-    match body {
-        FrameBody::Error(error) => limit("message", error.message.len(), MAX_ERROR_MESSAGE_BYTES),
-        FrameBody::Peer(Message { body: MessageBody::AppendEntries { entries, .. }, .. }) => {
-            limit("entries", entries.len(), MAX_APPEND_ENTRIES)
-        }
-        FrameBody::SnapshotChunk(chunk) => validate_chunk(chunk),
-        FrameBody::Request(ClientRequest::Write(command)) => command.validate().map_err(from_kv_error),
-        FrameBody::Request(ClientRequest::Get { key, .. }) => limit("key", key.len(), MAX_KEY_BYTES),
-        FrameBody::Reply(ClientReply::Value(value)) => limit("value", value.len(), MAX_VALUE_BYTES),
-        FrameBody::Reply(ClientReply::CasFailed { current }) => {
-            limit("current", current.as_ref().map_or(0, Bytes::len), MAX_VALUE_BYTES)
-        }
-        FrameBody::Reply(ClientReply::Status(status)) => limit("peers", status.peers.len(), MAX_STATUS_PEERS),
-        FrameBody::Reply(ClientReply::NotLeader { leader_addr, .. }) => {
-            limit("leader_addr", leader_addr.len(), MAX_ADDRESS_BYTES)
-        }
-        _ => Ok(()),
-    }
-}
-
-fn body_bytes_hint(body: &FrameBody) -> usize {
-    match body {
-        FrameBody::Peer(Message { body: MessageBody::AppendEntries { entries, .. }, .. }) => {
-            entries.iter().map(Entry::size_bytes).sum()
-        }
-        FrameBody::SnapshotChunk(chunk) => chunk.data.len() + chunk.meta.conf.voters.len() * 8,
-        FrameBody::Request(ClientRequest::Write(command)) => command.encoded_len(),
-        FrameBody::Reply(ClientReply::Value(value)) => value.len(),
-        _ => 64,
-    }
-}
-
-fn put_bytes(out: &mut BytesMut, bytes: &[u8]) {
-    out.put_u32(bytes.len() as u32);
-    out.put_slice(bytes);
-}
-
-fn put_optional_bytes(out: &mut BytesMut, bytes: Option<&Bytes>) {
-    match bytes {
-        None => out.put_u8(0),
-        Some(bytes) => {
-            out.put_u8(1);
-            put_bytes(out, bytes);
-        }
-    }
-}
-
-fn encode_body(body: &FrameBody, out: &mut BytesMut) {
-    match body {
-        FrameBody::Hello(hello) => {
-            out.put_u8(role_code(hello.role));
-            out.put_u64(hello.cluster_id);
-            out.put_u64(hello.node_id);
-            out.put_u8(hello.protocol_version);
-        }
-        FrameBody::HelloOk(ok) => {
-            out.put_u64(ok.cluster_id);
-            out.put_u64(ok.node_id);
-            out.put_u8(ok.protocol_version);
-        }
-        FrameBody::Error(error) => {
-            out.put_u16(error.code.to_u16());
-            put_bytes(out, error.message.as_bytes());
-        }
-        FrameBody::Peer(message) => encode_peer(message, out),
-        FrameBody::SnapshotChunk(chunk) => encode_chunk(chunk, out),
-        FrameBody::Request(request) => encode_request(request, out),
-        FrameBody::Reply(reply) => encode_reply(reply, out),
-    }
-}
-
-fn encode_peer(message: &Message, out: &mut BytesMut) {
-    out.put_u64(message.from);
-    out.put_u64(message.to);
-    out.put_u64(message.term);
-    match &message.body {
-        MessageBody::PreVote { last_log_index, last_log_term }
-        | MessageBody::RequestVote { last_log_index, last_log_term } => {
-            out.put_u64(*last_log_index);
-            out.put_u64(*last_log_term);
-        }
-        MessageBody::PreVoteResponse { granted } | MessageBody::RequestVoteResponse { granted } => {
-            out.put_u8(u8::from(*granted));
-        }
-        MessageBody::AppendEntries { prev_log_index, prev_log_term, leader_commit, entries } => {
-            out.put_u64(*prev_log_index);
-            out.put_u64(*prev_log_term);
-            out.put_u64(*leader_commit);
-            out.put_u32(entries.len() as u32);
-            for entry in entries {
-                out.put_u64(entry.index);
-                out.put_u64(entry.term);
-                out.put_u8(entry.kind.to_u8());
-                put_bytes(out, &entry.data);
-            }
-        }
-        MessageBody::AppendEntriesResponse { reject, index, reject_hint_index, reject_hint_term } => {
-            out.put_u8(u8::from(*reject));
-            out.put_u64(*index);
-            out.put_u64(*reject_hint_index);
-            out.put_u64(*reject_hint_term);
-        }
-        MessageBody::Heartbeat { commit, read_seq } => {
-            out.put_u64(*commit);
-            out.put_u64(*read_seq);
-        }
-        MessageBody::HeartbeatResponse { read_seq } => out.put_u64(*read_seq),
-        // Refused by `Frame::message_type` (SnapshotMustBeChunked) before any byte is written.
-        MessageBody::InstallSnapshot { .. } => {}
-    }
-}
-
-fn encode_chunk(chunk: &SnapshotChunk, out: &mut BytesMut) {
-    out.put_u64(chunk.from);
-    out.put_u64(chunk.to);
-    out.put_u64(chunk.term);
-    out.put_u64(chunk.meta.index);
-    out.put_u64(chunk.meta.term);
-    out.put_u32(chunk.meta.conf.voters.len() as u32);
-    for voter in &chunk.meta.conf.voters {
-        out.put_u64(*voter);
-    }
-    out.put_u64(chunk.offset);
-    out.put_u64(chunk.total_bytes);
-    put_bytes(out, &chunk.data);
-    out.put_u8(u8::from(chunk.done));
-}
-
-fn encode_request(request: &ClientRequest, out: &mut BytesMut) {
-    match request {
-        ClientRequest::Write(command) => {
-            let session = command.session();
-            out.put_u64(session.client_id);
-            out.put_u64(session.seq);
-            put_bytes(out, command.key());
-            match command {
-                Command::Set { value, .. } => put_bytes(out, value),
-                Command::Delete { .. } => {}
-                Command::Cas { expected, new, .. } => {
-                    put_optional_bytes(out, expected.as_ref());
-                    put_bytes(out, new);
-                }
-            }
-        }
-        ClientRequest::Get { key, consistency } => {
-            out.put_u8(consistency_code(*consistency));
-            put_bytes(out, key);
-        }
-        ClientRequest::Status => {}
-    }
-}
-
-fn encode_reply(reply: &ClientReply, out: &mut BytesMut) {
-    match reply {
-        ClientReply::Ok | ClientReply::NotFound => {}
-        ClientReply::Value(value) => put_bytes(out, value),
-        ClientReply::CasFailed { current } => put_optional_bytes(out, current.as_ref()),
-        ClientReply::Status(status) => {
-            out.put_u64(status.node_id);
-            out.put_u8(node_role_code(status.role));
-            for value in [
-                status.term,
-                status.leader_id,
-                status.commit_index,
-                status.applied_index,
-                status.last_log_index,
-                status.log_size_bytes,
-                status.snapshot_index,
-                status.snapshot_term,
-            ] {
-                out.put_u64(value);
-            }
-            out.put_u32(status.peers.len() as u32);
-            for peer in &status.peers {
-                out.put_u64(peer.node_id);
-                out.put_u64(peer.match_index);
-                out.put_u64(peer.next_index);
-            }
-        }
-        ClientReply::NotLeader { leader_id, leader_addr } => {
-            out.put_u64(*leader_id);
-            put_bytes(out, leader_addr.as_bytes());
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Decoding
-
-fn decode_body(message_type: MessageType, reader: &mut PayloadReader) -> Result<FrameBody, WireError> {
-    Ok(match message_type {
-        MessageType::Hello => FrameBody::Hello(Hello {
-            role: decode_role(reader.u8("role")?)?,
-            cluster_id: reader.u64("cluster_id")?,
-            node_id: reader.u64("node_id")?,
-            protocol_version: reader.u8("protocol_version")?,
-        }),
-        MessageType::HelloOk => FrameBody::HelloOk(HelloOk {
-            cluster_id: reader.u64("cluster_id")?,
-            node_id: reader.u64("node_id")?,
-            protocol_version: reader.u8("protocol_version")?,
-        }),
-        MessageType::Error => FrameBody::Error(ErrorReply {
-            code: ErrorCode::from_u16(reader.u16("code")?),
-            message: reader.string("message", MAX_ERROR_MESSAGE_BYTES)?,
-        }),
-        MessageType::PreVote
-        | MessageType::PreVoteResponse
-        | MessageType::RequestVote
-        | MessageType::RequestVoteResponse
-        | MessageType::AppendEntries
-        | MessageType::AppendEntriesResponse
-        | MessageType::Heartbeat
-        | MessageType::HeartbeatResponse => FrameBody::Peer(decode_peer(message_type, reader)?),
-        MessageType::SnapshotChunk => FrameBody::SnapshotChunk(decode_chunk(reader)?),
-        MessageType::Set
-        | MessageType::Get
-        | MessageType::Delete
-        | MessageType::CompareAndSwap
-        | MessageType::Status => FrameBody::Request(decode_request(message_type, reader)?),
-        MessageType::Ok
-        | MessageType::Value
-        | MessageType::NotFound
-        | MessageType::CasFailed
-        | MessageType::StatusReport
-        | MessageType::NotLeader => FrameBody::Reply(decode_reply(message_type, reader)?),
-    })
-}
-
-fn decode_peer(message_type: MessageType, reader: &mut PayloadReader) -> Result<Message, WireError> {
-    let from = reader.u64("from")?;
-    let to = reader.u64("to")?;
-    let term = reader.u64("term")?;
-    let body = match message_type {
-        MessageType::PreVote => MessageBody::PreVote {
-            last_log_index: reader.u64("last_log_index")?,
-            last_log_term: reader.u64("last_log_term")?,
-        },
-        MessageType::RequestVote => MessageBody::RequestVote {
-            last_log_index: reader.u64("last_log_index")?,
-            last_log_term: reader.u64("last_log_term")?,
-        },
-        MessageType::PreVoteResponse => MessageBody::PreVoteResponse { granted: reader.bool("granted")? },
-        MessageType::RequestVoteResponse => MessageBody::RequestVoteResponse { granted: reader.bool("granted")? },
-        MessageType::AppendEntries => decode_append(reader)?,
-        MessageType::AppendEntriesResponse => MessageBody::AppendEntriesResponse {
-            reject: reader.bool("reject")?,
-            index: reader.u64("index")?,
-            reject_hint_index: reader.u64("reject_hint_index")?,
-            reject_hint_term: reader.u64("reject_hint_term")?,
-        },
-        MessageType::Heartbeat => {
-            MessageBody::Heartbeat { commit: reader.u64("commit")?, read_seq: reader.u64("read_seq")? }
-        }
-        _ => MessageBody::HeartbeatResponse { read_seq: reader.u64("read_seq")? },
-    };
-    Ok(Message { from, to, term, body })
-}
-
-/// Smallest encoded entry: index, term, kind, empty data.
-const ENTRY_BYTES_MIN: usize = 8 + 8 + 1 + 4;
-
-fn decode_append(reader: &mut PayloadReader) -> Result<MessageBody, WireError> {
-    let prev_log_index = reader.u64("prev_log_index")?;
-    let prev_log_term = reader.u64("prev_log_term")?;
-    let leader_commit = reader.u64("leader_commit")?;
-    let count = reader.count("entries", MAX_APPEND_ENTRIES, ENTRY_BYTES_MIN)?;
-    let mut entries = Vec::with_capacity(count);
-    for index in 0..count {
-        let field = |name| Indexed { list: "entries", index, field: name };
-        let entry_index = reader.u64(field("index"))?;
-        let term = reader.u64(field("term"))?;
-        let kind_code = reader.u8(field("kind"))?;
-        let kind = EntryKind::from_u8(kind_code)
-            .ok_or_else(|| invalid(field("kind"), format!("{kind_code} is not an entry kind (0 normal, 1 noop)")))?;
-        let data = reader.bytes(field("data"), usize::MAX)?;
-        entries.push(Entry { index: entry_index, term, kind, data });
-    }
-    Ok(MessageBody::AppendEntries { prev_log_index, prev_log_term, leader_commit, entries })
-}
-
-fn decode_chunk(reader: &mut PayloadReader) -> Result<SnapshotChunk, WireError> {
-    let from = reader.u64("from")?;
-    let to = reader.u64("to")?;
-    let term = reader.u64("term")?;
-    let index = reader.u64("meta.index")?;
-    let meta_term = reader.u64("meta.term")?;
-    let voter_count = reader.count("meta.voters", MAX_VOTERS, 8)?;
-    let mut voters = Vec::with_capacity(voter_count);
-    for index in 0..voter_count {
-        voters.push(reader.u64(Indexed { list: "meta.voters", index, field: "id" })?);
-    }
-    let chunk = SnapshotChunk {
-        from,
-        to,
-        term,
-        meta: SnapshotMeta { index, term: meta_term, conf: ConfState { voters } },
-        offset: reader.u64("offset")?,
-        total_bytes: reader.u64("total_bytes")?,
-        data: reader.bytes("data", usize::MAX)?,
-        done: reader.bool("done")?,
-    };
-    validate_chunk(&chunk)?;
-    Ok(chunk)
-}
-
-/// The arithmetic every chunk satisfies: it lies inside the snapshot and `done` marks the end.
-fn validate_chunk(chunk: &SnapshotChunk) -> Result<(), WireError> {
-    limit("meta.voters", chunk.meta.conf.voters.len(), MAX_VOTERS)?;
-    if chunk.total_bytes > MAX_SNAPSHOT_BYTES {
-        return Err(WireError::LimitExceeded {
-            field: "total_bytes".to_string(),
-            len: chunk.total_bytes,
-            max: MAX_SNAPSHOT_BYTES,
-        });
-    }
-    let end = chunk.offset.checked_add(chunk.data.len() as u64);
-    match end {
-        Some(end) if end <= chunk.total_bytes => {
-            if chunk.done != (end == chunk.total_bytes) {
-                return Err(invalid(
-                    "done",
-                    format!("is {} but the chunk ends at {end} of {}", chunk.done, chunk.total_bytes),
-                ));
-            }
-            Ok(())
-        }
-        _ => Err(invalid(
-            "offset",
-            format!("chunk {}+{} runs past total_bytes {}", chunk.offset, chunk.data.len(), chunk.total_bytes),
-        )),
-    }
-}
-
-fn decode_request(message_type: MessageType, reader: &mut PayloadReader) -> Result<ClientRequest, WireError> {
-    let command = match message_type {
-        MessageType::Get => {
-            let consistency = decode_consistency(reader.u8("consistency")?)?;
-            return Ok(ClientRequest::Get { key: reader.bytes("key", MAX_KEY_BYTES)?, consistency });
-        }
-        MessageType::Status => return Ok(ClientRequest::Status),
-        MessageType::Set => {
-            let session = decode_session(reader)?;
-            let key = reader.bytes("key", MAX_KEY_BYTES)?;
-            Command::Set { session, key, value: reader.bytes("value", MAX_VALUE_BYTES)? }
-        }
-        MessageType::Delete => {
-            let session = decode_session(reader)?;
-            Command::Delete { session, key: reader.bytes("key", MAX_KEY_BYTES)? }
-        }
-        _ => {
-            let session = decode_session(reader)?;
-            let key = reader.bytes("key", MAX_KEY_BYTES)?;
-            let expected = reader.optional_bytes("expected", MAX_VALUE_BYTES)?;
-            Command::Cas { session, key, expected, new: reader.bytes("new", MAX_VALUE_BYTES)? }
-        }
-    };
-    Ok(ClientRequest::Write(command))
-}
-
-fn decode_session(reader: &mut PayloadReader) -> Result<Session, WireError> {
-    let client_id = reader.u64("client_id")?;
-    if client_id == 0 {
-        return Err(invalid("client_id", "0 is not a valid client id".to_string()));
-    }
-    let seq = reader.u64("seq")?;
-    if seq == 0 {
-        return Err(invalid("seq", "sequence numbers start at 1".to_string()));
-    }
-    Ok(Session { client_id, seq })
-}
-
-fn decode_reply(message_type: MessageType, reader: &mut PayloadReader) -> Result<ClientReply, WireError> {
-    Ok(match message_type {
-        MessageType::Ok => ClientReply::Ok,
-        MessageType::NotFound => ClientReply::NotFound,
-        MessageType::Value => ClientReply::Value(reader.bytes("value", MAX_VALUE_BYTES)?),
-        MessageType::CasFailed => {
-            ClientReply::CasFailed { current: reader.optional_bytes("current", MAX_VALUE_BYTES)? }
-        }
-        MessageType::NotLeader => ClientReply::NotLeader {
-            leader_id: reader.u64("leader_id")?,
-            leader_addr: reader.string("leader_addr", MAX_ADDRESS_BYTES)?,
-        },
-        _ => ClientReply::Status(decode_status(reader)?),
-    })
-}
-
-fn decode_status(reader: &mut PayloadReader) -> Result<StatusReport, WireError> {
-    let node_id = reader.u64("node_id")?;
-    let role = decode_node_role(reader.u8("role")?)?;
-    let mut status = StatusReport {
-        node_id,
-        role,
-        term: reader.u64("term")?,
-        leader_id: reader.u64("leader_id")?,
-        commit_index: reader.u64("commit_index")?,
-        applied_index: reader.u64("applied_index")?,
-        last_log_index: reader.u64("last_log_index")?,
-        log_size_bytes: reader.u64("log_size_bytes")?,
-        snapshot_index: reader.u64("snapshot_index")?,
-        snapshot_term: reader.u64("snapshot_term")?,
-        peers: Vec::new(),
-    };
-    let count = reader.count("peers", MAX_STATUS_PEERS, 24)?;
-    status.peers.reserve_exact(count);
-    for index in 0..count {
-        let field = |name| Indexed { list: "peers", index, field: name };
-        status.peers.push(PeerStatus {
-            node_id: reader.u64(field("node_id"))?,
-            match_index: reader.u64(field("match_index"))?,
-            next_index: reader.u64(field("next_index"))?,
-        });
-    }
-    Ok(status)
-}
-
-// ---------------------------------------------------------------------------------------------
 // Enumeration codes
 
-fn role_code(role: Role) -> u8 {
+pub(super) fn role_code(role: Role) -> u8 {
     match role {
         Role::Client => 1,
         Role::Peer => 2,
     }
 }
 
-fn decode_role(code: u8) -> Result<Role, WireError> {
+pub(super) fn decode_role(code: u8) -> Result<Role, WireError> {
     match code {
         1 => Ok(Role::Client),
         2 => Ok(Role::Peer),
@@ -757,14 +320,14 @@ fn decode_role(code: u8) -> Result<Role, WireError> {
     }
 }
 
-fn consistency_code(consistency: ReadConsistency) -> u8 {
+pub(super) fn consistency_code(consistency: ReadConsistency) -> u8 {
     match consistency {
         ReadConsistency::Linearizable => 0,
         ReadConsistency::Local => 1,
     }
 }
 
-fn decode_consistency(code: u8) -> Result<ReadConsistency, WireError> {
+pub(super) fn decode_consistency(code: u8) -> Result<ReadConsistency, WireError> {
     match code {
         0 => Ok(ReadConsistency::Linearizable),
         1 => Ok(ReadConsistency::Local),
@@ -772,7 +335,7 @@ fn decode_consistency(code: u8) -> Result<ReadConsistency, WireError> {
     }
 }
 
-fn node_role_code(role: NodeRole) -> u8 {
+pub(super) fn node_role_code(role: NodeRole) -> u8 {
     match role {
         NodeRole::Follower => 1,
         NodeRole::PreCandidate => 2,
@@ -781,7 +344,7 @@ fn node_role_code(role: NodeRole) -> u8 {
     }
 }
 
-fn decode_node_role(code: u8) -> Result<NodeRole, WireError> {
+pub(super) fn decode_node_role(code: u8) -> Result<NodeRole, WireError> {
     match code {
         1 => Ok(NodeRole::Follower),
         2 => Ok(NodeRole::PreCandidate),

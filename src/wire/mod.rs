@@ -15,9 +15,11 @@
 //! - Decoding never panics, whatever the input, and never allocates more than the bytes it was given
 //!   plus element counts capped by named limits (`MAX_*` below).
 //! - Every limit is enforced on both sides: the encoder refuses what the decoder would refuse.
-//! - A frame on the wire is at most [`MAX_FRAME_BYTES`] after its 4-byte length prefix.
+//! - A frame on the wire is at most [`FRAME_BYTES_MAX`] after its 4-byte length prefix.
 //! - Integers are big-endian. Byte strings are a `u32` length then the bytes.
 
+mod decode;
+mod encode;
 mod error;
 mod frame;
 mod message;
@@ -27,7 +29,7 @@ mod snapshot;
 #[cfg(test)]
 mod tests;
 
-pub use crate::kv::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
+pub use crate::limits::{KEY_BYTES_MAX, VALUE_BYTES_MAX};
 pub use error::{ErrorCode, WireError};
 pub use frame::{FrameDecoder, MessageType, RawFrame};
 pub use message::{
@@ -45,30 +47,19 @@ pub const LENGTH_PREFIX_BYTES: usize = 4;
 /// Bytes of the fixed header counted by the length prefix: version (1), type (1), request id (8).
 pub const FRAME_HEADER_BYTES: usize = 10;
 
-/// Largest value of the length prefix (16 MiB): header plus payload, excluding the prefix itself.
-pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
-
-/// Most entries in one `AppendEntries`. Senders also cap a batch by bytes to stay under
-/// [`MAX_FRAME_BYTES`].
-pub const MAX_APPEND_ENTRIES: usize = 65_536;
-
-/// Most voters in a snapshot's configuration.
-pub const MAX_VOTERS: usize = 256;
+pub use crate::limits::{ENTRIES_PER_APPEND_MAX, FRAME_BYTES_MAX, SNAPSHOT_BYTES_MAX, VOTERS_MAX};
 
 /// Most peers in a status report.
-pub const MAX_STATUS_PEERS: usize = 256;
+pub const STATUS_PEERS_MAX: usize = 256;
 
 /// Longest `Error` message, in bytes of UTF-8. [`ErrorReply::new`] truncates to fit.
-pub const MAX_ERROR_MESSAGE_BYTES: usize = 4 * 1024;
+pub const ERROR_MESSAGE_BYTES_MAX: usize = 4 * 1024;
 
 /// Longest leader address in `NotLeader`, in bytes of UTF-8.
-pub const MAX_ADDRESS_BYTES: usize = 256;
-
-/// Largest snapshot image a receiver will reassemble (1 GiB).
-pub const MAX_SNAPSHOT_BYTES: u64 = 1024 * 1024 * 1024;
+pub const ADDRESS_BYTES_MAX: usize = 256;
 
 /// Largest data chunk [`snapshot_chunks`] puts in one frame (8 MiB, well under the frame limit).
-pub const MAX_SNAPSHOT_CHUNK_BYTES: usize = 8 * 1024 * 1024;
+pub const SNAPSHOT_CHUNK_BYTES_MAX: usize = 8 * 1024 * 1024;
 
 /// The chunk size a sender should use unless it has a reason not to (1 MiB).
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;

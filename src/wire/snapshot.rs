@@ -1,21 +1,21 @@
 //! Streaming `InstallSnapshot` as [`SnapshotChunk`] frames, and reassembling it.
 //!
-//! The sender cuts the snapshot image into chunks of at most [`MAX_SNAPSHOT_CHUNK_BYTES`] (zero-copy
+//! The sender cuts the snapshot image into chunks of at most [`SNAPSHOT_CHUNK_BYTES_MAX`] (zero-copy
 //! slices of the image) with [`snapshot_chunks`]. The receiver keeps one [`SnapshotAssembler`] per
 //! peer connection; it accepts chunks strictly in order and hands back the whole
 //! `Message::InstallSnapshot` when the chunk with `done` arrives, so the core never sees a partial
 //! snapshot. A chunk at offset 0 always starts over (a new leader, or a leader that restarted the
-//! transfer). Memory held is at most the snapshot's `total_bytes` (≤ [`MAX_SNAPSHOT_BYTES`]) and
+//! transfer). Memory held is at most the snapshot's `total_bytes` (≤ [`SNAPSHOT_BYTES_MAX`]) and
 //! grows only as data arrives, never from the announced total.
 
 use bytes::BytesMut;
 
-use super::{SnapshotChunk, WireError, MAX_SNAPSHOT_BYTES, MAX_SNAPSHOT_CHUNK_BYTES};
+use super::{SnapshotChunk, WireError, SNAPSHOT_BYTES_MAX, SNAPSHOT_CHUNK_BYTES_MAX};
 use crate::raft::{Message, MessageBody, NodeId, Snapshot, Term};
 
-/// Cuts `snapshot` into chunks of `chunk_bytes` (clamped to `1..=MAX_SNAPSHOT_CHUNK_BYTES`). An empty
+/// Cuts `snapshot` into chunks of `chunk_bytes` (clamped to `1..=SNAPSHOT_CHUNK_BYTES_MAX`). An empty
 /// image still yields one chunk (empty, `done`). Fails only if the image exceeds
-/// [`MAX_SNAPSHOT_BYTES`].
+/// [`SNAPSHOT_BYTES_MAX`].
 pub fn snapshot_chunks(
     from: NodeId,
     to: NodeId,
@@ -24,14 +24,14 @@ pub fn snapshot_chunks(
     chunk_bytes: usize,
 ) -> Result<Vec<SnapshotChunk>, WireError> {
     let total = snapshot.data.len();
-    if total as u64 > MAX_SNAPSHOT_BYTES {
+    if total as u64 > SNAPSHOT_BYTES_MAX {
         return Err(WireError::LimitExceeded {
             field: "total_bytes".into(),
             len: total as u64,
-            max: MAX_SNAPSHOT_BYTES,
+            max: SNAPSHOT_BYTES_MAX,
         });
     }
-    let chunk_bytes = chunk_bytes.clamp(1, MAX_SNAPSHOT_CHUNK_BYTES);
+    let chunk_bytes = chunk_bytes.clamp(1, SNAPSHOT_CHUNK_BYTES_MAX);
     let mut chunks = Vec::with_capacity(total.div_ceil(chunk_bytes).max(1));
     let mut offset = 0;
     loop {

@@ -1,6 +1,7 @@
 //! Tests of the wire layer: every frame round-trips, the decoder handles any split of the stream,
 //! and no input (truncated, oversized, random) makes it panic or over-allocate.
 
+use crate::raft::rng::Rng;
 use std::collections::BTreeSet;
 
 use bytes::{Bytes, BytesMut};
@@ -167,13 +168,13 @@ fn decoder_fed_one_byte_at_a_time_yields_every_frame() {
 #[test]
 fn decoder_fed_random_splits_yields_every_frame() {
     let (frames, stream) = stream_of_samples();
-    let mut rng = XorShift(42);
+    let mut rng = Rng::new(42);
     for _ in 0..200 {
         let mut decoder = FrameDecoder::new();
         let mut decoded = Vec::new();
         let mut rest = &stream[..];
         while !rest.is_empty() {
-            let take = 1 + (rng.next() as usize) % rest.len().min(97);
+            let take = 1 + (rng.next_u64() as usize) % rest.len().min(97);
             decoder.feed(&rest[..take]).unwrap();
             rest = &rest[take..];
             decoded.extend(drain(&mut decoder));
@@ -194,10 +195,10 @@ fn oversized_length_is_rejected_before_the_body_is_buffered() {
     assert_eq!(decoder.next_frame(), Err(error));
     assert_eq!(decoder.buffered_bytes(), 0);
 
-    let just_over = (MAX_FRAME_BYTES as u32 + 1).to_be_bytes();
+    let just_over = (FRAME_BYTES_MAX as u32 + 1).to_be_bytes();
     assert!(matches!(FrameDecoder::new().feed(&just_over), Err(WireError::FrameTooLarge { .. })));
     let mut at_limit = FrameDecoder::new();
-    at_limit.feed(&(MAX_FRAME_BYTES as u32).to_be_bytes()).unwrap();
+    at_limit.feed(&(FRAME_BYTES_MAX as u32).to_be_bytes()).unwrap();
     assert_eq!(at_limit.next_frame(), Ok(None));
     let mut small = FrameDecoder::with_max_frame_bytes(100);
     assert_eq!(small.feed(&101u32.to_be_bytes()).unwrap_err().to_string(), "frame length 101 exceeds maximum 100");
@@ -268,9 +269,9 @@ fn huge_element_counts_are_refused_before_allocation() {
     let mut payload = vec![0u8; 8 * 6];
     payload.extend_from_slice(&u32::MAX.to_be_bytes());
     let error = Frame::decode(raw(MessageType::AppendEntries, &payload)).unwrap_err();
-    assert_eq!(error.to_string(), "field `entries` is 4294967295, above the limit 65536");
+    assert_eq!(error.to_string(), "field `entries` is 4294967295, above the limit 8192");
     payload.truncate(8 * 6);
-    payload.extend_from_slice(&(MAX_APPEND_ENTRIES as u32).to_be_bytes());
+    payload.extend_from_slice(&(ENTRIES_PER_APPEND_MAX as u32).to_be_bytes());
     let error = Frame::decode(raw(MessageType::AppendEntries, &payload)).unwrap_err();
     assert!(matches!(error, WireError::Truncated { ref field, .. } if field == "entries"), "{error}");
 }
@@ -281,7 +282,7 @@ fn client_key_and_value_limits_hold_on_both_sides() {
         1,
         FrameBody::Request(ClientRequest::Write(Command::Set {
             session: session(1, 1),
-            key: Bytes::from(vec![0; MAX_KEY_BYTES + 1]),
+            key: Bytes::from(vec![0; KEY_BYTES_MAX + 1]),
             value: Bytes::new(),
         })),
     );
@@ -291,7 +292,7 @@ fn client_key_and_value_limits_hold_on_both_sides() {
     assert_eq!(&out[..], b"keep");
     // A hand-built frame with the same key is refused by the decoder with the same error.
     let mut payload = vec![0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1];
-    payload.extend_from_slice(&(MAX_KEY_BYTES as u32 + 1).to_be_bytes());
+    payload.extend_from_slice(&(KEY_BYTES_MAX as u32 + 1).to_be_bytes());
     let decoded = Frame::decode(raw(MessageType::Set, &payload)).unwrap_err();
     assert_eq!(decoded, error);
     assert_eq!(decoded.error_code(), ErrorCode::LimitExceeded);
@@ -402,23 +403,23 @@ fn error_codes_and_write_results_map_as_documented() {
     assert!(!ErrorCode::OutcomeUnknown.closes_connection());
     assert_eq!(ClientReply::from_write_result(&WriteResult::Deleted { existed: false }), ClientReply::NotFound);
     assert_eq!(ClientReply::from_write_result(&WriteResult::CasOk), ClientReply::Ok);
-    let long = ErrorReply::new(ErrorCode::Internal, "é".repeat(MAX_ERROR_MESSAGE_BYTES));
-    assert!(long.message.len() <= MAX_ERROR_MESSAGE_BYTES);
+    let long = ErrorReply::new(ErrorCode::Internal, "é".repeat(ERROR_MESSAGE_BYTES_MAX));
+    assert!(long.message.len() <= ERROR_MESSAGE_BYTES_MAX);
     assert!(Frame::new(1, FrameBody::Error(long)).to_bytes().is_ok());
 }
 
 #[test]
 fn random_garbage_never_panics_the_decoder() {
-    let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
+    let mut rng = Rng::new(0x2545_f491_4f6c_dd1d);
     let valid: Vec<Bytes> = sample_frames().iter().map(encode).collect();
     let (mut payloads_accepted, mut payloads_rejected) = (0u32, 0u32);
     for round in 0..100_000 {
         let bytes: Vec<u8> = if round % 2 == 0 {
             // Pure garbage, sometimes behind a plausible header so the payload decoders run.
-            let len = (rng.next() % 80) as usize;
-            let mut bytes: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+            let len = (rng.next_u64() % 80) as usize;
+            let mut bytes: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
             if round % 4 == 0 {
-                let code = MessageType::ALL[(rng.next() as usize) % MessageType::ALL.len()].code();
+                let code = MessageType::ALL[(rng.next_u64() as usize) % MessageType::ALL.len()].code();
                 let mut header = vec![0, 0, 0, 0, PROTOCOL_VERSION, code, 0, 0, 0, 0, 0, 0, 0, 0];
                 header[..4].copy_from_slice(&((len + FRAME_HEADER_BYTES) as u32).to_be_bytes());
                 header.append(&mut bytes);
@@ -427,10 +428,10 @@ fn random_garbage_never_panics_the_decoder() {
             bytes
         } else {
             // A valid frame with a few bytes changed after the header.
-            let mut bytes = valid[(rng.next() as usize) % valid.len()].to_vec();
-            for _ in 0..1 + rng.next() % 3 {
-                let position = 6 + (rng.next() as usize) % (bytes.len() - 6);
-                bytes[position] = rng.next() as u8;
+            let mut bytes = valid[(rng.next_u64() as usize) % valid.len()].to_vec();
+            for _ in 0..1 + rng.next_u64() % 3 {
+                let position = 6 + (rng.next_u64() as usize) % (bytes.len() - 6);
+                bytes[position] = rng.next_u64() as u8;
             }
             bytes
         };
@@ -518,15 +519,4 @@ fn example_bytes(doc: &str, name: &str) -> Vec<u8> {
             u8::from_str_radix(hex, 16).unwrap_or_else(|_| panic!("`{hex}` in example `{name}` is not a hex byte"))
         })
         .collect()
-}
-
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
 }

@@ -6,20 +6,16 @@ use mini_raft::raft::types::{Entry, EntryKind};
 use mini_raft::storage::{Wal, WalOptions};
 use std::path::{Path, PathBuf};
 
-/// xorshift64*: small, seeded, good enough to drive property tests reproducibly.
-pub struct Rng(u64);
+/// The project's PRNG (`mini_raft::raft::rng::Rng`) with the conventions these tests use:
+/// inclusive ranges and percentages.
+pub struct Rng(mini_raft::raft::rng::Rng);
 
 impl Rng {
     pub fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+        Rng(mini_raft::raft::rng::Rng::new(seed))
     }
     pub fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        self.0.next_u64()
     }
     /// Uniform in [lo, hi] (inclusive).
     pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
@@ -27,10 +23,12 @@ impl Rng {
         lo + self.next() % (hi - lo + 1)
     }
     pub fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
+        self.0.chance(percent, 100)
     }
     pub fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
+        let mut out = vec![0u8; n];
+        self.0.fill(&mut out);
+        out
     }
 }
 

@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use mini_raft::client::{Client, ClientOptions};
+use bytes::Bytes;
+use mini_raft::client::{frames, Client, ClientOptions};
 use mini_raft::wire::{
     ClientReply, ClientRequest, Frame, FrameBody, FrameDecoder, Hello, NodeRole, Role, StatusReport, PROTOCOL_VERSION,
 };
@@ -205,9 +205,7 @@ impl RawConn {
     }
 
     pub fn send(&mut self, frame: &Frame) {
-        let mut buf = BytesMut::new();
-        frame.encode(&mut buf).expect("encodable frame");
-        self.send_bytes(&buf);
+        let _ = frames::write_frame(&mut self.stream, frame);
     }
 
     pub fn send_bytes(&mut self, bytes: &[u8]) {
@@ -216,16 +214,7 @@ impl RawConn {
 
     /// The next frame, or None on EOF, timeout or an undecodable reply.
     pub fn recv(&mut self) -> Option<Frame> {
-        loop {
-            if let Ok(Some(raw)) = self.decoder.next_frame() {
-                return Frame::decode(raw).ok();
-            }
-            let mut buf = [0u8; 65536];
-            match self.stream.read(&mut buf) {
-                Ok(0) | Err(_) => return None,
-                Ok(n) => self.decoder.feed(&buf[..n]).ok()?,
-            }
-        }
+        frames::read_frame(&mut self.stream, &mut self.decoder)
     }
 
     pub fn request(&mut self, request: ClientRequest) -> Option<FrameBody> {

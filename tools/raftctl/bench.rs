@@ -4,13 +4,14 @@
 //! Latencies are measured per successful operation (retries included) and sorted; the p-th
 //! percentile is the nearest-rank value: element `ceil(p * n) - 1` of the sorted list.
 
+use mini_raft::raft::rng::Rng;
 use std::sync::Barrier;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use getopts::Matches;
 use mini_raft::client::Client;
-use mini_raft::wire::{ReadConsistency, MAX_VALUE_BYTES};
+use mini_raft::wire::{ReadConsistency, VALUE_BYTES_MAX};
 
 use crate::{parse_command, parse_number, CliError, Global, EXIT_FAILED};
 
@@ -95,8 +96,8 @@ fn parse_params(matches: &Matches) -> Result<Params, CliError> {
     if params.ops == 0 || params.keys == 0 {
         return Err(CliError::Usage("--ops and --keys must be at least 1".to_string()));
     }
-    if params.value_size > MAX_VALUE_BYTES {
-        return Err(CliError::Usage(format!("--value-size must be at most {MAX_VALUE_BYTES}")));
+    if params.value_size > VALUE_BYTES_MAX {
+        return Err(CliError::Usage(format!("--value-size must be at most {VALUE_BYTES_MAX}")));
     }
     Ok(params)
 }
@@ -150,9 +151,9 @@ fn work(global: &Global, params: &Params, worker: usize, share: u64, start_line:
             return result;
         }
     };
-    let mut rng = (worker as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut rng = Rng::new(worker as u64 + 1);
     for _ in 0..share {
-        let key = key_name(next_random(&mut rng) % params.keys);
+        let key = key_name(rng.range(0, params.keys.max(1)));
         let started = Instant::now();
         let outcome = match params.op {
             Op::Set => client.set(key.as_bytes(), &value).map(|_| ()),
@@ -171,14 +172,6 @@ fn work(global: &Global, params: &Params, worker: usize, share: u64, start_line:
 
 fn key_name(index: u64) -> String {
     format!("bench-{index:08}")
-}
-
-/// xorshift64: spreads a worker's operations over the keys.
-fn next_random(state: &mut u64) -> u64 {
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
-    *state
 }
 
 /// Nearest-rank percentile of sorted `values` (non-empty), `p` in (0, 1].

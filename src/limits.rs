@@ -1,0 +1,24 @@
+//! The limits that more than one layer enforces, one name and one value each. The decoder of a
+//! frame, the state machine that applies a command, the snapshot file reader and the client all
+//! check the same numbers, so a value one layer accepts is never refused by the next.
+//!
+//! Names put the unit or qualifier last (`FRAME_BYTES_MAX`). `protocol.md` §4 lists the ones a
+//! client or peer can run into. This module imports nothing: every layer may use it.
+
+/// Largest value of a frame's length prefix (16 MiB): header plus payload, without the prefix.
+pub const FRAME_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// Largest key, in bytes: checked when a request is decoded, a command applied, a snapshot read.
+pub const KEY_BYTES_MAX: usize = 4 * 1024;
+
+/// Largest value, in bytes (1 MiB), checked like [`KEY_BYTES_MAX`].
+pub const VALUE_BYTES_MAX: usize = 1024 * 1024;
+
+/// Most voters in a configuration (wire messages, snapshot files, the core's configuration).
+pub const VOTERS_MAX: usize = 256;
+
+/// Most entries in one AppendEntries: the core never sends more, the decoder never accepts more.
+pub const ENTRIES_PER_APPEND_MAX: usize = 8192;
+
+/// Largest snapshot image a receiver reassembles (1 GiB).
+pub const SNAPSHOT_BYTES_MAX: u64 = 1024 * 1024 * 1024;
