@@ -16,6 +16,7 @@ use super::message::{Message, MessageBody};
 use super::quorum::JointConfig;
 use super::raw_node::BatchState;
 use super::read_only::ReadOnly;
+use super::recovery::Recovery;
 use super::rng::Rng;
 use super::tracker::{ProgressState, ProgressTracker};
 use super::types::{Entry, EntryKind, HardState, Index, NodeId, Snapshot, Term};
@@ -87,6 +88,8 @@ pub struct Restored {
     pub snapshot: Option<Snapshot>,
     /// Entries after the snapshot, contiguous.
     pub entries: Vec<Entry>,
+    /// Set if storage lost entries this node may have acknowledged (see `recovery`).
+    pub recovery: Option<Recovery>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -142,6 +145,13 @@ pub struct Raft {
     pub(super) read_only: ReadOnly,
     pub(super) uncommitted_bytes: usize,
     pub(super) batch: BatchState,
+    /// Protocol-aware recovery (`recovery.rs`): the guard while recovering.
+    pub(super) recovery: Option<Recovery>,
+    pub(super) recovery_reason: &'static str,
+    /// The recovery state changed since the last batch: persist it.
+    pub(super) recovery_changed: bool,
+    /// The term in which the current leader was last told that this node lost entries.
+    pub(super) log_lost_reported_term: Term,
 }
 
 impl Raft {
@@ -174,6 +184,10 @@ impl Raft {
             read_only: ReadOnly::default(),
             uncommitted_bytes: 0,
             batch: BatchState::restored(restored_hard_state),
+            recovery: restored.recovery,
+            recovery_reason: "recovering since start-up",
+            recovery_changed: false,
+            log_lost_reported_term: 0,
         };
         raft.become_follower(hs.term, 0);
         Ok(raft)
@@ -236,7 +250,10 @@ impl Raft {
         self.election_elapsed = self.election_elapsed.saturating_add(1);
         if self.role == Role::Leader {
             self.tick_leader();
-        } else if self.election_elapsed >= self.randomized_election_ticks && self.tracker.config().contains(self.id) {
+        } else if self.election_elapsed >= self.randomized_election_ticks
+            && self.tracker.config().contains(self.id)
+            && self.recovery.is_none()
+        {
             self.election_elapsed = 0;
             self.campaign(self.opts.pre_vote);
         }
@@ -357,6 +374,12 @@ impl Raft {
             }
             // A granted pre-vote carries the term we would campaign in, not a newer leader's.
             MessageBody::PreVoteResponse { granted: true } => {}
+            // A vote granted for a term above ours: we campaigned in that term and forgot it
+            // (our hard state went back). We may have acknowledged entries up to that term.
+            MessageBody::RequestVoteResponse { granted: true } => {
+                self.become_follower(m.term, 0);
+                self.enter_recovery(Recovery::unknown_extent(m.term), "a vote arrived for a term this node forgot");
+            }
             MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. } | MessageBody::InstallSnapshot { .. } => {
                 self.become_follower(m.term, m.from)
             }

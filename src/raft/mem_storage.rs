@@ -5,7 +5,8 @@
 //! replace every stored entry from their first index on; the hard state is overwritten. The
 //! real storage (`crate::storage`) keeps the same contract on files.
 
-use super::raw_node::Ready;
+use super::raw_node::{Ready, RecoveryChange};
+use super::recovery::Recovery;
 use super::types::{Entry, HardState, Index, Snapshot};
 use super::Restored;
 
@@ -16,6 +17,8 @@ pub struct MemStorage {
     pub snapshot: Option<Snapshot>,
     /// Entries after the snapshot, contiguous.
     pub entries: Vec<Entry>,
+    /// The protocol-aware recovery guard, while recovering.
+    pub recovery: Option<Recovery>,
 }
 
 impl MemStorage {
@@ -31,6 +34,11 @@ impl MemStorage {
         }
         if let Some(hs) = ready.hard_state {
             self.hard_state = hs;
+        }
+        match ready.recovery {
+            Some(RecoveryChange::Recovering(guard, _)) => self.recovery = Some(guard),
+            Some(RecoveryChange::Recovered) => self.recovery = None,
+            None => {}
         }
         debug_assert!(self.entries.windows(2).all(|w| w[1].index == w[0].index + 1));
     }
@@ -49,6 +57,11 @@ impl MemStorage {
 
     /// What a restarted core starts from.
     pub fn restored(&self) -> Restored {
-        Restored { hard_state: self.hard_state, snapshot: self.snapshot.clone(), entries: self.entries.clone() }
+        Restored {
+            hard_state: self.hard_state,
+            snapshot: self.snapshot.clone(),
+            entries: self.entries.clone(),
+            recovery: self.recovery,
+        }
     }
 }

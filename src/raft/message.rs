@@ -61,6 +61,13 @@ pub enum MessageBody {
     HeartbeatResponse {
         read_seq: u64,
     },
+    /// A recovering follower's log really ends at (`last_index`, `last_term`): it lost entries
+    /// it may have acknowledged (protocol-aware recovery, `recovery.rs`). The leader stops
+    /// counting what it believed the follower matched and probes from there.
+    LogLost {
+        last_index: Index,
+        last_term: Term,
+    },
     /// A whole snapshot. The transport may stream `snapshot.data` in chunks and hand the core the
     /// reassembled message; the core never sees a partial snapshot.
     InstallSnapshot {
@@ -80,6 +87,7 @@ impl MessageBody {
             MessageBody::AppendEntriesResponse { .. } => "AppendResp",
             MessageBody::Heartbeat { .. } => "Heartbeat",
             MessageBody::HeartbeatResponse { .. } => "HeartbeatResp",
+            MessageBody::LogLost { .. } => "LogLost",
             MessageBody::InstallSnapshot { .. } => "InstallSnapshot",
         }
     }

@@ -13,6 +13,7 @@
 
 use super::consensus::{Raft, ReadState, Role};
 use super::message::Message;
+use super::recovery::Recovery;
 use super::types::{Entry, HardState, Index, NodeId, Snapshot, Term};
 
 /// One batch of work for the node. Handle it in this order: persist `snapshot`, `entries` and
@@ -37,6 +38,17 @@ pub struct Ready {
     pub read_states: Vec<ReadState>,
     /// Read contexts that will never get a read state (leadership lost): fail them.
     pub dropped_reads: Vec<u64>,
+    /// Present when the recovery state changed: persist it (it must survive a restart).
+    pub recovery: Option<RecoveryChange>,
+}
+
+/// A change of the node's protocol-aware recovery state (see `recovery.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecoveryChange {
+    /// Recovering (again, or with a wider guard), for this reason.
+    Recovering(Recovery, &'static str),
+    /// A full voter again.
+    Recovered,
 }
 
 /// What the last `ready()` handed out, so `advance()` knows what became durable.
@@ -89,6 +101,7 @@ impl Raft {
             || !self.persisted_messages.is_empty()
             || self.log.has_next_committed()
             || self.read_only.has_output()
+            || self.recovery_changed
     }
 
     /// Takes the next batch. Must be followed by `advance()` before the next `ready()`.
@@ -114,6 +127,10 @@ impl Raft {
             committed_entries,
             read_states: self.read_only.take_ready(),
             dropped_reads: self.read_only.take_dropped(),
+            recovery: std::mem::take(&mut self.recovery_changed).then(|| match self.recovery {
+                Some(guard) => RecoveryChange::Recovering(guard, self.recovery_reason),
+                None => RecoveryChange::Recovered,
+            }),
         };
         self.batch.last_hard_state = hard_state;
         self.batch.last_role = Some(self.role);
@@ -130,6 +147,7 @@ impl Raft {
         if let Some(last) = in_flight.last_entry_index {
             self.log.persisted_to(last);
         }
+        self.maybe_finish_recovery();
         if self.role == Role::Leader && self.maybe_commit() {
             self.broadcast_append();
         }

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use super::consensus::{Raft, Role};
 use super::message::{Message, MessageBody};
 use super::quorum::JointConfig;
+use super::recovery::Recovery;
 use super::tracker::ProgressState;
 use super::types::{Entry, EntryKind, Index, NodeId, Snapshot, Term};
 use crate::limits::ENTRIES_PER_APPEND_MAX;
@@ -131,6 +132,11 @@ impl Raft {
                 }
                 self.release_confirmed_reads();
             }
+            MessageBody::LogLost { last_index, .. } => {
+                // Stop counting acknowledgements the follower no longer has; probe from its end.
+                pr.forget_beyond(last_index);
+                self.maybe_send_append(from, true);
+            }
             _ => {}
         }
     }
@@ -184,6 +190,7 @@ impl Raft {
     // ----- follower ----------------------------------------------------------------------------
 
     pub(super) fn step_follower(&mut self, m: Message) {
+        let from = m.from;
         match m.body {
             MessageBody::AppendEntries { prev_log_index, prev_log_term, leader_commit, entries } => {
                 self.election_elapsed = 0;
@@ -193,7 +200,11 @@ impl Raft {
             MessageBody::Heartbeat { commit, read_seq } => {
                 self.election_elapsed = 0;
                 self.leader = m.from;
-                debug_assert!(commit <= self.log.last_index(), "heartbeat commit beyond our log");
+                if commit > self.log.last_index() {
+                    // A heartbeat's commit is at most what we acknowledged to this leader: we lost
+                    // acknowledged entries (amnesia), as far as our current term at most.
+                    self.enter_recovery(Recovery::unknown_extent(self.term), "the leader's commit is beyond our log");
+                }
                 self.log.commit_to(commit.min(self.log.last_index()));
                 self.send(m.from, MessageBody::HeartbeatResponse { read_seq });
             }
@@ -204,6 +215,7 @@ impl Raft {
             }
             _ => {} // stale responses from an earlier role in this term
         }
+        self.report_log_lost(from);
     }
 
     pub(super) fn handle_append(

@@ -49,6 +49,7 @@ impl Cluster {
             let mut cfg = config(id, n);
             tweak(&mut cfg);
             let durable = MemStorage {
+                recovery: None,
                 hard_state: HardState { term, vote: 0, commit: 0 },
                 snapshot: None,
                 entries: entries_with_terms(logs[(id - 1) as usize]),
@@ -398,4 +399,121 @@ fn malformed_append_entries_never_reach_the_log() {
         MessageBody::AppendEntries { prev_log_index: last, prev_log_term: term, leader_commit: 0, entries: older };
     node.step(Message { from: 1, to: 2, term, body });
     assert_eq!(node.last_index(), last, "terms must not decrease along the log");
+}
+
+// ----- protocol-aware recovery ---------------------------------------------------------------
+
+impl Cluster {
+    /// Restarts `id` from its durable state minus every entry after `keep_last`: a disk that lost
+    /// entries this node had acknowledged. `recovery` is what storage tells the core about it.
+    fn restart_losing_entries(&mut self, id: NodeId, keep_last: Index, recovery: Option<Recovery>) {
+        let n = self.nodes.len() as u64;
+        let node = self.nodes.get_mut(&id).expect("node exists");
+        node.durable.entries.retain(|e| e.index <= keep_last);
+        node.durable.hard_state.commit = node.durable.hard_state.commit.min(keep_last);
+        node.durable.recovery = recovery;
+        node.raft = Raft::new(config(id, n), node.durable.restored()).expect("restart");
+    }
+
+    fn leaders(&self) -> Vec<NodeId> {
+        self.nodes.iter().filter(|(_, n)| n.raft.role() == Role::Leader).map(|(&id, _)| id).collect()
+    }
+}
+
+/// The reproduction of issue 8: an entry committed on {1, 2}; node 2 loses it; node 1 is down.
+/// Returns the cluster, the entry's index and the term it was written in.
+fn committed_on_two_then_lost(recovery: impl Fn(Term, Index) -> Option<Recovery>) -> (Cluster, Index, Term) {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.isolate(3);
+    let index = c.node_mut(1).propose(Bytes::from_static(b"acked")).expect("leader");
+    c.settle();
+    assert_eq!(c.node(1).committed(), index, "committed by nodes 1 and 2");
+    let term = c.node(1).term();
+    c.restart_losing_entries(2, index - 1, recovery(term, index));
+    c.heal();
+    c.isolate(1); // node 1, the only other holder, is down
+    (c, index, term)
+}
+
+#[test]
+fn a_recovering_node_refuses_votes_behind_its_guard_and_never_campaigns() {
+    let (mut c, index, term) = committed_on_two_then_lost(|t, i| Some(Recovery { term: t, index: i }));
+    c.tick_all(200);
+    assert_eq!(c.node(2).recovery(), Some(Recovery { term, index }));
+    assert!(!c.leaders().contains(&2) && !c.leaders().contains(&3), "no leader without the lost entry");
+    // Node 1 comes back: it holds the entry, wins, and node 2 catches up and votes again.
+    c.heal();
+    c.tick_all(200);
+    let leader = c.leaders();
+    assert_eq!(leader.len(), 1);
+    for id in 1..=3 {
+        assert_eq!(c.node(id).log_term(index), Some(term), "node {id} holds the acknowledged entry");
+    }
+    assert_eq!(c.node(2).recovery(), None, "caught up past its guard: a full voter again");
+    assert_eq!(c.nodes[&2].durable.recovery, None, "and that is durable");
+}
+
+#[test]
+fn without_recovery_a_lost_acknowledged_entry_is_overwritten() {
+    // The control: the same loss, treated as a harmless torn tail, elects node 3 without the entry.
+    let (mut c, index, term) = committed_on_two_then_lost(|_, _| None);
+    c.tick_all(200);
+    assert!(c.leaders().contains(&2) || c.leaders().contains(&3), "a leader lacking the entry wins");
+    let leader = c.leaders()[0];
+    c.node_mut(leader).propose(Bytes::from_static(b"other")).expect("leader");
+    c.settle();
+    assert_ne!(c.node(2).log_term(index), Some(term), "the committed entry is gone: the bug the guard prevents");
+}
+
+#[test]
+fn an_unknown_guard_admits_only_candidates_of_a_newer_term() {
+    let (mut c, _, term) = committed_on_two_then_lost(|t, _| Some(Recovery::unknown_extent(t)));
+    c.tick_all(200);
+    assert!(c.leaders().is_empty() || c.leaders() == [1], "nodes 2 and 3 cannot elect anyone");
+    assert_eq!(c.node(2).recovery(), Some(Recovery::unknown_extent(term)));
+}
+
+#[test]
+fn amnesia_is_detected_from_a_heartbeat_and_repaired_by_the_leader() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    for data in [&b"a"[..], b"b", b"c"] {
+        c.node_mut(1).propose(Bytes::copy_from_slice(data)).expect("leader");
+    }
+    c.settle();
+    let last = c.node(1).last_index();
+    // Node 2's disk silently forgot its last two entries; storage noticed nothing.
+    c.restart_losing_entries(2, last - 2, None);
+    assert_eq!(c.node(2).recovery(), None);
+    // The next heartbeat's commit (what node 2 acknowledged) is beyond its log: amnesia.
+    for _ in 0..10 {
+        c.node_mut(1).tick();
+        c.process_ready(1);
+        let heartbeat_came = c.queue.iter().any(|m| m.to == 2 && matches!(m.body, MessageBody::Heartbeat { .. }));
+        if heartbeat_came {
+            break;
+        }
+    }
+    let heartbeat = c.queue.iter().position(|m| m.to == 2 && matches!(m.body, MessageBody::Heartbeat { .. }));
+    let m = c.queue.remove(heartbeat.expect("a heartbeat to node 2")).expect("message");
+    c.node_mut(2).step(m);
+    let term = c.node(2).term();
+    assert_eq!(c.node(2).recovery(), Some(Recovery::unknown_extent(term)), "the heartbeat revealed the loss");
+    // LogLost makes the leader re-send what node 2 lost.
+    c.settle();
+    c.tick_all(20);
+    assert_eq!(c.node(2).last_index(), last);
+    // It may have acknowledged anything of this term, so it votes again only once a newer term
+    // has an entry in its log: the next leader's no-op.
+    assert!(c.node(2).recovery().is_some());
+    c.isolate(1);
+    c.tick_all(40); // node 1 steps down (check-quorum); nodes 2 and 3 cannot elect anyone
+    assert!(c.leaders().is_empty(), "node 3 cannot win without node 2, which refuses a log of term {term}");
+    c.heal();
+    c.tick_all(60); // node 1 or 3 wins a newer term (node 2 votes only for a newer-term log)
+    assert_eq!(c.leaders().len(), 1);
+    assert_ne!(c.leaders(), [2], "a recovering node never campaigns");
+    assert!(c.node(2).log_term(c.node(2).last_index()).is_some_and(|t| t > term));
+    assert_eq!(c.node(2).recovery(), None, "a full voter again");
 }

@@ -91,5 +91,5 @@ fn restore_state(wal: &Wal, snapshot: Option<crate::raft::Snapshot>) -> Result<R
     } else {
         Vec::new()
     };
-    Ok(Restored { hard_state: wal.hard_state(), snapshot, entries })
+    Ok(Restored { hard_state: wal.hard_state(), snapshot, entries, recovery: None })
 }

@@ -41,7 +41,8 @@ pub(super) fn decode_body(message_type: MessageType, reader: &mut PayloadReader)
         | MessageType::AppendEntries
         | MessageType::AppendEntriesResponse
         | MessageType::Heartbeat
-        | MessageType::HeartbeatResponse => FrameBody::Peer(decode_peer(message_type, reader)?),
+        | MessageType::HeartbeatResponse
+        | MessageType::LogLost => FrameBody::Peer(decode_peer(message_type, reader)?),
         MessageType::SnapshotChunk => FrameBody::SnapshotChunk(decode_chunk(reader)?),
         MessageType::Set
         | MessageType::Get
@@ -81,6 +82,9 @@ pub(super) fn decode_peer(message_type: MessageType, reader: &mut PayloadReader)
         },
         MessageType::Heartbeat => {
             MessageBody::Heartbeat { commit: reader.u64("commit")?, read_seq: reader.u64("read_seq")? }
+        }
+        MessageType::LogLost => {
+            MessageBody::LogLost { last_index: reader.u64("last_index")?, last_term: reader.u64("last_term")? }
         }
         _ => MessageBody::HeartbeatResponse { read_seq: reader.u64("read_seq")? },
     };

@@ -135,6 +135,10 @@ pub(super) fn encode_peer(message: &Message, out: &mut BytesMut) {
             out.put_u64(*read_seq);
         }
         MessageBody::HeartbeatResponse { read_seq } => out.put_u64(*read_seq),
+        MessageBody::LogLost { last_index, last_term } => {
+            out.put_u64(*last_index);
+            out.put_u64(*last_term);
+        }
         // Refused by `Frame::message_type` (SnapshotMustBeChunked) before any byte is written.
         MessageBody::InstallSnapshot { .. } => {}
     }

@@ -63,6 +63,7 @@ message_types! {
     Heartbeat = 0x16,
     HeartbeatResponse = 0x17,
     SnapshotChunk = 0x18,
+    LogLost = 0x19,
     Set = 0x20,
     Get = 0x21,
     Delete = 0x22,

@@ -298,6 +298,7 @@ pub(super) fn peer_message_type(body: &MessageBody) -> Result<MessageType, WireE
         MessageBody::AppendEntriesResponse { .. } => MessageType::AppendEntriesResponse,
         MessageBody::Heartbeat { .. } => MessageType::Heartbeat,
         MessageBody::HeartbeatResponse { .. } => MessageType::HeartbeatResponse,
+        MessageBody::LogLost { .. } => MessageType::LogLost,
         MessageBody::InstallSnapshot { .. } => return Err(WireError::SnapshotMustBeChunked),
     })
 }

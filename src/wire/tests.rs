@@ -48,6 +48,7 @@ fn sample_frames() -> Vec<Frame> {
         peer(MessageBody::AppendEntriesResponse { reject: true, index: 9, reject_hint_index: 5, reject_hint_term: 2 }),
         peer(MessageBody::Heartbeat { commit: 8, read_seq: 3 }),
         peer(MessageBody::HeartbeatResponse { read_seq: 3 }),
+        peer(MessageBody::LogLost { last_index: 41, last_term: 6 }),
         FrameBody::SnapshotChunk(SnapshotChunk {
             from: 1,
             to: 2,

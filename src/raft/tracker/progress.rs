@@ -81,6 +81,17 @@ impl Progress {
         self.inflights.reset();
     }
 
+    /// The follower lost every entry after `last_index` (protocol-aware recovery): what it matched
+    /// beyond it no longer counts, and replication starts over from its end.
+    pub fn forget_beyond(&mut self, last_index: Index) {
+        self.matched = self.matched.min(last_index);
+        self.state = ProgressState::Probe;
+        self.next = last_index + 1;
+        self.probe_sent = false;
+        self.inflights.reset();
+        debug_assert!(self.matched < self.next);
+    }
+
     /// A successful append response for `index`. Returns true if `matched` moved forward.
     pub fn maybe_update(&mut self, index: Index) -> bool {
         let updated = index > self.matched;
