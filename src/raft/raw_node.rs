@@ -127,7 +127,7 @@ impl Raft {
             committed_entries,
             read_states: self.read_only.take_ready(),
             dropped_reads: self.read_only.take_dropped(),
-            recovery: std::mem::take(&mut self.recovery_changed).then(|| match self.recovery {
+            recovery: std::mem::take(&mut self.recovery_changed).then_some(match self.recovery {
                 Some(guard) => RecoveryChange::Recovering(guard, self.recovery_reason),
                 None => RecoveryChange::Recovered,
             }),
