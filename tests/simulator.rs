@@ -16,7 +16,7 @@ fn assert_seeds_pass(nodes: &str, seeds: &str) {
     assert!(summary.starts_with(&format!("seeds={seeds} nodes={nodes} ")), "unexpected summary: {summary}");
     assert!(summary.contains("violations=0"), "{summary}");
     // The run must really exercise the interesting paths, or it proves nothing.
-    for counter in ["elections=", "commits=", "reads=", "snapshots_installed=", "crashes="] {
+    for counter in ["elections=", "commits=", "reads=", "snapshots_installed=", "crashes=", "loads="] {
         let value: u64 = summary
             .split_whitespace()
             .find_map(|kv| kv.strip_prefix(counter))

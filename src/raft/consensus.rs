@@ -11,7 +11,7 @@
 
 use bytes::Bytes;
 
-use super::log::RaftLog;
+use super::log::{RaftLog, RestoredLog};
 use super::message::{Message, MessageBody};
 use super::quorum::JointConfig;
 use super::raw_node::BatchState;
@@ -44,6 +44,9 @@ pub struct RaftConfig {
     pub apply_bytes_max: usize,
     /// Bytes of proposed-but-uncommitted entries a leader accepts before refusing proposals.
     pub uncommitted_bytes_max: usize,
+    /// Payload bytes of applied, durable entries kept in memory to serve followers; older ones
+    /// are read back from the WAL when a follower needs them.
+    pub log_window_bytes_max: usize,
 }
 
 impl RaftConfig {
@@ -61,6 +64,7 @@ impl RaftConfig {
             append_bytes_max: 1 << 20,
             apply_bytes_max: 16 << 20,
             uncommitted_bytes_max: 64 << 20,
+            log_window_bytes_max: 16 << 20,
         }
     }
 
@@ -81,13 +85,30 @@ impl RaftConfig {
     }
 }
 
+/// A request for entries the core evicted from memory: read `[lo, ...]` from the WAL, at most
+/// `max_bytes` (but at least one entry), and hand them to [`Raft::entries_loaded`] (or report
+/// [`Raft::load_failed`] if they were compacted). `term` identifies the leadership that asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoadRequest {
+    pub to: NodeId,
+    pub lo: Index,
+    pub max_bytes: usize,
+    pub term: Term,
+}
+
 /// What a node restarts from: exactly what storage holds durably.
 #[derive(Clone, Debug, Default)]
 pub struct Restored {
     pub hard_state: HardState,
     pub snapshot: Option<Snapshot>,
-    /// Entries after the snapshot, contiguous.
+    /// Entries after the snapshot, contiguous: all of them, or (with `log_terms`) a tail that
+    /// holds at least every entry after `applied` and the last entry.
     pub entries: Vec<Entry>,
+    /// Terms of the whole log after the snapshot as runs `(first index, term)`, when `entries`
+    /// is only a tail; empty otherwise.
+    pub log_terms: Vec<(Index, Term)>,
+    /// Entries the state machine already applied before the core started (0: the snapshot's).
+    pub applied: Index,
     /// Set if storage lost entries this node may have acknowledged (see `recovery`).
     pub recovery: Option<Recovery>,
 }
@@ -152,6 +173,8 @@ pub struct Raft {
     pub(super) recovery_changed: bool,
     /// The term in which the current leader was last told that this node lost entries.
     pub(super) log_lost_reported_term: Term,
+    /// Entries to read back from the WAL for followers (see [`LoadRequest`]).
+    pub(super) load_requests: Vec<LoadRequest>,
 }
 
 impl Raft {
@@ -164,7 +187,13 @@ impl Raft {
         let config =
             JointConfig::new(voters.iter().copied()).map_err(|e| format!("invalid voter set {voters:?}: {e}"))?;
         let hs = restored.hard_state;
-        let log = RaftLog::restore(restored.snapshot, restored.entries, hs.commit)?;
+        let log = RaftLog::restore(RestoredLog {
+            snapshot: restored.snapshot,
+            entries: restored.entries,
+            terms: restored.log_terms,
+            commit: hs.commit,
+            applied: restored.applied,
+        })?;
         let restored_hard_state = HardState { term: hs.term, vote: hs.vote, commit: log.committed };
         let mut raft = Raft {
             id: opts.id,
@@ -188,6 +217,7 @@ impl Raft {
             recovery_reason: "recovering since start-up",
             recovery_changed: false,
             log_lost_reported_term: 0,
+            load_requests: Vec::new(),
         };
         raft.become_follower(hs.term, 0);
         Ok(raft)
@@ -231,9 +261,14 @@ impl Raft {
     pub fn log_term(&self, index: Index) -> Option<Term> {
         self.log.term(index)
     }
-    /// The in-memory log after the snapshot, persisted or not (for inspection and checkers).
+    /// The entries held in memory, persisted or not, from [`Raft::mem_first_index`] to the last
+    /// index (for inspection and checkers; older ones were evicted to the WAL).
     pub fn log_entries(&self) -> impl Iterator<Item = &Entry> {
         self.log.entries()
+    }
+    /// The first index held in memory (`last_index() + 1` if none is).
+    pub fn mem_first_index(&self) -> Index {
+        self.log.mem_first()
     }
     pub fn voters(&self) -> Vec<NodeId> {
         self.tracker.config().voters()

@@ -55,12 +55,33 @@ impl MemStorage {
         self.entries.last().map(|e| e.index).or(self.snapshot.as_ref().map(|s| s.meta.index))
     }
 
+    /// Durable entries from `lo` for a [`LoadRequest`](super::LoadRequest): at most `max_bytes`
+    /// (at least one), or `None` if `lo` is compacted or beyond the durable log.
+    pub fn load(&self, lo: Index, max_bytes: usize) -> Option<Vec<Entry>> {
+        let first = self.entries.first()?.index;
+        if lo < first || lo > self.last_index()? {
+            return None;
+        }
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for entry in &self.entries[(lo - first) as usize..] {
+            bytes += entry.size_bytes();
+            if !out.is_empty() && bytes > max_bytes {
+                break;
+            }
+            out.push(entry.clone());
+        }
+        Some(out)
+    }
+
     /// What a restarted core starts from.
     pub fn restored(&self) -> Restored {
         Restored {
             hard_state: self.hard_state,
             snapshot: self.snapshot.clone(),
             entries: self.entries.clone(),
+            log_terms: Vec::new(),
+            applied: 0,
             recovery: self.recovery,
         }
     }

@@ -11,7 +11,7 @@
 //! broken driver would otherwise lose or duplicate durable state); entries handed out in a batch
 //! count as persisted only after its `advance()`.
 
-use super::consensus::{Raft, ReadState, Role};
+use super::consensus::{LoadRequest, Raft, ReadState, Role};
 use super::message::Message;
 use super::recovery::Recovery;
 use super::types::{Entry, HardState, Index, NodeId, Snapshot, Term};
@@ -40,6 +40,9 @@ pub struct Ready {
     pub dropped_reads: Vec<u64>,
     /// Present when the recovery state changed: persist it (it must survive a restart).
     pub recovery: Option<RecoveryChange>,
+    /// Entries to read back from the WAL for followers; they need no persistence, so they may be
+    /// served at once (see [`Raft::take_load_requests`] for those produced mid-batch).
+    pub load_requests: Vec<LoadRequest>,
 }
 
 /// A change of the node's protocol-aware recovery state (see `recovery.rs`).
@@ -102,6 +105,7 @@ impl Raft {
             || self.log.has_next_committed()
             || self.read_only.has_output()
             || self.recovery_changed
+            || !self.load_requests.is_empty()
     }
 
     /// Takes the next batch. Must be followed by `advance()` before the next `ready()`.
@@ -131,10 +135,12 @@ impl Raft {
                 Some(guard) => RecoveryChange::Recovering(guard, self.recovery_reason),
                 None => RecoveryChange::Recovered,
             }),
+            load_requests: std::mem::take(&mut self.load_requests),
         };
         self.batch.last_hard_state = hard_state;
         self.batch.last_role = Some(self.role);
         self.batch.last_leader = self.leader;
+        self.log.evict(self.opts.log_window_bytes_max);
         self.log.check_invariants();
         ready
     }
@@ -147,6 +153,7 @@ impl Raft {
         if let Some(last) = in_flight.last_entry_index {
             self.log.persisted_to(last);
         }
+        self.log.evict(self.opts.log_window_bytes_max);
         self.maybe_finish_recovery();
         if self.role == Role::Leader && self.maybe_commit() {
             self.broadcast_append();

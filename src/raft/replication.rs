@@ -9,7 +9,8 @@
 
 use bytes::Bytes;
 
-use super::consensus::{Raft, Role};
+use super::consensus::{LoadRequest, Raft, Role};
+use super::log::Unavailable;
 use super::message::{Message, MessageBody};
 use super::quorum::JointConfig;
 use super::recovery::Recovery;
@@ -66,15 +67,24 @@ impl Raft {
             return false;
         }
         let next = pr.next;
-        let prev_log_index = next - 1;
-        let prev_term = self.log.term(prev_log_index);
-        let entries = self.log.slice(next, self.opts.append_bytes_max, ENTRIES_PER_APPEND_MAX);
-        let (Some(prev_log_term), Some(entries)) = (prev_term, entries) else {
-            return self.send_snapshot(to);
+        let entries = match self.log.slice(next, self.opts.append_bytes_max, ENTRIES_PER_APPEND_MAX) {
+            Ok(entries) => entries,
+            Err(Unavailable::Compacted) => return self.send_snapshot(to),
+            Err(Unavailable::Evicted) => {
+                self.request_load(to, next);
+                return false;
+            }
         };
         if entries.is_empty() && !send_if_empty {
             return false;
         }
+        self.send_entries(to, next, entries)
+    }
+
+    /// Sends `entries` (starting at `next`, the follower's next index) and moves its progress.
+    fn send_entries(&mut self, to: NodeId, next: Index, entries: Vec<Entry>) -> bool {
+        let prev_log_index = next - 1;
+        let Some(prev_log_term) = self.log.term(prev_log_index) else { return self.send_snapshot(to) };
         let Some(pr) = self.tracker.get_mut(to) else { return false };
         let carried = !entries.is_empty();
         match pr.state {
@@ -90,6 +100,57 @@ impl Raft {
         let leader_commit = self.log.committed;
         self.send(to, MessageBody::AppendEntries { prev_log_index, prev_log_term, leader_commit, entries });
         carried
+    }
+
+    /// Entries the follower needs were evicted from memory: ask the node to read them from the
+    /// WAL ([`Raft::take_load_requests`]); the follower waits until [`Raft::entries_loaded`].
+    fn request_load(&mut self, to: NodeId, lo: Index) {
+        let Some(pr) = self.tracker.get_mut(to) else { return };
+        pr.loading = true;
+        let max_bytes = self.opts.append_bytes_max;
+        self.load_requests.push(LoadRequest { to, lo, max_bytes, term: self.term });
+    }
+
+    /// The node read the entries a [`LoadRequest`] asked for. An answer from another term is
+    /// ignored; one for a follower that moved on, or entries that no longer match this log, ends
+    /// the wait and replication picks up from where the follower is now.
+    pub fn entries_loaded(&mut self, request: LoadRequest, entries: Vec<Entry>) {
+        let current = self.role == Role::Leader && request.term == self.term;
+        let Some(pr) = self.tracker.get_mut(request.to).filter(|pr| current && pr.loading) else { return };
+        pr.loading = false;
+        if pr.next != request.lo {
+            self.maybe_send_append(request.to, true);
+            return;
+        }
+        let valid = !entries.is_empty()
+            && entries
+                .iter()
+                .enumerate()
+                .all(|(i, e)| e.index == request.lo + i as u64 && self.log.matches(e.index, e.term));
+        if valid {
+            self.send_entries(request.to, request.lo, entries);
+            while self.maybe_send_append(request.to, false) {}
+        } else {
+            self.maybe_send_append(request.to, true);
+        }
+    }
+
+    /// The entries were no longer in the WAL (compacted meanwhile): the follower gets the
+    /// snapshot instead.
+    pub fn load_failed(&mut self, request: LoadRequest) {
+        let current = self.role == Role::Leader && request.term == self.term;
+        let Some(pr) = self.tracker.get_mut(request.to).filter(|pr| current && pr.loading) else { return };
+        pr.loading = false;
+        if pr.next == request.lo && request.lo <= self.log.snapshot_index() {
+            self.send_snapshot(request.to);
+        } else {
+            self.maybe_send_append(request.to, true);
+        }
+    }
+
+    /// Load requests produced since the last call (also handed out in each ready batch).
+    pub fn take_load_requests(&mut self) -> Vec<LoadRequest> {
+        std::mem::take(&mut self.load_requests)
     }
 
     pub(super) fn send_snapshot(&mut self, to: NodeId) -> bool {

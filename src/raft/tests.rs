@@ -11,6 +11,8 @@ struct TestNode {
     durable: MemStorage,
     applied: Vec<Entry>,
     read_states: Vec<ReadState>,
+    /// Load requests served from `durable` (entries the core evicted from memory).
+    loads: usize,
 }
 
 struct Cluster {
@@ -56,7 +58,7 @@ impl Cluster {
             };
             let restored = durable.restored();
             let raft = Raft::new(cfg, restored).expect("valid restore");
-            nodes.insert(id, TestNode { raft, durable, applied: Vec::new(), read_states: Vec::new() });
+            nodes.insert(id, TestNode { raft, durable, applied: Vec::new(), read_states: Vec::new(), loads: 0 });
         }
         Cluster { nodes, queue: VecDeque::new(), blocked: BTreeSet::new() }
     }
@@ -74,6 +76,13 @@ impl Cluster {
         while node.raft.has_ready() {
             let ready = node.raft.ready();
             self.queue.extend(ready.messages.iter().cloned());
+            for request in ready.load_requests.iter().copied() {
+                node.loads += 1;
+                match node.durable.load(request.lo, request.max_bytes) {
+                    Some(entries) => node.raft.entries_loaded(request, entries),
+                    None => node.raft.load_failed(request),
+                }
+            }
             node.durable.persist(&ready);
             self.queue.extend(ready.persisted_messages.iter().cloned());
             node.applied.extend(ready.committed_entries.iter().cloned());
@@ -516,4 +525,56 @@ fn amnesia_is_detected_from_a_heartbeat_and_repaired_by_the_leader() {
     assert_ne!(c.leaders(), [2], "a recovering node never campaigns");
     assert!(c.node(2).log_term(c.node(2).last_index()).is_some_and(|t| t > term));
     assert_eq!(c.node(2).recovery(), None, "a full voter again");
+}
+
+// ----- bounded memory --------------------------------------------------------------------------
+
+#[test]
+fn a_follower_behind_the_memory_window_catches_up_from_storage_not_a_snapshot() {
+    let mut c = Cluster::with(3, |cfg| cfg.log_window_bytes_max = 0, &[&[], &[], &[]], 0);
+    c.elect(1);
+    c.isolate(3);
+    for i in 0..20u8 {
+        c.node_mut(1).propose(Bytes::from(vec![i; 100])).expect("leader");
+        c.settle();
+    }
+    let leader_last = c.node(1).last_index();
+    assert_eq!(c.node(1).log_entries().count(), 0, "applied and durable entries were evicted");
+    assert_eq!(c.node(1).log_term(5), Some(c.node(1).term()), "their terms are still known");
+    c.heal();
+    c.tick_all(20);
+    assert_eq!(c.node(3).last_index(), leader_last);
+    assert_eq!(c.node(3).committed(), leader_last);
+    assert!(c.nodes[&1].loads > 0, "the leader read the evicted entries back");
+    assert!(c.nodes[&3].durable.snapshot.is_none(), "no snapshot was needed");
+    let applied: Vec<&[u8]> = c.nodes[&3].applied.iter().map(|e| e.data.as_ref()).filter(|d| !d.is_empty()).collect();
+    assert_eq!(applied.len(), 20, "node 3 applied every write, in order");
+}
+
+#[test]
+fn a_restart_keeps_only_a_tail_in_memory() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    for _ in 0..5 {
+        c.node_mut(1).propose(Bytes::from_static(b"x")).expect("leader");
+    }
+    c.settle();
+    let durable = c.nodes[&2].durable.clone();
+    let last = durable.entries.last().map(|e| e.index).expect("entries");
+    let commit = durable.hard_state.commit;
+    // Storage hands over the terms of the whole log and only the entries after `commit`,
+    // the state machine having applied the rest already.
+    let mut restored = durable.restored();
+    restored.log_terms = vec![(1, 1)];
+    restored.entries.retain(|e| e.index > commit - 1);
+    restored.applied = commit;
+    let raft = Raft::new(config(2, 3), restored).expect("restore a tail");
+    assert_eq!((raft.last_index(), raft.applied(), raft.mem_first_index()), (last, commit, commit));
+    assert_eq!(raft.log_term(1), Some(1));
+    // A tail that misses an unapplied entry is refused.
+    let mut restored = durable.restored();
+    restored.log_terms = vec![(1, 1)];
+    restored.entries.retain(|e| e.index == last);
+    restored.applied = commit.saturating_sub(2);
+    assert!(Raft::new(config(2, 3), restored).is_err());
 }

@@ -20,8 +20,12 @@ pub struct NodeConfig {
     pub tick: Duration,
     pub heartbeat_ticks: u32,
     pub election_ticks: u32,
-    /// Take a snapshot (and compact the log) after this many applied entries.
+    /// Take a snapshot (and compact the log) after this many applied entries...
     pub snapshot_every: u64,
+    /// ...or once the entries written since the last snapshot reach this many bytes.
+    pub snapshot_log_bytes: u64,
+    /// Payload bytes of applied entries kept in memory to serve followers.
+    pub log_window_bytes: u64,
     pub segment_bytes: u64,
 }
 
@@ -45,6 +49,9 @@ impl NodeConfig {
         }
         if self.snapshot_every == 0 {
             return Err("--snapshot-every must be positive".into());
+        }
+        if self.snapshot_log_bytes == 0 {
+            return Err("--snapshot-log-mib must be positive".into());
         }
         Ok(())
     }

@@ -20,7 +20,7 @@ use super::conn::ConnKind;
 use super::peers::{PeerLinks, Sent};
 use super::reactor::{Event, Reactor, CLIENT_CONNECTIONS_MAX, CLIENT_REQUESTS_IN_FLIGHT_MAX};
 use super::recovery::recover;
-use super::replica::{Replica, ReplicaInit};
+use super::replica::{Replica, ReplicaInit, SnapshotPolicy};
 use super::requests::Waiter;
 use super::storage_thread::StorageThread;
 use crate::raft::{Message, NodeId, Raft, RaftConfig};
@@ -65,6 +65,7 @@ impl Node {
         let mut raft_cfg = RaftConfig::new(cfg.id, cfg.peers.keys().copied().collect(), seed);
         raft_cfg.heartbeat_ticks = cfg.heartbeat_ticks;
         raft_cfg.election_ticks = cfg.election_ticks;
+        raft_cfg.log_window_bytes_max = usize::try_from(cfg.log_window_bytes).unwrap_or(usize::MAX);
         let hard_state = recovered.restored.hard_state;
         let raft = Raft::new(raft_cfg, recovered.restored)
             .map_err(|e| StartError(format!("inconsistent durable state: {e}")))?;
@@ -74,7 +75,7 @@ impl Node {
             hard_state,
             snapshot_meta: recovered.snapshot_meta,
             addresses: cfg.peers.clone(),
-            snapshot_every: cfg.snapshot_every,
+            snapshot_policy: SnapshotPolicy { entries: cfg.snapshot_every, log_bytes: cfg.snapshot_log_bytes },
         });
         let (reactor, waker) = Reactor::bind(cfg.listen).map_err(StartError)?;
         let storage = StorageThread::spawn(recovered.wal, recovered.snapshots, cfg.segment_bytes, waker)

@@ -2,7 +2,8 @@
 //! install, and rebuild exactly the state the node held durably, refusing anything with a hole.
 //!
 //! Guarantees: the returned core state is what storage holds (snapshot, the entries after it,
-//! hard state) and nothing else; a log compacted past the newest usable snapshot, or a log that
+//! hard state) and nothing else; the state machine has applied every durably committed entry,
+//! streamed from the WAL in bounded reads, so a restart never loads the whole log into memory; a log compacted past the newest usable snapshot, or a log that
 //! does not start right after the snapshot, is refused with a message naming the directory.
 
 use std::path::Path;
@@ -11,7 +12,7 @@ use log::{info, warn};
 
 use super::node::StartError;
 use crate::kv::KvStore;
-use crate::raft::{Restored, SnapshotMeta};
+use crate::raft::{EntryKind, Index, Restored, SnapshotMeta, Term};
 use crate::storage::{SnapshotStore, Wal, WalOptions};
 
 /// What a node restarts from.
@@ -56,20 +57,25 @@ pub fn recover(data_dir: &Path, segment_bytes: u64) -> Result<Recovered, StartEr
             })?;
         }
     }
-    let restored = restore_state(&wal, snapshot)?;
-    let kv = match &restored.snapshot {
+    let mut kv = match &snapshot {
         Some(s) => KvStore::restore(&s.data).map_err(|e| {
             StartError(format!("snapshot at index {} in {} is unusable: {e}", s.meta.index, snap_dir.display()))
         })?,
         None => KvStore::new(),
     };
+    let restored = restore_state(&wal, snapshot, &mut kv)?;
     let snapshot_meta = restored.snapshot.as_ref().map(|s| s.meta.clone()).unwrap_or_default();
     Ok(Recovered { wal, snapshots, restored, kv, snapshot_meta })
 }
 
+/// Committed entries are applied to the state machine at start-up in reads of this many bytes, so
+/// a long log never has to sit in memory at once.
+const PRE_APPLY_CHUNK_BYTES: usize = 16 << 20;
+
 /// Builds the core's restart state from the WAL and the newest snapshot, refusing anything with
-/// a hole in it.
-fn restore_state(wal: &Wal, snapshot: Option<crate::raft::Snapshot>) -> Result<Restored, StartError> {
+/// a hole in it. Committed entries are applied to `kv` here, streamed from the WAL; the core gets
+/// only the uncommitted tail (and the last entry) in memory, plus the terms of the whole log.
+fn restore_state(wal: &Wal, snapshot: Option<crate::raft::Snapshot>, kv: &mut KvStore) -> Result<Restored, StartError> {
     let snapshot_index = snapshot.as_ref().map_or(0, |s| s.meta.index);
     let (floor, _) = wal.snapshot_floor();
     if floor > snapshot_index {
@@ -80,16 +86,58 @@ fn restore_state(wal: &Wal, snapshot: Option<crate::raft::Snapshot>) -> Result<R
     }
     let first = snapshot_index + 1;
     let last = wal.last_index();
+    if last >= first && wal.first_index() > first {
+        return Err(StartError(format!(
+            "the log starts at index {} but the snapshot ends at {snapshot_index}: entries in between are missing",
+            wal.first_index()
+        )));
+    }
+    let hard_state = wal.hard_state();
+    let commit = hard_state.commit.clamp(snapshot_index, last.max(snapshot_index));
+    pre_apply(wal, kv, first, commit)?;
+    let tail_from = (commit + 1).min(last).max(first);
     let entries = if last >= first {
-        if wal.first_index() > first {
-            return Err(StartError(format!(
-                "the log starts at index {} but the snapshot ends at {snapshot_index}: entries in between are missing",
-                wal.first_index()
-            )));
-        }
-        wal.entries(first, last + 1, usize::MAX).map_err(|e| StartError(format!("reading the log: {e}")))?
+        wal.entries(tail_from, last + 1, usize::MAX).map_err(|e| StartError(format!("reading the log: {e}")))?
     } else {
         Vec::new()
     };
-    Ok(Restored { hard_state: wal.hard_state(), snapshot, entries, recovery: None })
+    Ok(Restored {
+        hard_state,
+        snapshot,
+        entries,
+        log_terms: term_runs(wal, first, last),
+        applied: commit,
+        recovery: None,
+    })
+}
+
+/// Applies the committed entries `[first, commit]` to `kv`, a bounded read at a time.
+fn pre_apply(wal: &Wal, kv: &mut KvStore, first: Index, commit: Index) -> Result<(), StartError> {
+    let mut next = first;
+    while next <= commit {
+        let chunk = wal
+            .entries(next, commit + 1, PRE_APPLY_CHUNK_BYTES)
+            .map_err(|e| StartError(format!("reading the log at index {next}: {e}")))?;
+        for entry in &chunk {
+            let applied = match entry.kind {
+                EntryKind::Noop => kv.apply_noop(entry.index),
+                EntryKind::Normal => kv.apply(entry.index, &entry.data).map(|_| ()),
+            };
+            applied.map_err(|e| StartError(format!("re-applying committed entry {}: {e}", entry.index)))?;
+        }
+        next = chunk.last().map_or(commit + 1, |e| e.index + 1);
+    }
+    Ok(())
+}
+
+/// The terms of `[first, last]` as runs (first index, term).
+fn term_runs(wal: &Wal, first: Index, last: Index) -> Vec<(Index, Term)> {
+    let mut runs: Vec<(Index, Term)> = Vec::new();
+    for index in first..=last {
+        let term = wal.term(index).unwrap_or(0);
+        if runs.last().is_none_or(|&(_, t)| t != term) {
+            runs.push((index, term));
+        }
+    }
+    runs
 }

@@ -49,7 +49,22 @@ pub struct ReplicaInit {
     pub snapshot_meta: SnapshotMeta,
     /// Every member's client address, to name the leader in redirects.
     pub addresses: BTreeMap<NodeId, String>,
-    pub snapshot_every: u64,
+    pub snapshot_policy: SnapshotPolicy,
+}
+
+/// When the node takes its own snapshot: after `entries` applied entries, or once `log_bytes`
+/// of entries were written since the last snapshot, whichever comes first. The byte trigger
+/// bounds the log on disk and what a restart replays when values are large.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotPolicy {
+    pub entries: u64,
+    pub log_bytes: u64,
+}
+
+impl SnapshotPolicy {
+    fn due(&self, entries_since: u64, bytes_since: u64) -> bool {
+        entries_since >= self.entries || bytes_since >= self.log_bytes
+    }
 }
 
 /// The core, the state machine and their storage bookkeeping. See the module doc.
@@ -66,7 +81,10 @@ pub struct Replica {
     hard_state_submitted: HardState,
     commit_deferred: Option<HardState>,
     snapshot_meta: SnapshotMeta,
-    snapshot_every: u64,
+    snapshot_policy: SnapshotPolicy,
+    /// Bytes of entries handed to storage since the last snapshot (approximate: truncated
+    /// suffixes count too), for the snapshot policy.
+    logged_bytes_since_snapshot: u64,
     log_bytes: u64,
     /// Writes received in this loop iteration, proposed together by `flush`.
     proposals_batch: Vec<(Waiter, Bytes)>,
@@ -87,7 +105,8 @@ impl Replica {
             hard_state_submitted: init.hard_state,
             commit_deferred: None,
             snapshot_meta: init.snapshot_meta,
-            snapshot_every: init.snapshot_every,
+            snapshot_policy: init.snapshot_policy,
+            logged_bytes_since_snapshot: 0,
             log_bytes: 0,
             proposals_batch: Vec::new(),
             was_leader: false,
@@ -165,8 +184,10 @@ impl Replica {
         self.start_read_round();
         self.drive_ready()?;
         if self.io_in_flight.is_some() {
-            // Heartbeats and appends need no disk: keep them on time during a slow sync.
+            // Heartbeats, appends and loads need no disk: keep them on time during a slow sync.
             self.out.messages.extend(self.raft.take_messages());
+            let loads = self.raft.take_load_requests();
+            self.out.jobs.extend(loads.into_iter().map(IoJob::LoadEntries));
         }
         Ok(())
     }
@@ -197,6 +218,8 @@ impl Replica {
                     warn!("core refused compaction: {e}");
                 }
             }
+            IoDone::Loaded { request, entries: Some(entries) } => self.raft.entries_loaded(request, entries),
+            IoDone::Loaded { request, entries: None } => self.raft.load_failed(request),
             IoDone::Failed(e) => return Err(format!("storage failure, stopping to protect durability: {e}")),
         }
         // The next batch is taken by `flush`, after this iteration's ticks and proposals joined it.
@@ -210,6 +233,7 @@ impl Replica {
             let mut ready = self.raft.ready();
             self.on_soft_state(&ready);
             self.out.messages.append(&mut ready.messages);
+            self.out.jobs.extend(ready.load_requests.drain(..).map(IoJob::LoadEntries));
             let mut hard_state = ready.hard_state;
             if let Some(hs) = hard_state {
                 if hs.term == self.hard_state_submitted.term && hs.vote == self.hard_state_submitted.vote {
@@ -225,6 +249,7 @@ impl Replica {
                 if let Some(hs) = hard_state {
                     self.hard_state_submitted = hs;
                 }
+                self.logged_bytes_since_snapshot += ready.entries.iter().map(|e| e.size_bytes() as u64).sum::<u64>();
                 let job = IoJob::Persist {
                     snapshot: ready.snapshot.clone(),
                     entries: std::mem::take(&mut ready.entries),
@@ -262,6 +287,7 @@ impl Replica {
             self.kv = KvStore::restore(&snapshot.data)
                 .map_err(|e| format!("snapshot {} from the leader is unusable: {e}", snapshot.meta.index))?;
             self.snapshot_meta = snapshot.meta.clone();
+            self.logged_bytes_since_snapshot = 0;
             info!("installed snapshot at index {} (term {}) from the leader", snapshot.meta.index, snapshot.meta.term);
             for (waiter, why) in self.requests.snapshot_installed(snapshot.meta.index) {
                 self.reply_abandoned(waiter, why);
@@ -317,11 +343,13 @@ impl Replica {
         Ok(())
     }
 
-    /// Takes a snapshot every `snapshot_every` applied entries, saved off the loop; the log is
-    /// compacted only once the file is durable (`on_io_done`).
+    /// Takes a snapshot when the policy says so, saved off the loop; the log is compacted only
+    /// once the file is durable (`on_io_done`).
     fn maybe_snapshot(&mut self) {
         let applied = self.kv.applied_index();
-        if self.compaction_in_flight || applied < self.snapshot_meta.index + self.snapshot_every {
+        let entries_since = applied.saturating_sub(self.snapshot_meta.index);
+        let due = entries_since > 0 && self.snapshot_policy.due(entries_since, self.logged_bytes_since_snapshot);
+        if self.compaction_in_flight || !due {
             return;
         }
         let Some(term) = self.raft.log_term(applied) else { return };
@@ -339,6 +367,7 @@ impl Replica {
         }
         self.out.jobs.push(IoJob::SaveSnapshot(snapshot));
         self.compaction_in_flight = true;
+        self.logged_bytes_since_snapshot = 0;
     }
 
     // ----- clients ---------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 
 use mio::Waker;
 
-use crate::raft::{Entry, HardState, Snapshot};
+use crate::raft::{Entry, HardState, LoadRequest, Snapshot};
 use crate::storage::{SnapshotStore, StorageError, Wal};
 
 /// Work for the storage threads.
@@ -25,6 +25,8 @@ pub enum IoJob {
     CompactLog(Snapshot),
     /// Save the node's own snapshot (on the snapshot thread); `SnapshotSaved` reports it durable.
     SaveSnapshot(Snapshot),
+    /// Read back entries the core evicted from memory, for a follower.
+    LoadEntries(LoadRequest),
 }
 
 #[derive(Debug)]
@@ -37,6 +39,11 @@ pub enum IoDone {
     Compacted {
         snapshot: Snapshot,
         log_bytes: u64,
+    },
+    /// The entries of a `LoadEntries` job; `None` if they were compacted meanwhile.
+    Loaded {
+        request: LoadRequest,
+        entries: Option<Vec<Entry>>,
     },
     Failed(String),
 }
@@ -67,6 +74,9 @@ impl StorageThread {
                         .compact_log(&snapshot)
                         .map(|()| IoDone::Compacted { log_bytes: worker.log_bytes(), snapshot }),
                     IoJob::SaveSnapshot(_) => Err(StorageError::Invalid("snapshot job on the WAL thread".into())),
+                    IoJob::LoadEntries(request) => {
+                        worker.load(request).map(|entries| IoDone::Loaded { request, entries })
+                    }
                 };
                 if !report(&wal_done, &wal_waker, result) {
                     return; // nothing more may be written after a storage failure
@@ -158,6 +168,16 @@ impl Worker {
             self.wal.set_hard_state(hs)?;
         }
         self.wal.sync()
+    }
+
+    /// Entries from `request.lo` on (at most `max_bytes`, at least one), or `None` if they are
+    /// compacted. Any other failure is a storage error.
+    fn load(&self, request: LoadRequest) -> Result<Option<Vec<Entry>>, StorageError> {
+        let (lo, end) = (request.lo, self.wal.last_index() + 1);
+        if lo < self.wal.first_index() || lo >= end {
+            return Ok(None);
+        }
+        self.wal.entries(lo, end, request.max_bytes).map(Some)
     }
 
     fn compact_log(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {

@@ -98,13 +98,14 @@ fn run(matches: &getopts::Matches) -> Result<bool, String> {
         }
         let s = &outcome.stats;
         println!(
-            "seed={seed} nodes={nodes} steps={steps} violations={} elections={} commits={} reads={} snapshots_installed={} crashes={}",
+            "seed={seed} nodes={nodes} steps={steps} violations={} elections={} commits={} reads={} snapshots_installed={} crashes={} loads={}",
             u8::from(outcome.failure.is_some()),
             s.elections,
             s.commits,
             s.reads,
             s.snapshots_installed,
-            s.crashes
+            s.crashes,
+            s.loads
         );
         return Ok(outcome.failure.is_none());
     }
@@ -147,15 +148,17 @@ fn run(matches: &getopts::Matches) -> Result<bool, String> {
         total.reads += s.reads;
         total.snapshots_installed += s.snapshots_installed;
         total.crashes += s.crashes;
+        total.loads += s.loads;
     }
     println!(
-        "seeds={} nodes={nodes} steps={steps} violations={violations} elections={} commits={} reads={} snapshots_installed={} crashes={}",
+        "seeds={} nodes={nodes} steps={steps} violations={violations} elections={} commits={} reads={} snapshots_installed={} crashes={} loads={}",
         outcomes.len(),
         total.elections,
         total.commits,
         total.reads,
         total.snapshots_installed,
-        total.crashes
+        total.crashes,
+        total.loads
     );
     Ok(violations == 0 && outcomes.len() as u64 == count)
 }

@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::Bytes;
 use mini_raft::raft::{
-    ConfState, Entry, EntryKind, Index, MemStorage, Message, MessageBody, NodeId, Raft, RaftConfig, Ready, Role,
-    Snapshot, SnapshotMeta,
+    ConfState, Entry, EntryKind, Index, LoadRequest, MemStorage, Message, MessageBody, NodeId, Raft, RaftConfig, Ready,
+    Role, Snapshot, SnapshotMeta,
 };
 
 use crate::checker::{Checker, Violation};
@@ -54,6 +54,9 @@ struct Faults {
     inflight_msgs_max: usize,
     /// Chance per step that a disk finishes its in-flight batch (slow disks widen crash windows).
     io_finish_per_mille: u64,
+    /// Payload bytes of applied entries the core keeps in memory (tiny: followers are served by
+    /// reading back from storage).
+    log_window_bytes_max: usize,
 }
 
 /// The key-value state machine the simulated clients talk to: key -> (value, log index written).
@@ -125,6 +128,7 @@ pub struct Stats {
     pub reads: u64,
     pub snapshots_installed: u64,
     pub crashes: u64,
+    pub loads: u64,
 }
 
 struct InFlight {
@@ -172,6 +176,7 @@ impl World {
             append_bytes_max: [1, 64, 256, 4096][rng.range(0, 4) as usize],
             inflight_msgs_max: [1, 2, 8, 64][rng.range(0, 4) as usize],
             io_finish_per_mille: rng.range(100, 900),
+            log_window_bytes_max: [0, 40, 1 << 20][rng.range(0, 3) as usize],
         };
         let nodes = (1..=opts.nodes)
             .map(|id| SimNode {
@@ -282,6 +287,8 @@ impl World {
             for m in messages {
                 self.send_checked(i, m)?;
             }
+            let loads = self.nodes[i].raft.as_mut().map(|r| r.take_load_requests()).unwrap_or_default();
+            self.serve_loads(i, loads)?;
         }
         self.observe()
     }
@@ -295,6 +302,7 @@ impl World {
             RaftConfig::new(node.id, (1..=self.opts.nodes).collect(), self.opts.seed ^ node.incarnation << 32);
         config.inflight_msgs_max = self.faults.inflight_msgs_max;
         config.append_bytes_max = self.faults.append_bytes_max;
+        config.log_window_bytes_max = self.faults.log_window_bytes_max;
         let restored = node.durable.restored();
         node.sm = node.durable.snapshot.as_ref().map(|s| StateMachine::decode(&s.data)).unwrap_or_default();
         match Raft::new(config, restored) {
@@ -347,9 +355,30 @@ impl World {
             self.note(line);
         }
         let messages = std::mem::take(&mut ready.messages);
+        let loads = std::mem::take(&mut ready.load_requests);
         self.nodes[i].io = Some(ready);
+        self.serve_loads(i, loads)?;
         for m in messages {
             self.send_checked(i, m)?;
+        }
+        Ok(())
+    }
+
+    /// Reads entries the core evicted back from the node's durable log, as `raftd` does from its
+    /// WAL, and hands them over (the messages they produce leave at once).
+    fn serve_loads(&mut self, i: usize, loads: Vec<LoadRequest>) -> Result<(), Violation> {
+        for request in loads {
+            let node = &mut self.nodes[i];
+            let Some(raft) = node.raft.as_mut() else { return Ok(()) };
+            match node.durable.load(request.lo, request.max_bytes) {
+                Some(entries) => raft.entries_loaded(request, entries),
+                None => raft.load_failed(request),
+            }
+            self.stats.loads += 1;
+            let messages = raft.take_messages();
+            for m in messages {
+                self.send_checked(i, m)?;
+            }
         }
         Ok(())
     }

@@ -26,6 +26,8 @@ fn main() -> ExitCode {
     opts.optopt("", "heartbeat-ticks", "leader heartbeat interval in ticks (default 5 = 50 ms)", "N");
     opts.optopt("", "election-ticks", "base election timeout in ticks, randomized up to twice that (default 15)", "N");
     opts.optopt("", "snapshot-every", "take a snapshot after this many applied entries (default 10000)", "N");
+    opts.optopt("", "snapshot-log-mib", "...or once this many MiB were logged since the last one (default 64)", "N");
+    opts.optopt("", "log-window-mib", "MiB of applied entries kept in memory for followers (default 16)", "N");
     opts.optopt("", "segment-mib", "WAL segment size in MiB (default 64)", "N");
     opts.optopt("", "log-level", "error, warn, info, debug or trace (default info)", "LEVEL");
     opts.optopt("", "log-file", "also append the log to this file", "PATH");
@@ -78,6 +80,15 @@ fn number<T: std::str::FromStr>(matches: &getopts::Matches, name: &str, default:
     }
 }
 
+/// A size flag in MiB, as bytes; at most 1 TiB.
+fn mib(matches: &getopts::Matches, name: &str, default: u64) -> Result<u64, String> {
+    let value: u64 = number(matches, name, default)?;
+    if value > 1 << 20 {
+        return Err(format!("--{name} {value} is more than 1 TiB"));
+    }
+    Ok(value << 20)
+}
+
 fn config_from(matches: &getopts::Matches) -> Result<NodeConfig, String> {
     let id: u64 = required(matches, "id")?.parse().map_err(|_| "--id needs a positive integer".to_string())?;
     let listen_text = required(matches, "listen")?;
@@ -98,6 +109,8 @@ fn config_from(matches: &getopts::Matches) -> Result<NodeConfig, String> {
         heartbeat_ticks: number(matches, "heartbeat-ticks", 5)?,
         election_ticks: number(matches, "election-ticks", 15)?,
         snapshot_every: number(matches, "snapshot-every", 10_000)?,
+        snapshot_log_bytes: mib(matches, "snapshot-log-mib", 64)?,
+        log_window_bytes: mib(matches, "log-window-mib", 16)?,
         segment_bytes: segment_mib << 20,
     };
     cfg.validate()?;

@@ -33,6 +33,8 @@ pub struct Progress {
     pub read_seq_acked: u64,
     /// Ticks since a snapshot was sent, to retry one presumed lost.
     pub snapshot_elapsed: u32,
+    /// Entries it needs are being read from the WAL: send nothing until they arrive.
+    pub loading: bool,
 }
 
 impl Progress {
@@ -46,10 +48,14 @@ impl Progress {
             recent_active: false,
             read_seq_acked: 0,
             snapshot_elapsed: 0,
+            loading: false,
         }
     }
 
     pub fn is_paused(&self) -> bool {
+        if self.loading {
+            return true;
+        }
         match self.state {
             ProgressState::Probe => self.probe_sent,
             ProgressState::Replicate => self.inflights.is_full(),
@@ -65,6 +71,7 @@ impl Progress {
         };
         self.state = ProgressState::Probe;
         self.probe_sent = false;
+        self.loading = false;
         self.inflights.reset();
     }
 
@@ -78,6 +85,7 @@ impl Progress {
     pub fn become_snapshot(&mut self, pending_index: Index) {
         self.state = ProgressState::Snapshot { pending_index };
         self.snapshot_elapsed = 0;
+        self.loading = false;
         self.inflights.reset();
     }
 
@@ -88,6 +96,7 @@ impl Progress {
         self.state = ProgressState::Probe;
         self.next = last_index + 1;
         self.probe_sent = false;
+        self.loading = false;
         self.inflights.reset();
         debug_assert!(self.matched < self.next);
     }

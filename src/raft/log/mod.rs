@@ -1,25 +1,47 @@
-//! The core's view of the replicated log: a snapshot prefix, then the entries after it.
+//! The core's view of the replicated log: a snapshot prefix, the term of every index after it,
+//! and the entries after it that are held in memory.
 //!
 //! Invariants (asserted):
 //! - `snapshot_index <= applied <= committed <= last_index()`;
-//! - entries are contiguous, starting at `snapshot_index + 1`;
+//! - the terms cover `(snapshot_index, last_index()]` and never decrease along the log;
+//! - entries in memory are contiguous and end at `last_index()`; they start at `mem_first()`;
+//! - every entry not yet applied or not yet persisted is in memory (`mem_first() <= applied + 1`
+//!   and `mem_first() <= persisted + 1`): eviction only drops entries storage holds durably and
+//!   the state machine has seen;
 //! - a committed entry is never truncated (that would break state machine safety);
 //! - `persisted <= last_index()`, and every entry at or below `persisted` is durable with the
 //!   content it has now; entries from `unstable_from` on have not yet been handed to storage.
 //!
-//! The whole post-snapshot log is held in memory. The node bounds it by compacting (taking a
-//! snapshot) every N applied entries: at 100 B per entry and the default 10,000-entry threshold
-//! that is about 1.3 MiB per node.
+//! Memory: the applied and durable entries kept are bounded by the log window
+//! (`RaftConfig::log_window_bytes_max`, payload bytes); older ones are evicted and read back from
+//! the WAL when a slow follower needs them (the core asks for them with a `LoadRequest`). What is
+//! not yet applied or persisted stays, bounded by the leader's uncommitted-bytes limit and the
+//! append window. The terms cost 16 bytes per term change.
+
+mod terms;
 
 use std::collections::VecDeque;
 
+pub use terms::TermRuns;
+
 use super::types::{Entry, Index, Snapshot, Term};
+
+/// Why a range of entries cannot be read from memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unavailable {
+    /// Folded into the snapshot: only the snapshot can bring a follower past it.
+    Compacted,
+    /// Evicted from memory but still in the WAL: load it.
+    Evicted,
+}
 
 #[derive(Debug)]
 pub struct RaftLog {
-    snapshot_index: Index,
-    snapshot_term: Term,
+    terms: TermRuns,
+    /// In-memory entries: `[mem_first(), last_index()]`.
     entries: VecDeque<Entry>,
+    /// Payload bytes of `entries`.
+    mem_bytes: usize,
     pub(crate) committed: Index,
     pub(crate) applied: Index,
     /// First index that has not been handed to storage in a ready batch.
@@ -32,39 +54,64 @@ pub struct RaftLog {
     pub(crate) pending_snapshot: Option<Snapshot>,
 }
 
+/// What storage gives a restarting log.
+pub struct RestoredLog {
+    pub snapshot: Option<Snapshot>,
+    /// The tail of the log held in memory, contiguous, ending at the last index (a non-empty log
+    /// always gives at least its last entry).
+    pub entries: Vec<Entry>,
+    /// Terms of the whole log after the snapshot as runs (first index, term); empty when
+    /// `entries` starts right after the snapshot (the terms are then the entries').
+    pub terms: Vec<(Index, Term)>,
+    pub commit: Index,
+    /// What the state machine applied before the core started (at least the snapshot index).
+    pub applied: Index,
+}
+
 impl RaftLog {
     /// A log restored from durable state: everything given is already persisted.
-    pub fn restore(snapshot: Option<Snapshot>, entries: Vec<Entry>, commit: Index) -> Result<RaftLog, String> {
-        let (snapshot_index, snapshot_term) = snapshot.as_ref().map_or((0, 0), |s| (s.meta.index, s.meta.term));
-        let mut expected = snapshot_index + 1;
-        let mut prev_term = snapshot_term;
-        for entry in &entries {
-            if entry.index != expected {
-                return Err(format!("restored log has a gap: expected index {expected}, found {}", entry.index));
+    pub fn restore(r: RestoredLog) -> Result<RaftLog, String> {
+        let (floor, floor_term) = r.snapshot.as_ref().map_or((0, 0), |s| (s.meta.index, s.meta.term));
+        let terms = if r.terms.is_empty() {
+            let mut terms = TermRuns::new(floor, floor_term);
+            for (i, entry) in r.entries.iter().enumerate() {
+                let expected = floor + 1 + i as u64;
+                if entry.index != expected || entry.term < terms.last_term() {
+                    let why = format!("restored log breaks at index {} (expected {expected})", entry.index);
+                    return Err(why);
+                }
+                terms.push(entry.index, entry.term);
             }
-            if entry.term < prev_term {
-                return Err(format!(
-                    "restored log has term {} at index {} after term {prev_term}",
-                    entry.term, entry.index
-                ));
-            }
-            expected += 1;
-            prev_term = entry.term;
+            terms
+        } else {
+            // The last entry is always given, so the runs' end is known.
+            let last = r.entries.last().map_or(floor, |e| e.index);
+            TermRuns::from_runs(floor, floor_term, &r.terms, last)?
+        };
+        let last = terms.last();
+        let mem_first = last + 1 - r.entries.len() as u64;
+        let contiguous = r.entries.iter().enumerate().all(|(i, e)| e.index == mem_first + i as u64);
+        if !contiguous || r.entries.iter().any(|e| terms.term(e.index) != Some(e.term)) {
+            return Err(format!("restored entries do not match the log's terms ending at {last}"));
         }
-        let last = expected - 1;
-        let committed = commit.max(snapshot_index);
-        if committed > last {
-            return Err(format!("restored commit index {committed} is past the last log index {last}"));
+        let committed = r.commit.max(floor);
+        let applied = r.applied.max(floor);
+        if committed > last || applied > committed || mem_first > applied + 1 {
+            return Err(format!(
+                "restored log is inconsistent: snapshot {floor} applied {applied} commit {committed} last {last}, \
+                 entries in memory from {mem_first}"
+            ));
         }
+        let mem_bytes = r.entries.iter().map(|e| e.data.len()).sum();
         Ok(RaftLog {
-            snapshot_index,
-            snapshot_term,
-            entries: entries.into(),
+            terms,
+            entries: r.entries.into(),
+            mem_bytes,
             committed,
-            applied: snapshot_index,
+            applied,
             unstable_from: last + 1,
             persisted: last,
-            snapshot,
+            snapshot: r.snapshot,
             pending_snapshot: None,
         })
     }
@@ -72,58 +119,68 @@ impl RaftLog {
     /// The ordering invariants of the module doc. Cheap (O(1)), so release builds check them
     /// each time a batch is handed out: a violation means applied or committed state is wrong.
     pub fn check_invariants(&self) {
+        let snapshot_index = self.snapshot_index();
         assert!(
-            self.snapshot_index <= self.applied
-                && self.applied <= self.committed
-                && self.committed <= self.last_index(),
-            "log order broken: snapshot {} applied {} committed {} last {}",
-            self.snapshot_index,
+            snapshot_index <= self.applied && self.applied <= self.committed && self.committed <= self.last_index(),
+            "log order broken: snapshot {snapshot_index} applied {} committed {} last {}",
             self.applied,
             self.committed,
             self.last_index()
         );
         assert!(self.persisted <= self.last_index(), "persisted {} beyond last {}", self.persisted, self.last_index());
-        debug_assert!(self.entries.front().is_none_or(|e| e.index == self.snapshot_index + 1));
+        assert!(
+            self.mem_first() <= self.applied.min(self.persisted) + 1,
+            "entry {} was evicted before it was applied and durable",
+            self.mem_first()
+        );
+        debug_assert!(self.entries.back().is_none_or(|e| e.index == self.last_index()));
     }
 
     pub fn first_index(&self) -> Index {
-        self.snapshot_index + 1
+        self.snapshot_index() + 1
     }
 
     pub fn last_index(&self) -> Index {
-        self.snapshot_index + self.entries.len() as u64
+        self.terms.last()
     }
 
     pub fn last_term(&self) -> Term {
-        self.entries.back().map_or(self.snapshot_term, |e| e.term)
+        self.terms.last_term()
     }
 
     pub fn snapshot_index(&self) -> Index {
-        self.snapshot_index
+        self.terms.floor()
     }
 
     pub fn snapshot_term(&self) -> Term {
-        self.snapshot_term
+        self.terms.floor_term()
+    }
+
+    /// The first index held in memory (`last_index() + 1` when none is).
+    pub fn mem_first(&self) -> Index {
+        self.last_index() + 1 - self.entries.len() as u64
+    }
+
+    /// Payload bytes of the entries held in memory.
+    pub fn mem_bytes(&self) -> usize {
+        self.mem_bytes
     }
 
     /// The term of the entry at `index`, or `None` if it is compacted away or beyond the end.
     pub fn term(&self, index: Index) -> Option<Term> {
-        if index == self.snapshot_index {
-            return Some(self.snapshot_term);
-        }
-        if index < self.snapshot_index || index > self.last_index() {
-            return None;
-        }
-        Some(self.entries[(index - self.snapshot_index - 1) as usize].term)
+        self.terms.term(index)
     }
 
+    /// The entry at `index` if it is held in memory.
     pub fn entry(&self, index: Index) -> Option<&Entry> {
-        if index <= self.snapshot_index || index > self.last_index() {
+        let first = self.mem_first();
+        if index < first || index > self.last_index() {
             return None;
         }
-        Some(&self.entries[(index - self.snapshot_index - 1) as usize])
+        self.entries.get((index - first) as usize)
     }
 
+    /// The entries held in memory, ascending.
     pub fn entries(&self) -> impl Iterator<Item = &Entry> {
         self.entries.iter()
     }
@@ -137,11 +194,14 @@ impl RaftLog {
         last_term > self.last_term() || (last_term == self.last_term() && last_index >= self.last_index())
     }
 
-    /// Entries `[lo, last]`, at most `max_bytes` of them but always at least one if any exist.
-    /// `None` if `lo` is compacted away.
-    pub fn slice(&self, lo: Index, max_bytes: usize, max_count: usize) -> Option<Vec<Entry>> {
-        if lo <= self.snapshot_index {
-            return None;
+    /// Entries `[lo, last]` from memory, at most `max_bytes` of them but always at least one if any
+    /// exist, at most `max_count`.
+    pub fn slice(&self, lo: Index, max_bytes: usize, max_count: usize) -> Result<Vec<Entry>, Unavailable> {
+        if lo <= self.snapshot_index() {
+            return Err(Unavailable::Compacted);
+        }
+        if lo < self.mem_first() {
+            return Err(Unavailable::Evicted);
         }
         let mut out = Vec::new();
         let mut bytes = 0usize;
@@ -154,13 +214,14 @@ impl RaftLog {
             out.push(entry.clone());
             index += 1;
         }
-        Some(out)
+        Ok(out)
     }
 
     /// Leader path: append entries of its own term at the end.
     pub fn append(&mut self, entry: Entry) {
         assert_eq!(entry.index, self.last_index() + 1, "leader append must extend the log");
-        assert!(entry.term >= self.last_term(), "terms in the log never decrease");
+        self.terms.push(entry.index, entry.term);
+        self.mem_bytes += entry.data.len();
         self.entries.push_back(entry);
     }
 
@@ -195,11 +256,21 @@ impl RaftLog {
     fn truncate_and_append(&mut self, entries: &[Entry]) {
         let first = entries[0].index;
         debug_assert!(entries.windows(2).all(|w| w[1].index == w[0].index + 1));
-        assert!(first > self.snapshot_index && first <= self.last_index() + 1, "append at {first} leaves a gap");
-        self.entries.truncate((first - self.snapshot_index - 1) as usize);
+        assert!(first > self.snapshot_index() && first <= self.last_index() + 1, "append at {first} leaves a gap");
+        // Conflicts are above the commit index, hence above applied: they are in memory.
+        assert!(first >= self.mem_first(), "truncation at {first} below the memory window {}", self.mem_first());
+        let keep = (first - self.mem_first()) as usize;
+        let dropped: usize = self.entries.iter().skip(keep).map(|e| e.data.len()).sum();
+        self.entries.truncate(keep);
+        self.mem_bytes -= dropped;
+        self.terms.truncate_after(first - 1);
         self.unstable_from = self.unstable_from.min(first);
         self.persisted = self.persisted.min(first - 1);
-        self.entries.extend(entries.iter().cloned());
+        for entry in entries {
+            self.terms.push(entry.index, entry.term);
+            self.mem_bytes += entry.data.len();
+            self.entries.push_back(entry.clone());
+        }
     }
 
     /// The largest index `<= index` whose term is `<= term`, and that term: where a leader and a
@@ -208,7 +279,7 @@ impl RaftLog {
         let mut index = index.min(self.last_index());
         loop {
             match self.term(index) {
-                Some(t) if t > term && index > self.snapshot_index => index -= 1,
+                Some(t) if t > term && index > self.snapshot_index() => index -= 1,
                 Some(t) => return (index, t),
                 None => return (index, 0),
             }
@@ -236,7 +307,9 @@ impl RaftLog {
             return Vec::new();
         }
         let count = (self.committed - self.applied) as usize;
-        self.slice(lo, max_bytes, count).unwrap_or_default()
+        let entries = self.slice(lo, max_bytes, count);
+        debug_assert!(entries.is_ok(), "unapplied entries are always in memory");
+        entries.unwrap_or_default()
     }
 
     pub fn has_next_committed(&self) -> bool {
@@ -257,7 +330,9 @@ impl RaftLog {
         if self.unstable_from > self.last_index() {
             return Vec::new();
         }
-        self.slice(self.unstable_from, usize::MAX, usize::MAX).unwrap_or_default()
+        let entries = self.slice(self.unstable_from, usize::MAX, usize::MAX);
+        debug_assert!(entries.is_ok(), "unpersisted entries are always in memory");
+        entries.unwrap_or_default()
     }
 
     /// Storage has made entries up to `last_handed` durable. Entries truncated and rewritten since
@@ -274,9 +349,9 @@ impl RaftLog {
     pub fn restore_snapshot(&mut self, snapshot: Snapshot) {
         let index = snapshot.meta.index;
         assert!(index > self.committed, "snapshot {index} would move commit {} backwards", self.committed);
-        self.snapshot_index = index;
-        self.snapshot_term = snapshot.meta.term;
+        self.terms = TermRuns::new(index, snapshot.meta.term);
         self.entries.clear();
+        self.mem_bytes = 0;
         self.committed = index;
         self.applied = index;
         self.unstable_from = index + 1;
@@ -288,7 +363,7 @@ impl RaftLog {
     /// Drops entries folded into `snapshot` (taken by the application at or below `applied`).
     pub fn compact(&mut self, snapshot: Snapshot) -> Result<(), String> {
         let index = snapshot.meta.index;
-        if index <= self.snapshot_index {
+        if index <= self.snapshot_index() {
             return Ok(()); // an older snapshot than the one we have: nothing to drop
         }
         if index > self.applied {
@@ -300,12 +375,25 @@ impl RaftLog {
         if self.term(index) != Some(snapshot.meta.term) {
             return Err(format!("snapshot at {index} has term {}, log has {:?}", snapshot.meta.term, self.term(index)));
         }
-        let drop = (index - self.snapshot_index) as usize;
-        self.entries.drain(..drop);
-        self.snapshot_index = index;
-        self.snapshot_term = snapshot.meta.term;
+        while self.entries.front().is_some_and(|e| e.index <= index) {
+            if let Some(e) = self.entries.pop_front() {
+                self.mem_bytes -= e.data.len();
+            }
+        }
+        self.terms.compact(index, snapshot.meta.term);
         self.snapshot = Some(snapshot);
         Ok(())
+    }
+
+    /// Drops the oldest in-memory entries while more than `window_bytes_max` payload bytes are
+    /// held, keeping every entry not yet applied or not yet persisted.
+    pub fn evict(&mut self, window_bytes_max: usize) {
+        let evictable_to = self.applied.min(self.persisted);
+        while self.mem_bytes > window_bytes_max && self.entries.front().is_some_and(|e| e.index <= evictable_to) {
+            if let Some(e) = self.entries.pop_front() {
+                self.mem_bytes -= e.data.len();
+            }
+        }
     }
 }
 
@@ -319,9 +407,13 @@ mod tests {
         Entry { index, term, kind: EntryKind::Normal, data: Bytes::new() }
     }
 
+    fn restore(snapshot: Option<Snapshot>, entries: Vec<Entry>, commit: Index) -> Result<RaftLog, String> {
+        RaftLog::restore(RestoredLog { snapshot, entries, terms: Vec::new(), commit, applied: 0 })
+    }
+
     fn log_with_terms(terms: &[Term]) -> RaftLog {
         let entries = terms.iter().enumerate().map(|(i, &t)| ent(i as u64 + 1, t)).collect();
-        RaftLog::restore(None, entries, 0).expect("valid log")
+        restore(None, entries, 0).expect("valid log")
     }
 
     #[test]
@@ -369,8 +461,8 @@ mod tests {
 
     #[test]
     fn restore_rejects_gaps_and_commit_beyond_end() {
-        assert!(RaftLog::restore(None, vec![ent(1, 1), ent(3, 1)], 0).is_err());
-        assert!(RaftLog::restore(None, vec![ent(1, 1)], 2).is_err());
+        assert!(restore(None, vec![ent(1, 1), ent(3, 1)], 0).is_err());
+        assert!(restore(None, vec![ent(1, 1)], 2).is_err());
     }
 
     #[test]
@@ -386,7 +478,7 @@ mod tests {
         assert_eq!(log.term(3), Some(3));
         assert_eq!(log.term(2), None);
         assert_eq!(log.first_index(), 4);
-        assert_eq!(log.slice(3, usize::MAX, usize::MAX), None);
-        assert_eq!(log.slice(4, usize::MAX, usize::MAX).map(|v| v.len()), Some(1));
+        assert_eq!(log.slice(3, usize::MAX, usize::MAX), Err(Unavailable::Compacted));
+        assert_eq!(log.slice(4, usize::MAX, usize::MAX).map(|v| v.len()), Ok(1));
     }
 }
