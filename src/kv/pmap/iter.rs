@@ -5,7 +5,7 @@ use std::borrow::Borrow;
 use std::iter::FusedIterator;
 use std::sync::Arc;
 
-use super::node::{child_index, Node, MAX_HEIGHT};
+use super::node::{child_index, search_leaf, Node, MAX_HEIGHT};
 
 /// One level of the path from the root to the cursor's leaf: a branch's children and the index of
 /// the next child to visit once the subtree under the current one is done.
@@ -60,10 +60,9 @@ impl<'a, K, V> Cursor<'a, K, V> {
                 Node::Leaf(leaf) => {
                     cursor.keys = &leaf.keys;
                     cursor.vals = &leaf.vals;
-                    cursor.pos = if inclusive {
-                        leaf.keys.partition_point(|k| k.borrow() < key)
-                    } else {
-                        leaf.keys.partition_point(|k| k.borrow() <= key)
+                    cursor.pos = match search_leaf(&leaf.keys, key) {
+                        Ok(found) if !inclusive => found + 1,
+                        Ok(at) | Err(at) => at,
                     };
                     return cursor;
                 }

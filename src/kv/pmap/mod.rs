@@ -37,6 +37,7 @@
 //! iteration slower and the tree taller; larger nodes make every copy and every insert shift cost
 //! more.
 
+mod build;
 mod iter;
 mod node;
 
@@ -133,7 +134,7 @@ impl<K, V> PMap<K, V> {
             match node {
                 Node::Branch(branch) => node = &branch.children[child_index(&branch.seps, key)],
                 Node::Leaf(leaf) => {
-                    let at = leaf.keys.binary_search_by(|k| k.borrow().cmp(key)).ok()?;
+                    let at = node::search_leaf(&leaf.keys, key).ok()?;
                     return Some((&leaf.keys[at], &leaf.vals[at]));
                 }
             }
@@ -352,10 +353,13 @@ impl<K: Ord + Clone, V: Clone> Extend<(K, V)> for PMap<K, V> {
 }
 
 impl<K: Ord + Clone, V: Clone> FromIterator<(K, V)> for PMap<K, V> {
+    /// Builds the tree bottom-up with full nodes (O(n) when the entries come sorted, as from a
+    /// snapshot image). Of equal keys the last value wins, as with repeated [`PMap::insert`].
     fn from_iter<I: IntoIterator<Item = (K, V)>>(entries: I) -> Self {
-        let mut map = PMap::new();
-        map.extend(entries);
-        map
+        let mut entries: Vec<(K, V)> = entries.into_iter().collect();
+        build::sort_dedup_last(&mut entries);
+        let len = entries.len();
+        PMap { root: build::build_sorted(entries), len }
     }
 }
 

@@ -6,6 +6,7 @@
 //! root to the touched leaf (plus a sibling when rebalancing) is ever copied.
 
 use std::borrow::Borrow;
+use std::cmp::Ordering;
 use std::mem;
 use std::sync::Arc;
 
@@ -73,10 +74,29 @@ pub(crate) enum Inserted<K, V> {
     Split(K, Arc<Node<K, V>>),
 }
 
+// Searches within a node are linear, not binary. With keys behind pointers (`Bytes`) every
+// comparison is likely a cache miss; a linear scan's loads do not depend on one another, so the CPU
+// overlaps those misses, while each step of a binary search waits for the previous one. Measured
+// with 16-byte `Bytes` keys in a 1M map: gets 3.4 µs binary vs 1.5 µs linear (BTreeMap, which also
+// scans linearly: 1.5 µs); with `u64` keys binary is ~15% faster, but `Bytes` is what the store uses.
+
 /// Index of the child of a branch with separators `seps` whose key range holds `key`.
 #[inline]
 pub(crate) fn child_index<K: Borrow<Q>, Q: Ord + ?Sized>(seps: &[K], key: &Q) -> usize {
-    seps.partition_point(|sep| sep.borrow() <= key)
+    seps.iter().position(|sep| sep.borrow() > key).unwrap_or(seps.len())
+}
+
+/// `Ok(index)` of `key` in the ascending `keys`, or `Err(index)` where it would be inserted.
+#[inline]
+pub(crate) fn search_leaf<K: Borrow<Q>, Q: Ord + ?Sized>(keys: &[K], key: &Q) -> Result<usize, usize> {
+    for (at, k) in keys.iter().enumerate() {
+        match k.borrow().cmp(key) {
+            Ordering::Less => {}
+            Ordering::Equal => return Ok(at),
+            Ordering::Greater => return Err(at),
+        }
+    }
+    Err(keys.len())
 }
 
 impl<Q: Ord + ?Sized> Probe<'_, Q> {
@@ -90,7 +110,7 @@ impl<Q: Ord + ?Sized> Probe<'_, Q> {
 
     fn leaf_index<K: Borrow<Q>>(&self, keys: &[K]) -> Option<usize> {
         match self {
-            Probe::Key(key) => keys.binary_search_by(|k| k.borrow().cmp(*key)).ok(),
+            Probe::Key(key) => search_leaf(keys, *key).ok(),
             Probe::First => (!keys.is_empty()).then_some(0),
             Probe::Last => keys.len().checked_sub(1),
         }
@@ -194,7 +214,7 @@ impl<K: Ord + Clone, V: Clone> Node<K, V> {
 
 impl<K: Ord + Clone, V: Clone> Leaf<K, V> {
     fn insert(&mut self, key: K, val: V) -> Inserted<K, V> {
-        let at = match self.keys.binary_search(&key) {
+        let at = match search_leaf(&self.keys, &key) {
             Ok(found) => return Inserted::Replaced(mem::replace(&mut self.vals[found], val)),
             Err(at) => at,
         };

@@ -5,7 +5,7 @@ use std::ops::Bound;
 
 use bytes::Bytes;
 
-use super::node::{BRANCH_MAX, LEAF_MAX};
+use super::node::{Node, BRANCH_MAX, LEAF_MAX};
 use super::PMap;
 use crate::raft::rng::Rng;
 
@@ -139,6 +139,51 @@ fn ascending_and_descending_inserts_then_pops() {
     }
     assert_eq!(map.pop_first(), None);
     assert_eq!(map.pop_last(), None);
+}
+
+#[test]
+fn collect_builds_valid_full_trees() {
+    let sizes = [0, 1, 2, 31, 32, 33, 64, 65, 500, 1_023, 1_024, 1_025, 1_056, 2 * 32 * 32 + 1, 40_000];
+    for (seed, &size) in sizes.iter().enumerate() {
+        let mut rng = Rng::new(seed as u64);
+        // Keys drawn from about `size` values: many duplicates, given in random order.
+        let entries: Vec<(u64, u64)> = (0..size * 2).map(|_| (rng.range(0, size as u64 + 1), rng.next_u64())).collect();
+        let mut model = Model::new();
+        model.extend(entries.iter().copied());
+        let mut map: PMap<u64, u64> = entries.into_iter().collect();
+        assert_same(&map, &model);
+        // Full nodes split on the first insert into them; keep going to shake out bad bounds.
+        run_ops(&mut rng, &mut map, &mut model, size as u64 * 2 + 1, 3_000);
+        assert_same(&map, &model);
+    }
+}
+
+/// The number of entries in each leaf, left to right.
+fn leaf_sizes<K, V>(map: &PMap<K, V>) -> Vec<usize> {
+    fn walk<K, V>(node: &Node<K, V>, sizes: &mut Vec<usize>) {
+        match node {
+            Node::Leaf(leaf) => sizes.push(leaf.keys.len()),
+            Node::Branch(branch) => branch.children.iter().for_each(|child| walk(child, sizes)),
+        }
+    }
+    let mut sizes = Vec::new();
+    if let Some(root) = map.root.as_deref() {
+        walk(root, &mut sizes);
+    }
+    sizes
+}
+
+#[test]
+fn collect_fills_leaves_but_ascending_inserts_half_fill_them() {
+    let entries = || (0..(LEAF_MAX * 1_000) as u64).map(|k| (k, k));
+    let built: PMap<u64, u64> = entries().collect();
+    built.check_invariants();
+    assert!(leaf_sizes(&built).iter().all(|&size| size == LEAF_MAX));
+    let mut inserted = PMap::new();
+    entries().for_each(|(k, v)| assert_eq!(inserted.insert(k, v), None));
+    assert_eq!(built, inserted);
+    let half_full = leaf_sizes(&inserted).iter().filter(|&&size| size <= LEAF_MAX / 2 + 1).count();
+    assert!(half_full > 1_900, "ascending inserts split leaves in half: {half_full}");
 }
 
 #[test]
