@@ -79,10 +79,13 @@ impl Timer {
         Timer { wall: Instant::now(), on_cpu_ns: on_cpu_ns() }
     }
 
+    /// The scheduler's figure is only brought up to date at ticks and switches (milliseconds), so
+    /// short spans are timed by the wall clock.
     fn elapsed_ns(&self) -> f64 {
+        let wall = self.wall.elapsed();
         match (self.on_cpu_ns, on_cpu_ns()) {
-            (Some(start), Some(now)) => now.saturating_sub(start) as f64,
-            _ => self.wall.elapsed().as_nanos() as f64,
+            (Some(start), Some(now)) if wall.as_millis() >= 100 => now.saturating_sub(start) as f64,
+            _ => wall.as_nanos() as f64,
         }
     }
 }

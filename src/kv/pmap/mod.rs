@@ -18,7 +18,8 @@
 //! - `PMap<K, V>` is `Send + Sync` when `K` and `V` are, so a clone can be read, mutated or dropped
 //!   on another thread; shared nodes are only ever read, never written.
 //! - `get`, `insert`, `remove`, `pop_first` / `pop_last` are O(log n). A removal of an absent key
-//!   copies nothing. Iteration yields entries in ascending key order and never allocates.
+//!   copies nothing. Iteration yields entries in ascending key order and never allocates (a fixed
+//!   stack of `MAX_HEIGHT` frames: a taller tree cannot hold `usize::MAX` entries).
 //!
 //! # Invariants (checked by [`PMap::check_invariants`])
 //! 1. Every leaf is at the same depth; the tree's height is at most `MAX_HEIGHT`.
@@ -31,11 +32,26 @@
 //!    yields strictly ascending keys.
 //! 5. `len` equals the number of entries in the leaves.
 //!
-//! # Node size
-//! `LEAF_MAX = BRANCH_MAX = 32`, measured against 16 and 64 with 16-byte keys and 100-byte values
-//! (see `bench.rs` in this module): smaller nodes make path copying cheaper but lookups and
-//! iteration slower and the tree taller; larger nodes make every copy and every insert shift cost
-//! more.
+//! # Costs (1M entries, 16-byte keys, 100-byte values; `bench.rs` has the full table)
+//! - Unshared, a `PMap` is within ~0-25% of `BTreeMap<Bytes, Bytes>`: get 1.4 vs 1.4 µs, insert
+//!   1.1 vs 1.0 µs, overwrite 1.8 vs 1.7 µs, remove 1.7 vs 1.4 µs (both dominated by cache misses
+//!   on the keys' buffers), iteration 21 vs 24 ns per entry. Memory is the same: ~100 B per entry
+//!   of node structure after random inserts, ~70 B after `collect()`.
+//! - `clone()` takes ~20 ns where `BTreeMap::clone` takes ~80 ms.
+//! - While a clone is held, the first write into each leaf copies its path: a leaf copy clones
+//!   its 2 × ~22 keys and values (a refcount increment each, for `Bytes`). With a fresh clone before
+//!   every write, an overwrite costs ~6 µs; over 1M random overwrites after one clone, ~2 µs.
+//!   Dropping the frozen clone afterwards frees the copied-away nodes (~60 ms for 1M entries, on
+//!   whichever thread drops it last).
+//! - `collect()` sorts and builds the tree bottom-up with full leaves; inserting ascending keys one
+//!   by one (a snapshot restore) leaves every leaf half full, so restore should collect.
+//!
+//! # Node size and search
+//! `LEAF_MAX = BRANCH_MAX = 32`, measured against 16, 64 and mixed 16/32: 16 costs ~10% more
+//! memory and slower iteration for cheaper path copies (4.8 vs 6.3 µs per fully copied write);
+//! 64 is slower on every operation but iteration. Searches within a node are linear: with keys
+//! behind pointers, the loads of a linear scan overlap where a binary search waits for each one
+//! (1M gets: 3.4 µs binary, 1.5 µs linear).
 
 mod build;
 mod iter;

@@ -337,7 +337,9 @@ fn merge<K, V>(left: &mut Node<K, V>, sep: K, right: Node<K, V>) {
 
 /// Removes the entry `probe` selects from the subtree in `slot` and rebalances on the way back up.
 /// Nothing is copied unless the entry exists: at the first shared node on the path the subtree is
-/// searched read-only first (`known_present` then skips that search further down).
+/// searched read-only first (`known_present` then skips that search further down). Sharing is
+/// read from the strong count, a plain load: with `&mut` to the only `Arc` nobody can clone it
+/// meanwhile, and this map never makes `Weak`s.
 pub(crate) fn remove<K, V, Q>(slot: &mut Arc<Node<K, V>>, probe: &Probe<'_, Q>, known_present: bool) -> Option<(K, V)>
 where
     K: Ord + Clone + Borrow<Q>,
@@ -345,7 +347,7 @@ where
     Q: Ord + ?Sized,
 {
     let mut known_present = known_present;
-    if !known_present && Arc::get_mut(slot).is_none() {
+    if !known_present && Arc::strong_count(slot) > 1 {
         if !slot.contains(probe) {
             return None;
         }
