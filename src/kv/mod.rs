@@ -24,6 +24,7 @@
 pub(crate) mod codec;
 mod command;
 mod error;
+mod pmap;
 mod snapshot;
 mod store;
 
@@ -34,6 +35,7 @@ pub use command::{
     describe_command, escape_bytes, Command, Session, COMMAND_TAG_CAS, COMMAND_TAG_DELETE, COMMAND_TAG_SET,
 };
 pub use error::KvError;
+pub use pmap::PMap;
 pub use store::{ApplyResult, KvStore, SessionState, WriteResult};
 
 pub use crate::limits::{KEY_BYTES_MAX, VALUE_BYTES_MAX};
