@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod conn;
+pub mod http;
 pub mod node;
 pub mod storage_thread;
 
