@@ -9,6 +9,7 @@
 pub mod config;
 pub mod conn;
 pub mod http;
+pub mod metrics;
 pub mod node;
 pub mod storage_thread;
 
