@@ -503,7 +503,7 @@ impl<'a> Response<'a> {
 
     /// The answer to `request`: its method decides whether the body is sent, its `keep_alive`
     /// the `Connection` header.
-    pub fn to_request(request: &Request, status: Status, content_type: &'a str, body: &'a [u8]) -> Bytes {
+    pub fn answer(request: &Request, status: Status, content_type: &'a str, body: &'a [u8]) -> Bytes {
         Response::new(status, content_type, body).with_keep_alive(request.keep_alive).to_bytes(request.method)
     }
 

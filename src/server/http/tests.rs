@@ -444,11 +444,11 @@ fn head_response_has_the_get_headers_and_no_body() {
 }
 
 #[test]
-fn to_request_follows_method_and_keep_alive() {
+fn answer_follows_method_and_keep_alive() {
     let mut request = get("/");
     request.method = Method::Head;
     request.keep_alive = false;
-    let response = Response::to_request(&request, Status::NotFound, CONTENT_TYPE_TEXT, b"not found\n");
+    let response = Response::answer(&request, Status::NotFound, CONTENT_TYPE_TEXT, b"not found\n");
     let text = std::str::from_utf8(&response).unwrap();
     assert!(text.starts_with("HTTP/1.1 404 Not Found\r\n"));
     assert!(text.contains("Connection: close\r\n"));
