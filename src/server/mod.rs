@@ -14,6 +14,8 @@
 
 pub mod config;
 pub mod conn;
+pub mod http;
+pub mod metrics;
 pub mod node;
 pub mod peers;
 pub mod reactor;
