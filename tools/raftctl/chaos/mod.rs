@@ -4,4 +4,5 @@
 // A later change wires these into `raftctl chaos`; until then nothing in main calls them.
 #![allow(dead_code)]
 
+pub mod nemesis;
 pub mod proxy;
