@@ -8,6 +8,7 @@
 //! expected value did not match); 2 bad usage; 3 the cluster could not answer (or a node died).
 
 mod bench;
+mod chaos;
 mod cluster;
 #[path = "../common/json.rs"]
 mod json;
