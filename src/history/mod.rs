@@ -50,6 +50,7 @@
 
 mod checker;
 mod info;
+pub mod json;
 mod model;
 mod report;
 mod requirements;
@@ -62,6 +63,7 @@ use std::fmt;
 use bytes::Bytes;
 
 pub use checker::{check, check_with, CheckConfig};
+pub use json::{op_from_json_line, op_to_json_line, parse_json_lines, to_json_lines, ParseError};
 pub use report::{KeyReport, KeyVerdict, NumberedOp, Report, Verdict, Violation, DISPLAY_BYTES_MAX};
 
 /// One client operation as the client observed it.
