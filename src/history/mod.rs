@@ -57,6 +57,8 @@ mod requirements;
 mod search;
 mod shrink;
 
+#[cfg(test)]
+mod tests;
 
 use std::fmt;
 
