@@ -48,6 +48,7 @@
 //! [`to_json_lines`] and [`parse_json_lines`] store a history one operation per line; the format is
 //! documented in [`json`](self::json).
 
+mod cache;
 mod checker;
 mod info;
 pub mod json;

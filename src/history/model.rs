@@ -21,7 +21,7 @@ pub(crate) const ABSENT: StateId = 0;
 pub(crate) const RET_INFINITE: u64 = u64::MAX;
 
 /// One operation as a register transition, with its observed result folded in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Step {
     /// A set, definite or Info: unconditional.
     Set {

@@ -8,13 +8,16 @@
 //!   it; `linearized` is the same set as a bitset and `set_hash` its Zobrist hash;
 //! - every (set, state) pair in the cache has been, or is being, explored from, so reaching it
 //!   again cannot lead anywhere new;
+//! - of Info writes that are interchangeable (same step, both pending forever), the later-invoked
+//!   one is only linearized after the earlier one: swapping two such writes in a linearization
+//!   gives another one, so this loses nothing and cuts 2^k subsets of k such writes to k + 1;
 //! - `longest[..low_water] == stack[..low_water]` (ops), which lets the longest partial
 //!   linearization be kept in time proportional to the pushes, not to depth × records.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 
-use super::model::{KeyOp, StateId};
+use super::cache::{Bitset, Cache};
+use super::model::{KeyOp, StateId, Step, RET_INFINITE};
 use crate::raft::rng::Rng;
 
 /// Seeds the per-operation Zobrist hashes; any fixed value works.
@@ -122,112 +125,6 @@ impl EventList {
     }
 }
 
-/// A `u64`-word bitset over operation positions.
-struct Bitset {
-    words: Vec<u64>,
-}
-
-impl Bitset {
-    fn new(bits: usize) -> Bitset {
-        Bitset { words: vec![0; bits.div_ceil(64)] }
-    }
-
-    fn set(&mut self, bit: u32) {
-        self.words[bit as usize / 64] |= 1 << (bit % 64);
-    }
-
-    fn clear(&mut self, bit: u32) {
-        self.words[bit as usize / 64] &= !(1 << (bit % 64));
-    }
-
-    /// Word `word` of this set with `extra` added.
-    fn word_with(&self, word: usize, extra: u32) -> u64 {
-        let added = if word == extra as usize / 64 { 1 << (extra % 64) } else { 0 };
-        self.words[word] | added
-    }
-}
-
-/// A hasher for keys that are already uniformly random (Zobrist hashes).
-#[derive(Default)]
-struct PassThroughHasher(u64);
-
-impl Hasher for PassThroughHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
-        }
-    }
-
-    fn write_u64(&mut self, value: u64) {
-        self.0 = value;
-    }
-}
-
-/// One explored (set, state) pair. The set is stored compactly, because linearized sets are
-/// nearly prefixes of the call order: `full_words` all-ones words, then `len` words from the
-/// arena at `start`, then zeros.
-struct CacheEntry {
-    state: StateId,
-    full_words: u32,
-    len: u32,
-    start: usize,
-    /// The next entry with the same hash, or `u32::MAX`.
-    next: u32,
-}
-
-#[derive(Default)]
-struct Cache {
-    heads: HashMap<u64, u32, BuildHasherDefault<PassThroughHasher>>,
-    entries: Vec<CacheEntry>,
-    arena: Vec<u64>,
-}
-
-impl Cache {
-    /// Records (`set` + `extra`, `state`) under `hash`; false if it was already there.
-    fn insert_if_new(&mut self, hash: u64, state: StateId, set: &Bitset, extra: u32) -> bool {
-        let head = self.heads.get(&hash).copied().unwrap_or(u32::MAX);
-        let mut cursor = head;
-        while let Some(entry) = self.entries.get(cursor as usize) {
-            if entry.state == state && self.same_set(entry, set, extra) {
-                return false;
-            }
-            cursor = entry.next;
-        }
-        let words = set.words.len();
-        let full_words = (0..words).take_while(|&word| set.word_with(word, extra) == u64::MAX).count();
-        let end = (full_words..words).rev().find(|&word| set.word_with(word, extra) != 0).map_or(full_words, |w| w + 1);
-        let start = self.arena.len();
-        self.arena.extend((full_words..end).map(|word| set.word_with(word, extra)));
-        self.entries.push(CacheEntry {
-            state,
-            full_words: full_words as u32,
-            len: (end - full_words) as u32,
-            start,
-            next: head,
-        });
-        self.heads.insert(hash, self.entries.len() as u32 - 1);
-        true
-    }
-
-    fn same_set(&self, entry: &CacheEntry, set: &Bitset, extra: u32) -> bool {
-        let (full, len) = (entry.full_words as usize, entry.len as usize);
-        (0..set.words.len()).all(|word| {
-            let stored = if word < full {
-                u64::MAX
-            } else if word < full + len {
-                self.arena[entry.start + word - full]
-            } else {
-                0
-            };
-            set.word_with(word, extra) == stored
-        })
-    }
-}
-
 struct Frame {
     op: u32,
     state_before: StateId,
@@ -237,6 +134,8 @@ struct Search<'a> {
     ops: &'a [KeyOp],
     list: EventList,
     zobrist: Vec<u64>,
+    /// For an Info write pending forever, the previous interchangeable one, or `u32::MAX`.
+    waits_for: Vec<u32>,
     linearized: Bitset,
     set_hash: u64,
     state: StateId,
@@ -257,6 +156,7 @@ impl<'a> Search<'a> {
             ops,
             list: EventList::new(ops),
             zobrist: (0..ops.len()).map(|_| rng.next_u64()).collect(),
+            waits_for: interchangeable_predecessors(ops),
             linearized: Bitset::new(ops.len()),
             set_hash: 0,
             state: initial,
@@ -300,15 +200,20 @@ impl<'a> Search<'a> {
     /// (set, state) pair is new.
     fn try_linearize(&mut self, op: u32) -> bool {
         let Some(next_state) = self.ops[op as usize].step.apply(self.state) else { return false };
+        let predecessor = self.waits_for[op as usize];
+        if predecessor != u32::MAX && !self.linearized.contains(predecessor) {
+            return false;
+        }
         let next_hash = self.set_hash ^ self.zobrist[op as usize];
         let cache_key = next_hash ^ u64::from(next_state).wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        if !self.cache.insert_if_new(cache_key, next_state, &self.linearized, op) {
+        self.linearized.set(op);
+        if !self.cache.insert_if_new(cache_key, next_state, &self.linearized) {
+            self.linearized.clear(op);
             return false;
         }
         self.stack.push(Frame { op, state_before: self.state });
         self.state = next_state;
         self.set_hash = next_hash;
-        self.linearized.set(op);
         self.list.lift(op);
         self.note_depth();
         true
@@ -350,4 +255,21 @@ impl<'a> Search<'a> {
             blocked: self.blocked,
         }
     }
+}
+
+/// For each Info write pending forever, the latest-invoked earlier one with the same step.
+fn interchangeable_predecessors(ops: &[KeyOp]) -> Vec<u32> {
+    let mut by_call: Vec<u32> = (0..ops.len() as u32).collect();
+    by_call.sort_by_key(|&op| (ops[op as usize].call, op));
+    let mut latest: HashMap<Step, u32> = HashMap::new();
+    let mut waits_for = vec![u32::MAX; ops.len()];
+    for op in by_call {
+        let key_op = &ops[op as usize];
+        if key_op.info && key_op.ret == RET_INFINITE {
+            if let Some(previous) = latest.insert(key_op.step, op) {
+                waits_for[op as usize] = previous;
+            }
+        }
+    }
+    waits_for
 }

@@ -240,3 +240,36 @@ fn malformed_operations_are_refused() {
     // A Fail operation carries no result to mismatch, but its times still have to make sense.
     assert_eq!(check(&[fail(set(1, "k", "a", 10, 5))]).unwrap_err().index, 0);
 }
+
+#[test]
+fn interchangeable_info_writes_can_each_be_used_once() {
+    let reads_absent_twice = |info_deletes: u64| {
+        let mut history: Vec<Op> = (0..info_deletes).map(|client| info(delete(10 + client, "k", true, 0, 0))).collect();
+        history.extend([
+            set(1, "k", "a", 1, 2),
+            get(2, "k", None, 3, 4),
+            set(1, "k", "b", 5, 6),
+            get(2, "k", None, 7, 8),
+        ]);
+        history
+    };
+    assert_not_linearizable(&reads_absent_twice(1));
+    assert_linearizable(&reads_absent_twice(2));
+    assert_linearizable(&reads_absent_twice(40));
+}
+
+#[test]
+fn many_pending_info_writes_do_not_blow_up_a_refutation() {
+    // 40 Info deletes and 40 Info sets of one value, pending forever, and a stale read: 2^80 sets
+    // of them, unless interchangeable writes are only tried in call order.
+    let mut history: Vec<Op> = Vec::new();
+    for client in 0..40 {
+        history.push(info(delete(100 + client, "k", true, client, client)));
+        history.push(info(set(200 + client, "k", "v", client, client)));
+    }
+    // Reads that each need one of them, so that none can be dropped as unobserved.
+    history.extend([get(3, "k", Some("v"), 45, 46), get(3, "k", None, 47, 48)]);
+    history.extend([set(1, "k", "old", 50, 51), set(1, "k", "new", 60, 61), get(2, "k", Some("old"), 70, 71)]);
+    let config = CheckConfig { search_steps_max: 1_000_000, ..CheckConfig::default() };
+    assert_eq!(check_with(&history, &config).unwrap().verdict(), Verdict::NotLinearizable);
+}

@@ -120,3 +120,24 @@ fn outcomes_render_distinctly() {
         assert_eq!(op.to_string(), line);
     }
 }
+
+#[test]
+fn shrinking_does_not_blame_operations_whose_writes_it_removed() {
+    // Two overlapping deletes each found a value, explained by different writes ("b", then "c"
+    // written between them). Dropping "c" would make a failing sub-history of its own, "two
+    // deletes consumed one write", which is not the real violation: the stale read at the end.
+    let history = [
+        set(1, "k", "a", 0, 10),
+        set(1, "k", "b", 20, 30),
+        delete(2, "k", true, 40, 100),
+        delete(3, "k", true, 50, 60),
+        set(1, "k", "c", 61, 70),
+        set(1, "k", "x", 200, 201),
+        set(1, "k", "y", 202, 203),
+        get(2, "k", Some("x"), 204, 205),
+    ];
+    let report = check(&history).unwrap();
+    let violation = report.violations().next().unwrap();
+    let indexes: Vec<usize> = violation.ops.iter().map(|op| op.index).collect();
+    assert_eq!(indexes, [5, 6, 7], "{violation}");
+}
