@@ -1,10 +1,10 @@
 //! The set of linearized operations, and the cache of explored (set, state) pairs.
 //!
-//! Sets are `u64`-word bitsets over operation positions. A linearized set is nearly a prefix of the
-//! call order: every word is all ones up to the frontier and zero after it, except a few words
-//! holding concurrent or long-pending operations. The bitset keeps the list of those "partial"
-//! words up to date, and the cache stores only them, so storing and comparing a set costs the
-//! number of partial words, not the length of the history.
+//! Sets are `u64`-word bitsets. The search numbers its bits so that a linearized set is nearly a
+//! prefix of all ones followed by a few nonzero words (the frontier, and the deferred writes at the
+//! end). The bitset keeps the length of its all-ones prefix and the list of the nonzero words after
+//! it up to date, and the cache stores only those, so storing and comparing a set costs the number
+//! of such words, not the length of the history.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -13,48 +13,43 @@ use super::model::StateId;
 
 pub(crate) struct Bitset {
     words: Vec<u64>,
-    /// One past the last nonzero word.
-    end: usize,
-    /// Sorted indexes of the words below `end` that are not all ones.
-    partial: Vec<u32>,
+    /// The number of leading all-ones words.
+    full_prefix: usize,
+    /// Sorted indexes of the nonzero words after the all-ones prefix.
+    listed: Vec<u32>,
 }
 
 impl Bitset {
     pub(crate) fn new(bits: usize) -> Bitset {
-        Bitset { words: vec![0; bits.div_ceil(64)], end: 0, partial: Vec::new() }
-    }
-
-    pub(crate) fn contains(&self, bit: u32) -> bool {
-        self.words[bit as usize / 64] & (1 << (bit % 64)) != 0
+        Bitset { words: vec![0; bits.div_ceil(64)], full_prefix: 0, listed: Vec::new() }
     }
 
     pub(crate) fn set(&mut self, bit: u32) {
         let word = bit as usize / 64;
-        if word >= self.end {
-            // Words from the old end up to this one were zero, so they are partial now.
-            self.partial.extend(self.end as u32..=word as u32);
-            self.end = word + 1;
-        }
+        let was_zero = self.words[word] == 0;
         self.words[word] |= 1 << (bit % 64);
-        if self.words[word] == u64::MAX {
-            if let Ok(position) = self.partial.binary_search(&(word as u32)) {
-                self.partial.remove(position);
-            }
+        if was_zero && word >= self.full_prefix {
+            let position = self.listed.partition_point(|&listed| listed < word as u32);
+            self.listed.insert(position, word as u32);
+        }
+        while self.full_prefix < self.words.len() && self.words[self.full_prefix] == u64::MAX {
+            // A full word after the prefix is nonzero, so it is listed, and first.
+            self.listed.remove(0);
+            self.full_prefix += 1;
         }
     }
 
     pub(crate) fn clear(&mut self, bit: u32) {
         let word = bit as usize / 64;
-        if self.words[word] == u64::MAX {
-            if let Err(position) = self.partial.binary_search(&(word as u32)) {
-                self.partial.insert(position, word as u32);
-            }
-        }
         self.words[word] &= !(1 << (bit % 64));
-        while self.end > 0 && self.words[self.end - 1] == 0 {
-            // A zero word below `end` is partial, and the last one is the highest partial word.
-            self.end -= 1;
-            self.partial.pop();
+        if word < self.full_prefix {
+            // This word and the full ones after it, up to the old prefix end, are listed now.
+            self.listed.splice(0..0, word as u32..self.full_prefix as u32);
+            self.full_prefix = word;
+        } else if self.words[word] == 0 {
+            if let Ok(position) = self.listed.binary_search(&(word as u32)) {
+                self.listed.remove(position);
+            }
         }
     }
 }
@@ -79,11 +74,11 @@ impl Hasher for PassThroughHasher {
     }
 }
 
-/// One explored (set, state) pair: the set's `end` and its partial words, which sit in the
-/// arenas at `start..start + len`.
+/// One explored (set, state) pair: the set's all-ones prefix length and its listed words, which
+/// sit in the arenas at `start..start + len`.
 struct CacheEntry {
     state: StateId,
-    end: u32,
+    full_prefix: u32,
     len: u32,
     start: usize,
     /// The next entry with the same hash, or `u32::MAX`.
@@ -94,8 +89,8 @@ struct CacheEntry {
 pub(crate) struct Cache {
     heads: HashMap<u64, u32, BuildHasherDefault<PassThroughHasher>>,
     entries: Vec<CacheEntry>,
-    partial_indexes: Vec<u32>,
-    partial_words: Vec<u64>,
+    listed_indexes: Vec<u32>,
+    listed_words: Vec<u64>,
 }
 
 impl Cache {
@@ -109,13 +104,13 @@ impl Cache {
             }
             cursor = entry.next;
         }
-        let start = self.partial_words.len();
-        self.partial_indexes.extend_from_slice(&set.partial);
-        self.partial_words.extend(set.partial.iter().map(|&word| set.words[word as usize]));
+        let start = self.listed_words.len();
+        self.listed_indexes.extend_from_slice(&set.listed);
+        self.listed_words.extend(set.listed.iter().map(|&word| set.words[word as usize]));
         self.entries.push(CacheEntry {
             state,
-            end: set.end as u32,
-            len: set.partial.len() as u32,
+            full_prefix: set.full_prefix as u32,
+            len: set.listed.len() as u32,
             start,
             next: head,
         });
@@ -125,8 +120,8 @@ impl Cache {
 
     fn same_set(&self, entry: &CacheEntry, set: &Bitset) -> bool {
         let range = entry.start..entry.start + entry.len as usize;
-        entry.end as usize == set.end
-            && self.partial_indexes[range.clone()] == set.partial[..]
-            && self.partial_words[range].iter().zip(&set.partial).all(|(&word, &index)| set.words[index as usize] == word)
+        entry.full_prefix as usize == set.full_prefix
+            && self.listed_indexes[range.clone()] == set.listed[..]
+            && self.listed_words[range].iter().zip(&set.listed).all(|(&word, &index)| set.words[index as usize] == word)
     }
 }

@@ -4,15 +4,16 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
-use super::model::{split_by_key, KeyHistory, KeyOp, StateId};
+use super::model::{apply_to_value, split_by_key, KeyHistory, KeyOp, StateId};
 use super::report::{KeyReport, KeyVerdict, NumberedOp, Report, Violation};
 use super::search::{search, SearchResult};
 use super::shrink::shrink;
 use super::{validate, HistoryError, Op};
 
-/// Default [`CheckConfig::search_steps_max`]: about a second of search for one key, and a bound on
-/// the cache's memory (at most one entry, some 50 bytes, per step).
-pub const SEARCH_STEPS_MAX_DEFAULT: u64 = 10_000_000;
+/// Default [`CheckConfig::search_steps_max`]. Measured in a release build: 15 to 20 million steps
+/// a second, and the cache grows by at most one entry (some 10 to 40 bytes) per step, so a key
+/// that exhausts it costs about 3 s and at most 1 GB, briefly.
+pub const SEARCH_STEPS_MAX_DEFAULT: u64 = 50_000_000;
 
 /// Default [`CheckConfig::shrink_search_steps_max`].
 pub const SHRINK_SEARCH_STEPS_MAX_DEFAULT: u64 = 10_000_000;
@@ -57,8 +58,8 @@ fn check_key(history: &[Op], key: &KeyHistory, config: &CheckConfig) -> KeyRepor
     let verdict = match outcome.result {
         SearchResult::Linearizable { .. } => KeyVerdict::Linearizable,
         SearchResult::Unknown => KeyVerdict::Unknown,
-        SearchResult::NotLinearizable { longest, state_after, blocked } => {
-            let found = Explanation { longest, state_after, blocked };
+        SearchResult::NotLinearizable { longest, blocked } => {
+            let found = Explanation { longest, blocked };
             KeyVerdict::NotLinearizable(Box::new(violation(history, key, found, config)))
         }
     };
@@ -68,29 +69,33 @@ fn check_key(history: &[Op], key: &KeyHistory, config: &CheckConfig) -> KeyRepor
 /// A failed search's longest partial linearization, as positions in the searched slice.
 struct Explanation {
     longest: Vec<u32>,
-    state_after: StateId,
     blocked: Option<u32>,
 }
 
 fn violation(history: &[Op], key: &KeyHistory, full: Explanation, config: &CheckConfig) -> Violation {
     let blocked_ret = full.blocked.and_then(|op| key.ops.get(op as usize)).map(|op| op.ret);
     let shrunk = shrink(key, &full.longest, blocked_ret, config.search_steps_max, config.shrink_search_steps_max);
-    let ops = key.sub_history(&shrunk.kept);
-    // The full search's explanation is the same when nothing was shrunk away (re-bounding Info
-    // writes over the same operations gives the same bounds).
+    let cut_ops = full.longest[..shrunk.cut].iter().map(|&position| &history[key.ops[position as usize].index]);
+    let initial = cut_ops.fold(key.initial_value.clone(), |state, op| apply_to_value(op, state));
+    let ops = key.sub_history(&shrunk.kept, shrunk.initial);
+    // The full search's explanation is the same when nothing was cut or shrunk away (re-bounding
+    // Info writes over the same operations gives the same bounds).
     let explanation =
-        if ops.len() == key.ops.len() { full } else { explain(&ops, key.initial, config.search_steps_max) };
+        if ops.len() == key.ops.len() { full } else { explain(&ops, shrunk.initial, config.search_steps_max) };
     let numbered = |position: u32| {
         let op = ops.get(position as usize)?;
         Some(NumberedOp { index: op.index, op: history[op.index].clone() })
     };
+    let linearized: Vec<NumberedOp> = explanation.longest.iter().filter_map(|&position| numbered(position)).collect();
+    let state_after = linearized.iter().fold(initial.clone(), |state, op| apply_to_value(&op.op, state));
     Violation {
         key: key.key.clone(),
-        initial: key.value(key.initial),
+        ops_before: shrunk.cut,
+        initial,
         ops: (0..ops.len() as u32).filter_map(numbered).collect(),
         shrink_complete: shrunk.complete,
-        linearized: explanation.longest.iter().filter_map(|&position| numbered(position)).collect(),
-        state_after: key.value(explanation.state_after),
+        linearized,
+        state_after,
         blocked: explanation.blocked.and_then(numbered),
     }
 }
@@ -98,13 +103,9 @@ fn violation(history: &[Op], key: &KeyHistory, full: Explanation, config: &Check
 /// Searches a sub-history already known to fail, for its longest partial linearization.
 fn explain(ops: &[KeyOp], initial: StateId, steps_max: u64) -> Explanation {
     match search(ops, initial, steps_max).result {
-        SearchResult::NotLinearizable { longest, state_after, blocked } => {
-            Explanation { longest, state_after, blocked }
-        }
+        SearchResult::NotLinearizable { longest, blocked } => Explanation { longest, blocked },
         // Unreachable: the shrinker kept only sub-histories that failed within this budget, and
         // the search is deterministic. Report no explanation rather than a wrong one.
-        SearchResult::Linearizable { .. } | SearchResult::Unknown => {
-            Explanation { longest: Vec::new(), state_after: initial, blocked: None }
-        }
+        SearchResult::Linearizable { .. } | SearchResult::Unknown => Explanation { longest: Vec::new(), blocked: None },
     }
 }

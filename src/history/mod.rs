@@ -50,6 +50,8 @@
 
 mod cache;
 mod checker;
+mod deferred;
+mod events;
 mod info;
 pub mod json;
 mod model;

@@ -94,6 +94,27 @@ impl Step {
             Step::Set { .. } | Step::DeleteInfo | Step::CasInfo { .. } => Observation::Nothing,
         }
     }
+
+    /// The states whose identity (not just presence) this step's legality or effect depends on.
+    fn compared_states(self) -> [Option<StateId>; 2] {
+        match self {
+            Step::Get { value } => [Some(value), None],
+            Step::CasOk { expected, .. } | Step::CasInfo { expected, .. } => [Some(expected), None],
+            Step::CasFailed { expected, current } => [Some(expected), Some(current)],
+            Step::Set { .. } | Step::Delete { .. } | Step::DeleteInfo => [None, None],
+        }
+    }
+
+    fn map_states(self, map: impl Fn(StateId) -> StateId) -> Step {
+        match self {
+            Step::Set { value } => Step::Set { value: map(value) },
+            Step::Get { value } => Step::Get { value: map(value) },
+            Step::CasOk { expected, new } => Step::CasOk { expected: map(expected), new: map(new) },
+            Step::CasFailed { expected, current } => Step::CasFailed { expected: map(expected), current: map(current) },
+            Step::CasInfo { expected, new } => Step::CasInfo { expected: map(expected), new: map(new) },
+            Step::Delete { .. } | Step::DeleteInfo => self,
+        }
+    }
 }
 
 /// One operation of a key's history, ready for the search.
@@ -109,28 +130,24 @@ pub(crate) struct KeyOp {
     pub info: bool,
 }
 
-/// The operations on one key, with the key's interned values.
+/// The operations on one key, over interned states.
 #[derive(Debug)]
 pub(crate) struct KeyHistory {
     pub key: Bytes,
-    /// `values[id - 1]` is the value with state id `id`.
-    pub values: Vec<Bytes>,
+    /// The value the key starts with.
+    pub initial_value: Option<Bytes>,
     pub initial: StateId,
+    /// Number of state ids in use, [`ABSENT`] included.
+    pub state_count: usize,
     /// Sorted by call time, then history position; Fail operations and Info gets left out.
     pub ops: Vec<KeyOp>,
 }
 
 impl KeyHistory {
-    /// The bytes a state id stands for.
-    pub(crate) fn value(&self, state: StateId) -> Option<Bytes> {
-        let position = (state as usize).checked_sub(1)?;
-        self.values.get(position).cloned()
-    }
-
-    /// The operations at `positions`, as the search must see them on their own: an Info write's
-    /// return bound (see [`bound_info_writes_of_unique_values`]) came from an observer that may
-    /// not be among them, so it is recomputed.
-    pub(crate) fn sub_history(&self, positions: &[usize]) -> Vec<KeyOp> {
+    /// The operations at `positions`, as the search must see them on their own from `initial`:
+    /// an Info write's return bound (see [`bound_info_writes_of_unique_values`]) came from an
+    /// observer that may not be among them, so it is recomputed.
+    pub(crate) fn sub_history(&self, positions: &[usize], initial: StateId) -> Vec<KeyOp> {
         let mut ops: Vec<KeyOp> = positions
             .iter()
             .map(|&position| {
@@ -138,31 +155,30 @@ impl KeyHistory {
                 KeyOp { ret: if op.info { RET_INFINITE } else { op.ret }, ..op }
             })
             .collect();
-        bound_info_writes_of_unique_values(&mut ops, self.initial, self.values.len() + 1);
+        bound_info_writes_of_unique_values(&mut ops, initial, self.state_count);
         ops
     }
 }
 
-/// Interns the values of one key.
+/// Interns the values of one key: ids from 1 in order of first appearance.
 #[derive(Default)]
 struct Interner {
     ids: HashMap<Bytes, StateId>,
-    values: Vec<Bytes>,
 }
 
 impl Interner {
     fn id(&mut self, value: &Bytes) -> StateId {
-        if let Some(&id) = self.ids.get(value) {
-            return id;
-        }
-        self.values.push(value.clone());
-        let id = self.values.len() as StateId;
-        self.ids.insert(value.clone(), id);
-        id
+        let next = self.ids.len() as StateId + 1;
+        *self.ids.entry(value.clone()).or_insert(next)
     }
 
     fn id_or_absent(&mut self, value: &Option<Bytes>) -> StateId {
         value.as_ref().map_or(ABSENT, |value| self.id(value))
+    }
+
+    /// Ids handed out so far, [`ABSENT`] included.
+    fn state_count(&self) -> usize {
+        self.ids.len() + 1
     }
 }
 
@@ -176,9 +192,9 @@ pub(crate) fn split_by_key(history: &[Op], initial: &BTreeMap<Bytes, Bytes>) -> 
     by_key.into_iter().map(|(key, indexes)| key_history(history, key, &indexes, initial.get(key))).collect()
 }
 
-fn key_history(history: &[Op], key: &Bytes, indexes: &[usize], initial: Option<&Bytes>) -> KeyHistory {
+fn key_history(history: &[Op], key: &Bytes, indexes: &[usize], initial_value: Option<&Bytes>) -> KeyHistory {
     let mut interner = Interner::default();
-    let initial = initial.map_or(ABSENT, |value| interner.id(value));
+    let mut initial = initial_value.map_or(ABSENT, |value| interner.id(value));
     let mut ops: Vec<KeyOp> = indexes
         .iter()
         .filter_map(|&index| {
@@ -189,11 +205,32 @@ fn key_history(history: &[Op], key: &Bytes, indexes: &[usize], initial: Option<&
             Some(KeyOp { index, call: op.call, ret, step, info })
         })
         .collect();
-    let state_count = interner.values.len() + 1;
+    let state_count = interner.state_count();
+    merge_uncompared_values(&mut ops, &mut initial, state_count);
     drop_unobserved_info_writes(&mut ops, state_count);
     bound_info_writes_of_unique_values(&mut ops, initial, state_count);
     ops.sort_by_key(|op| (op.call, op.index));
-    KeyHistory { key: key.clone(), values: interner.values, initial, ops }
+    KeyHistory { key: key.clone(), initial_value: initial_value.cloned(), initial, state_count, ops }
+}
+
+/// Gives all values that no operation compares the register with one state id.
+///
+/// Why: such values are indistinguishable to every step (only their presence matters), so the
+/// search need not tell them apart, and Info writes of them become interchangeable (see the
+/// search). Reports show the real values: they come from the caller's operations, not from ids.
+fn merge_uncompared_values(ops: &mut [KeyOp], initial: &mut StateId, state_count: usize) {
+    let mut compared = vec![false; state_count];
+    for state in ops.iter().flat_map(|op| op.step.compared_states()).flatten() {
+        if let Some(slot) = compared.get_mut(state as usize) {
+            *slot = true;
+        }
+    }
+    let Some(merged) = (1..state_count).find(|&state| !compared[state]) else { return };
+    let map = |state: StateId| if state != ABSENT && !compared[state as usize] { merged as StateId } else { state };
+    for op in ops.iter_mut() {
+        op.step = op.step.map_states(map);
+    }
+    *initial = map(*initial);
 }
 
 /// The step of a validated operation; `None` for one that cannot matter (Fail, Info get).
@@ -216,5 +253,22 @@ fn step_of(op: &Op, interner: &mut Interner) -> Option<Step> {
         }
         // A result of the wrong kind; `validate` refuses these before we get here.
         (_, Outcome::Ok(_)) => None,
+    }
+}
+
+/// The register after `op` took effect from `state`, with real values (for reports; the search
+/// works on ids). `op` must be legal in `state`.
+pub(crate) fn apply_to_value(op: &Op, state: Option<Bytes>) -> Option<Bytes> {
+    match (&op.kind, &op.outcome) {
+        (OpKind::Set { value }, _) => Some(value.clone()),
+        (OpKind::Delete, _) => None,
+        (OpKind::Cas { expected, new }, Outcome::Ok(OpResult::Cas(CasResult::Ok)) | Outcome::Info) => {
+            if state == *expected {
+                Some(new.clone())
+            } else {
+                state
+            }
+        }
+        (OpKind::Get | OpKind::Cas { .. }, _) => state,
     }
 }

@@ -62,10 +62,15 @@ pub struct NumberedOp {
 #[derive(Clone, Debug)]
 pub struct Violation {
     pub key: Bytes,
-    /// The key's state before the history.
+    /// How many operations of the key were linearized, and cut away, before `initial`: 0 unless
+    /// the key's history was long, in which case only a window before the point where the search
+    /// got stuck is shrunk (the search proved that no continuation of those operations, as
+    /// linearized, exists).
+    pub ops_before: usize,
+    /// The key's state before `ops`: its initial state, or the one the cut operations leave.
     pub initial: Option<Bytes>,
-    /// A failing sub-history of the key, by call time: not linearizable on its own, and every value
-    /// it observes is written by one of its operations if the full history wrote it.
+    /// A failing sub-history of the key, by call time: not linearizable from `initial`, and it
+    /// keeps a write for each of its reads that one could explain in the history it came from.
     pub ops: Vec<NumberedOp>,
     /// True if shrinking finished: removing any single operation from `ops` (keeping observed
     /// values written) makes it linearizable. False if the shrink budget ran out first.
@@ -134,9 +139,13 @@ impl Violation {
     pub fn render(&self, time: &dyn Fn(u64) -> String) -> String {
         let mut text = String::new();
         let completeness = if self.shrink_complete { "minimal" } else { "shrink budget exhausted" };
+        let start = match self.ops_before {
+            0 => "initial state".to_string(),
+            ops => format!("state after {ops} earlier ops"),
+        };
         let _ = writeln!(
             text,
-            "key {} is not linearizable; failing sub-history of {} ops ({completeness}), initial state {}:",
+            "key {} is not linearizable; failing sub-history of {} ops ({completeness}), {start} {}:",
             display_key(&self.key),
             self.ops.len(),
             display_state(&self.initial),

@@ -4,7 +4,7 @@
 //! with no explanation, or with only a write of the same value at the wrong time. A shrinker that
 //! allowed such removals would turn every violation into "a read of a value never written", or
 //! blame a read on an unrelated write. So each observing operation (a get, a cas, a delete) of the
-//! full history gets a [`Need`], computed once:
+//! history being shrunk gets a [`Need`], computed once:
 //!
 //! 1. if some write of the observed value may have been what it saw (invoked before the observer
 //!    returned, and not certainly overwritten before the observer was invoked), the sub-history
@@ -53,39 +53,43 @@ pub(crate) struct Requirements {
 }
 
 impl Requirements {
-    pub(crate) fn of(key: &KeyHistory) -> Requirements {
-        let all: Vec<usize> = (0..key.ops.len()).collect();
-        let writers = Writers::of(key, &all);
-        let overwrites = Overwrites::of(key);
-        let needs = key
-            .ops
-            .iter()
-            .map(|op| {
-                let target = match op.step.observation() {
-                    Observation::Nothing => return Need::Nothing,
-                    Observation::Value(state) => Target::State(state),
-                    Observation::Present => Target::Present,
-                };
-                let ret_min = overwrites.last_call_before(target, op.call);
-                let initial_explains = target.matches(key.initial);
-                if initial_explains && ret_min.is_none() {
-                    Need::Nothing
-                } else if writers.any(target, op.ret, ret_min) {
-                    Need::Writer { target, call_max: op.ret, ret_min }
-                } else if !initial_explains && writers.any(target, op.ret, None) {
-                    Need::Writer { target, call_max: op.ret, ret_min: None }
-                } else {
-                    Need::Nothing
-                }
-            })
-            .collect();
+    /// No needs at all.
+    pub(crate) fn none() -> Requirements {
+        Requirements { needs: Vec::new() }
+    }
+
+    /// The needs of the operations at `positions` of `key`, treated as a history of its own that
+    /// starts in state `initial`.
+    pub(crate) fn of(key: &KeyHistory, positions: &[usize], initial: StateId) -> Requirements {
+        let writers = Writers::of(key, positions);
+        let overwrites = Overwrites::of(key, positions);
+        let mut needs = vec![Need::Nothing; key.ops.len()];
+        for &position in positions {
+            let op = &key.ops[position];
+            let target = match op.step.observation() {
+                Observation::Nothing => continue,
+                Observation::Value(state) => Target::State(state),
+                Observation::Present => Target::Present,
+            };
+            let ret_min = overwrites.last_call_before(target, op.call);
+            let initial_explains = target.matches(initial);
+            needs[position] = if initial_explains && ret_min.is_none() {
+                Need::Nothing
+            } else if writers.any(target, op.ret, ret_min) {
+                Need::Writer { target, call_max: op.ret, ret_min }
+            } else if !initial_explains && writers.any(target, op.ret, None) {
+                Need::Writer { target, call_max: op.ret, ret_min: None }
+            } else {
+                Need::Nothing
+            };
+        }
         Requirements { needs }
     }
 
     /// Whether the sub-history of `key` at `positions` keeps a write for every need it has.
     pub(crate) fn met_by(&self, key: &KeyHistory, positions: &[usize]) -> bool {
         let writers = Writers::of(key, positions);
-        positions.iter().all(|&position| match self.needs[position] {
+        positions.iter().all(|&position| match self.needs.get(position).copied().unwrap_or(Need::Nothing) {
             Need::Nothing => true,
             Need::Writer { target, call_max, ret_min } => writers.any(target, call_max, ret_min),
         })
@@ -163,10 +167,10 @@ struct OverwriteSummary {
 }
 
 impl Overwrites {
-    fn of(key: &KeyHistory) -> Overwrites {
-        let mut definite: Vec<(u64, u64, StateId)> = key
-            .ops
+    fn of(key: &KeyHistory, positions: &[usize]) -> Overwrites {
+        let mut definite: Vec<(u64, u64, StateId)> = positions
             .iter()
+            .map(|&position| &key.ops[position])
             .filter(|op| !op.info && op.ret != RET_INFINITE)
             .filter_map(|op| op.step.produces().map(|state| (op.ret, op.call, state)))
             .collect();

@@ -223,11 +223,14 @@ fn exhausted_budget_is_unknown_not_a_verdict() {
     assert_eq!(report.verdict(), Verdict::Unknown);
     assert!(matches!(report.keys[0].verdict, KeyVerdict::Unknown));
     assert_eq!(report.keys[0].search_steps, 1);
-    // A violation on another key still wins over an unknown one.
-    let mut with_violation = history.to_vec();
+    // A violation on another key still wins over an unknown one: "j" fails within 10 steps,
+    // 20 sequential operations on "k" need more.
+    let mut with_violation: Vec<Op> = (0..20).map(|t| set(1, "k", "a", t * 2, t * 2 + 1)).collect();
     with_violation.extend([set(1, "j", "a", 0, 1), get(2, "j", None, 2, 3)]);
-    let config = CheckConfig { search_steps_max: 5, ..CheckConfig::default() };
-    assert_eq!(check_with(&with_violation, &config).unwrap().verdict(), Verdict::NotLinearizable);
+    let config = CheckConfig { search_steps_max: 10, ..CheckConfig::default() };
+    let report = check_with(&with_violation, &config).unwrap();
+    assert!(matches!(report.key(b"k").unwrap().verdict, KeyVerdict::Unknown));
+    assert_eq!(report.verdict(), Verdict::NotLinearizable);
 }
 
 #[test]

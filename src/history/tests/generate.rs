@@ -107,7 +107,7 @@ fn random_op(rng: &mut Rng, shape: &Shape, registers: &mut BTreeMap<Bytes, Bytes
 /// a fresh one.
 fn random_value(rng: &mut Rng, fresh: bool) -> Bytes {
     if fresh || rng.chance(1, 8) {
-        b(&format!("fresh{}", rng.next_u64() % 1_000_000))
+        b(&format!("fresh{:016x}", rng.next_u64()))
     } else {
         b(&format!("v{}", rng.range(0, 4)))
     }

@@ -47,7 +47,13 @@ fn assert_is_a_failing_sub_history(history: &[Op], violation: &Violation, seed: 
         assert_eq!(history[numbered.index], numbered.op, "seed {seed}");
     }
     let sub_history: Vec<Op> = violation.ops.iter().map(|numbered| numbered.op.clone()).collect();
-    assert_eq!(verdict(&sub_history), Verdict::NotLinearizable, "seed {seed}: {violation}");
+    let initial = violation.initial.iter().map(|value| (violation.key.clone(), value.clone())).collect();
+    let config = CheckConfig { initial, ..CheckConfig::default() };
+    assert_eq!(
+        check_with(&sub_history, &config).unwrap().verdict(),
+        Verdict::NotLinearizable,
+        "seed {seed}: {violation}"
+    );
     assert!(violation.blocked.is_some(), "seed {seed}: {violation}");
     assert!(violation.linearized.len() < violation.ops.len(), "seed {seed}");
 }
