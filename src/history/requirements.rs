@@ -87,11 +87,17 @@ impl Requirements {
     }
 
     /// Whether the sub-history of `key` at `positions` keeps a write for every need it has.
-    pub(crate) fn met_by(&self, key: &KeyHistory, positions: &[usize]) -> bool {
+    ///
+    /// `start`: the state the sub-history starts in, if that may stand in for a write (when the
+    /// sub-history starts where an earlier part of a linearization was cut away, the cut writes'
+    /// effect is that state).
+    pub(crate) fn met_by(&self, key: &KeyHistory, positions: &[usize], start: Option<StateId>) -> bool {
         let writers = Writers::of(key, positions);
         positions.iter().all(|&position| match self.needs.get(position).copied().unwrap_or(Need::Nothing) {
             Need::Nothing => true,
-            Need::Writer { target, call_max, ret_min } => writers.any(target, call_max, ret_min),
+            Need::Writer { target, call_max, ret_min } => {
+                start.is_some_and(|state| target.matches(state)) || writers.any(target, call_max, ret_min)
+            }
         })
     }
 }

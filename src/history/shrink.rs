@@ -16,9 +16,10 @@
 //! continuation of every prefix of the witness and none succeeded, so the state is a real one and
 //! the question "can the rest be linearized after it" is the one the search answered. A long
 //! history is cut first, so that shrinking works on a window of [`SHRINK_WINDOW_OPS_MAX`] witness
-//! operations before the point where the search got stuck. After the removals, the cut is moved
-//! forward past kept witness operations if the rules still hold: that drops chains of operations
-//! whose only role was to lead from the old cut's state to the violation.
+//! operations before the point where the search got stuck. After the removals, the cut of such a
+//! history is moved forward past kept witness operations if the rules still hold (a read may then
+//! be explained by the new cut's state): that drops chains of operations whose only role was to
+//! lead from the old cut's state to the violation.
 //!
 //! All work is charged to a step budget (search steps plus one step per operation of each
 //! candidate and of the witness), so shrinking always ends; when the budget runs out the smallest
@@ -63,7 +64,8 @@ pub(crate) fn shrink(
         }
     }
     let mut complete = shrinker.remove_chunks(&mut kept);
-    if shrinker.advance_cut(&mut kept) {
+    // Only for histories cut anyway: a short one is better shown whole, from the real start.
+    if shrinker.cut > 0 && shrinker.advance_cut(&mut kept) {
         complete = shrinker.remove_chunks(&mut kept);
     }
     Shrunk { cut: shrinker.cut, initial: shrinker.initial(), kept, complete }
@@ -177,7 +179,7 @@ impl<'a> Shrinker<'a> {
                 .copied()
                 .filter(|&position| self.is_witness_position[position].is_none_or(|at| at >= new_cut))
                 .collect();
-            if self.still_fails(&candidate) {
+            if self.still_fails_from_cut(&candidate, true) {
                 *kept = candidate;
                 return true;
             }
@@ -189,6 +191,12 @@ impl<'a> Shrinker<'a> {
     /// Whether `candidate` is a valid shrink: meets the requirements and is still not
     /// linearizable from the state at the cut.
     fn still_fails(&mut self, candidate: &[usize]) -> bool {
+        self.still_fails_from_cut(candidate, false)
+    }
+
+    /// [`Self::still_fails`]; `new_cut`: the cut was just moved, and the writes it cut away may be
+    /// stood in for by the state it leaves.
+    fn still_fails_from_cut(&mut self, candidate: &[usize], new_cut: bool) -> bool {
         if self.exhausted || candidate.is_empty() {
             return false;
         }
@@ -198,7 +206,8 @@ impl<'a> Shrinker<'a> {
             return false;
         }
         self.budget_left -= preparation_steps;
-        if !self.witness_still_legal(candidate) || !self.requirements.met_by(self.key, candidate) {
+        let start = new_cut.then(|| self.initial());
+        if !self.witness_still_legal(candidate) || !self.requirements.met_by(self.key, candidate, start) {
             return false;
         }
         let ops = self.key.sub_history(candidate, self.initial());

@@ -130,7 +130,10 @@ fn speed_100k_ops_10_keys_8_clients() {
         match report.violations().next() {
             Some(violation) => {
                 println!("{violation}");
-                assert_eq!(violation.ops.len(), 3);
+                // The get and the set it missed; perhaps the stale value's write too.
+                let indexes: Vec<usize> = violation.ops.iter().map(|op| op.index).collect();
+                let [missed, stale] = [history.len() - 2, history.len() - 1];
+                assert!(indexes.ends_with(&[missed, stale]) && indexes.len() <= 3, "{violation}");
             }
             // Proving a violation means trying every placement of the Info writes still pending
             // (pooled values, deletes), which is exponential: the budget runs out, as it should.

@@ -141,3 +141,30 @@ fn shrinking_does_not_blame_operations_whose_writes_it_removed() {
     let indexes: Vec<usize> = violation.ops.iter().map(|op| op.index).collect();
     assert_eq!(indexes, [5, 6, 7], "{violation}");
 }
+
+#[test]
+fn long_history_is_cut_before_shrinking_and_chains_leading_to_the_violation_dropped() {
+    // 1500 sequential sets, a chain of cas each expecting the previous one's value, and a stale
+    // read of a value the last cas wrote. Only the last three operations matter; the chain only
+    // leads to the state the first of them expects.
+    let mut history: Vec<Op> = (0..1500).map(|t| set(1, "k", &format!("n{t}"), t * 10, t * 10 + 5)).collect();
+    let mut previous = "n1499".to_string();
+    for t in 1500..1520 {
+        let next = format!("c{t}");
+        history.push(cas_ok(2, "k", Some(&previous), &next, t * 10, t * 10 + 5));
+        previous = next;
+    }
+    let [new, stale] = [history.len() + 1, history.len() + 2];
+    history.extend([cas_ok(1, "k", Some("c1519"), "old", 20_000, 20_005), set(1, "k", "new", 20_010, 20_015)]);
+    history.push(get(2, "k", Some("old"), 20_020, 20_025));
+    let report = check(&history).unwrap();
+    let violation = report.violations().next().unwrap();
+    let indexes: Vec<usize> = violation.ops.iter().map(|op| op.index).collect();
+    // Everything before "new" was linearized (in order) and cut; the state it left, "old", is
+    // what the stale read returned.
+    assert_eq!(indexes, [new, stale], "{violation}");
+    assert!(violation.shrink_complete);
+    assert_eq!(violation.ops_before, 1521);
+    assert_eq!(violation.initial, Some(b("old")));
+    assert!(violation.to_string().contains("state after 1521 earlier ops \"old\""), "{violation}");
+}
