@@ -8,10 +8,13 @@
 //! # Guarantees
 //! - Pure: no I/O, no clock, no threads, no randomness. The caller supplies times in any monotonic
 //!   unit; the same history always gives the same [`Report`].
-//! - Sound in both directions within budget: [`KeyVerdict::Linearizable`] comes with a found
-//!   linearization, [`KeyVerdict::NotLinearizable`] only after the search space was exhausted.
-//!   When a key's search budget ([`CheckConfig::search_steps_max`]) runs out the verdict is
-//!   [`KeyVerdict::Unknown`], never a guess.
+//! - Exact: [`KeyVerdict::Linearizable`] only once a linearization was found,
+//!   [`KeyVerdict::NotLinearizable`] only once the search space was exhausted (every pruning
+//!   below keeps the answer). When a key's search budget ([`CheckConfig::search_steps_max`]) runs
+//!   out first, the verdict is [`KeyVerdict::Unknown`], never a guess.
+//! - Bounded: per key at most `search_steps_max` search steps, plus at most
+//!   [`CheckConfig::shrink_search_steps_max`] to shrink a violation; memory grows by at most one
+//!   cache entry per step.
 //! - Never panics on a history: a malformed one (a `ret` before its `call`, a result that does not
 //!   belong to the operation's kind) is refused with a [`HistoryError`].
 //!
@@ -35,18 +38,37 @@
 //! as in Porcupine). Per key: the Wing–Gong–Lowe search with Lowe's memoization, following
 //! Porcupine's `checker.go`: call and return events sorted by time (calls before returns at equal
 //! times, which is the strict rule above), a doubly linked list of pending events from which a
-//! linearized operation is lifted and into which it is put back on backtracking, and a cache of
-//! (set of linearized operations, register state) pairs already explored. Values are interned into
-//! per-key `u32` ids, so states are compared and hashed as integers, and sets of operations are
-//! `u64`-word bitsets hashed incrementally (Zobrist).
+//! linearized operation is lifted and into which it is put back on backtracking, a stack to
+//! backtrack with, and a cache of (set of linearized operations, register state) pairs already
+//! explored. Values are interned into per-key `u32` ids, so states are compared and hashed as
+//! integers; sets are `u64`-word bitsets, hashed incrementally (Zobrist) and stored in the cache
+//! compactly (their all-ones prefix length and the nonzero words after it), and compared exactly.
+//!
+//! Info writes are what makes the search explode (each may be linearized anywhere, or never), so
+//! four reductions, each argued where it is implemented, keep them in check:
+//! - an Info write whose effect no later operation can observe is dropped (`info.rs`);
+//! - an Info write that is the only source of a value gets, as return time, the return of the
+//!   first operation that observed the value (`info.rs`);
+//! - values no operation compares with share one state id (`model.rs`), so writes of them are
+//!   interchangeable;
+//! - the remaining Info writes are kept out of the event list, grouped into classes of
+//!   interchangeable writes tried in call order, and offered only where they change the state
+//!   (`deferred.rs`, `search.rs`).
+//!
+//! Measured in a release build (`speed_100k_ops_10_keys_8_clients`): 100,000 operations on 10
+//! keys by 8 clients check in under 0.1 s, on 1 key in under 0.2 s, also with 2% Info
+//! operations. Proving a violation costs more: the search must exhaust every alternative before
+//! the violating operation (about 1.3 s for 100,000 operations on one key); with many Info writes
+//! still pending that can exceed the budget, and the verdict is then [`KeyVerdict::Unknown`].
 //!
 //! On a violation the key's sub-history is shrunk greedily (bounded by
 //! [`CheckConfig::shrink_search_steps_max`]) to a small failing sub-history, which is then explained
-//! by its longest linearizable prefix and the operation that cannot follow it. See [`Violation`].
+//! by its longest linearizable prefix and the operation that cannot follow it; a long history is
+//! first cut to a window before the violation. See [`Violation`] and `shrink.rs`.
 //!
 //! # JSON lines
 //! [`to_json_lines`] and [`parse_json_lines`] store a history one operation per line; the format is
-//! documented in [`json`](self::json).
+//! documented in [`json`].
 
 mod cache;
 mod checker;
@@ -67,7 +89,7 @@ use std::fmt;
 
 use bytes::Bytes;
 
-pub use checker::{check, check_with, CheckConfig};
+pub use checker::{check, check_with, CheckConfig, SEARCH_STEPS_MAX_DEFAULT, SHRINK_SEARCH_STEPS_MAX_DEFAULT};
 pub use json::{op_from_json_line, op_to_json_line, parse_json_lines, to_json_lines, ParseError};
 pub use report::{KeyReport, KeyVerdict, NumberedOp, Report, Verdict, Violation, DISPLAY_BYTES_MAX};
 
