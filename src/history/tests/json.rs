@@ -170,3 +170,16 @@ fn mangled_lines_never_panic() {
         }
     }
 }
+
+#[test]
+fn the_documented_example_parses() {
+    let text = r#"{"client":3,"key":"k1","op":"set","value":"a","call":100,"ret":250,"outcome":"ok"}
+{"client":4,"key":"k1","op":"get","call":120,"ret":300,"outcome":"ok","value":null}
+{"client":3,"key":"k1","op":"delete","call":260,"ret":null,"outcome":"info"}
+{"client":5,"key":"k1","op":"cas","expected":"a","new":"b","call":12003000,"ret":12104000,"outcome":"ok","result":"failed","current":"c"}
+"#;
+    let history = parse_json_lines(text).unwrap();
+    assert_eq!(history[1], get(4, "k1", None, 120, 300));
+    assert_eq!(history[2], info(delete(3, "k1", true, 260, 0)));
+    assert_eq!(to_json_lines(&history), text);
+}
