@@ -55,11 +55,12 @@
 //!   interchangeable writes tried in call order, and offered only where they change the state
 //!   (`deferred.rs`, `search.rs`).
 //!
-//! Measured in a release build (`speed_100k_ops_10_keys_8_clients`): 100,000 operations on 10
-//! keys by 8 clients check in under 0.1 s, on 1 key in under 0.2 s, also with 2% Info
-//! operations. Proving a violation costs more: the search must exhaust every alternative before
-//! the violating operation (about 1.3 s for 100,000 operations on one key); with many Info writes
-//! still pending that can exceed the budget, and the verdict is then [`KeyVerdict::Unknown`].
+//! Measured in a release build on a shared 2-core machine (`speed_100k_ops_10_keys_8_clients`):
+//! 100,000 operations by 8 clients check in 0.06 to 0.15 s on 10 keys and 0.1 to 0.7 s on one
+//! key, with or without 2% Info operations. Proving a violation costs more, because the search
+//! must exhaust every alternative before the violating operation: 1 to 3 s for 100,000
+//! operations on one key. With many Info writes still pending (values written more than once,
+//! deletes) that can exceed the budget, and the verdict is then [`KeyVerdict::Unknown`].
 //!
 //! On a violation the key's sub-history is shrunk greedily (bounded by
 //! [`CheckConfig::shrink_search_steps_max`]) to a small failing sub-history, which is then explained
