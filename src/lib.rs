@@ -6,6 +6,7 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 
 pub mod client;
+pub mod history;
 pub mod kv;
 pub mod limits;
 pub mod raft;
