@@ -207,3 +207,75 @@ fn a_hello_trickled_byte_by_byte_is_cut_off_at_the_handshake_timeout() {
     assert!(conn.is_closed_by_server(), "a trickled Hello must not hold a connection past the handshake timeout");
     assert!(started.elapsed() < Duration::from_secs(9), "cut off only after {:?}", started.elapsed());
 }
+
+#[test]
+fn forged_peer_frames_are_refused_and_the_node_keeps_serving() {
+    use mini_raft::raft::{ConfState, Entry, EntryKind, Message, MessageBody, SnapshotMeta};
+    use mini_raft::wire::{SnapshotChunk, PROTOCOL_VERSION};
+    let mut cluster = TestCluster::start(3, &[]);
+    cluster.wait_leader(Duration::from_secs(10)).expect("leader");
+    let entry = |index| Entry { index, term: 1, kind: EntryKind::Normal, data: "x".into() };
+    let forged: Vec<(&str, FrameBody)> = vec![
+        (
+            "overflowing prev index",
+            FrameBody::Peer(Message {
+                from: 2,
+                to: 1,
+                term: 1,
+                body: MessageBody::AppendEntries {
+                    prev_log_index: u64::MAX,
+                    prev_log_term: 1,
+                    leader_commit: u64::MAX,
+                    entries: vec![entry(u64::MAX)],
+                },
+            }),
+        ),
+        (
+            "huge term",
+            FrameBody::Peer(Message {
+                from: 2,
+                to: 1,
+                term: u64::MAX,
+                body: MessageBody::Heartbeat { commit: 0, read_seq: 0 },
+            }),
+        ),
+        (
+            "voter 0 in a snapshot",
+            FrameBody::SnapshotChunk(SnapshotChunk {
+                from: 2,
+                to: 1,
+                term: 1,
+                meta: SnapshotMeta { index: 50, term: 1, conf: ConfState { voters: vec![0, 2] } },
+                offset: 0,
+                total_bytes: 1,
+                data: "x".into(),
+                done: true,
+            }),
+        ),
+    ];
+    for (tag, body) in forged {
+        let mut conn = RawConn::open(&cluster.addrs[0]).expect("connect");
+        let hello = Hello { role: Role::Peer, cluster_id: 1, node_id: 2, protocol_version: PROTOCOL_VERSION };
+        conn.send(&Frame::new(0, FrameBody::Hello(hello)));
+        assert!(matches!(conn.recv().map(|f| f.body), Some(FrameBody::HelloOk(_))), "{tag}: handshake");
+        conn.send(&Frame::new(0, body));
+        match conn.recv().map(|f| f.body) {
+            Some(FrameBody::Error(e)) => assert!(
+                matches!(e.code, ErrorCode::MalformedFrame | ErrorCode::LimitExceeded),
+                "{tag}: {:?} {}",
+                e.code,
+                e.message
+            ),
+            other => panic!("{tag}: expected an error frame, got {other:?}"),
+        }
+        assert!(conn.is_closed_by_server(), "{tag}: connection left open");
+    }
+    let mut client = cluster.client();
+    client.set(b"after-forgery", b"ok").expect("the cluster still takes writes");
+    let got = client.get(b"after-forgery", ReadConsistency::Linearizable).expect("and reads");
+    assert_eq!(got.value.as_deref(), Some(&b"ok"[..]));
+    for id in 1..=3 {
+        assert!(cluster.status(id).is_some(), "node {id} is still up");
+    }
+    cluster.kill(1);
+}

@@ -364,8 +364,10 @@ impl Raft {
     }
 
     /// Feeds one message from a peer.
+    /// Messages that fail [`Message::validate`] are dropped: nothing a peer sends can make the
+    /// core panic or corrupt its log (the node also checks, to close the connection).
     pub fn step(&mut self, m: Message) {
-        if m.to != self.id || m.from == self.id || !self.tracker.config().contains(m.from) {
+        if m.to != self.id || m.from == self.id || !self.tracker.config().contains(m.from) || m.validate().is_err() {
             return;
         }
         if m.term > self.term {

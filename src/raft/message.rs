@@ -5,6 +5,7 @@
 //! the term the sender *would* campaign in; receiving it never changes the receiver's term.
 
 use super::types::{Entry, Index, NodeId, Snapshot, Term};
+use crate::limits::{ENTRIES_PER_APPEND_MAX, VOTERS_MAX};
 
 /// One peer-to-peer message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,6 +74,80 @@ pub enum MessageBody {
     InstallSnapshot {
         snapshot: Snapshot,
     },
+}
+
+/// Largest index or term a peer message may carry: a billion entries a second would take 146
+/// years to reach it, and arithmetic on values below it (`+ 1`, `+ entries`) never overflows.
+pub const INDEX_MAX: u64 = 1 << 62;
+
+impl Message {
+    /// Checks every field a peer controls before the core looks at it: non-zero ids, indexes and
+    /// terms within [`INDEX_MAX`], entry runs contiguous after `prev_log_index` with terms that
+    /// never decrease, bounded counts, snapshot configurations without node 0. A message that
+    /// fails is dropped (the node closes the connection it came on); nothing it says is trusted.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.from == 0 || self.to == 0 {
+            return Err(format!("node id 0 in a message from {} to {}", self.from, self.to));
+        }
+        bounded("term", self.term)?;
+        match &self.body {
+            MessageBody::PreVote { last_log_index, last_log_term }
+            | MessageBody::RequestVote { last_log_index, last_log_term } => {
+                bounded("last_log_index", *last_log_index)?;
+                bounded("last_log_term", *last_log_term)
+            }
+            MessageBody::AppendEntries { prev_log_index, prev_log_term, leader_commit, entries } => {
+                bounded("prev_log_index", *prev_log_index)?;
+                bounded("prev_log_term", *prev_log_term)?;
+                bounded("leader_commit", *leader_commit)?;
+                validate_entries(*prev_log_index, *prev_log_term, entries)
+            }
+            MessageBody::AppendEntriesResponse { index, reject_hint_index, reject_hint_term, .. } => {
+                bounded("index", *index)?;
+                bounded("reject_hint_index", *reject_hint_index)?;
+                bounded("reject_hint_term", *reject_hint_term)
+            }
+            MessageBody::Heartbeat { commit, .. } => bounded("commit", *commit),
+            MessageBody::LogLost { last_index, last_term } => {
+                bounded("last_index", *last_index)?;
+                bounded("last_term", *last_term)
+            }
+            MessageBody::InstallSnapshot { snapshot } => {
+                bounded("snapshot index", snapshot.meta.index)?;
+                bounded("snapshot term", snapshot.meta.term)?;
+                let voters = &snapshot.meta.conf.voters;
+                if voters.contains(&0) || voters.len() > VOTERS_MAX {
+                    return Err(format!("snapshot configuration {voters:?} is not usable"));
+                }
+                Ok(())
+            }
+            MessageBody::PreVoteResponse { .. }
+            | MessageBody::RequestVoteResponse { .. }
+            | MessageBody::HeartbeatResponse { .. } => Ok(()),
+        }
+    }
+}
+
+fn bounded(field: &str, value: u64) -> Result<(), String> {
+    if value > INDEX_MAX {
+        return Err(format!("{field} {value} is beyond {INDEX_MAX}"));
+    }
+    Ok(())
+}
+
+fn validate_entries(prev_index: Index, prev_term: Term, entries: &[Entry]) -> Result<(), String> {
+    if entries.len() > ENTRIES_PER_APPEND_MAX {
+        return Err(format!("{} entries in one append (at most {ENTRIES_PER_APPEND_MAX})", entries.len()));
+    }
+    let (mut expected, mut term) = (prev_index + 1, prev_term);
+    for entry in entries {
+        if entry.index != expected || entry.term < term || entry.term > INDEX_MAX {
+            let why = format!("entry {}@{} breaks the run after {prev_index}@{prev_term}", entry.index, entry.term);
+            return Err(why);
+        }
+        (expected, term) = (expected + 1, entry.term);
+    }
+    Ok(())
 }
 
 impl MessageBody {

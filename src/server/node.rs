@@ -246,6 +246,11 @@ impl Node {
             let text = format!("message from {} to {} on node {peer}'s connection", message.from, message.to);
             return self.reactor.refuse(token, 0, ErrorReply::new(ErrorCode::UnexpectedMessage, text));
         }
+        if let Err(why) = message.validate() {
+            warn!("dropping a {} from peer {peer} and closing its connection: {why}", message.body.name());
+            let text = format!("invalid {}: {why}", message.body.name());
+            return self.reactor.refuse(token, 0, ErrorReply::new(ErrorCode::MalformedFrame, text));
+        }
         self.replica.step(message);
     }
 
@@ -259,7 +264,7 @@ impl Node {
             None => return,
         };
         match assembled {
-            Ok(Some(message)) => self.replica.step(message),
+            Ok(Some(message)) => self.on_peer_message(token, peer, message),
             Ok(None) => {}
             Err(e) => self.reactor.refuse(token, 0, ErrorReply::from_wire_error(&e)),
         }
