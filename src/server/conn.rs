@@ -2,10 +2,17 @@
 //! write queue flushed as the socket accepts bytes.
 //!
 //! Partial reads and writes are the normal case. Invariants: `queued_bytes` equals the bytes in
-//! `out` not yet written; it never exceeds the connection's cap (a message that would exceed it
-//! is refused, and the caller decides whether to drop the message or the connection; only snapshot
-//! chunks may pass it, bounded by one snapshot per peer); a connection being closed
-//! (`close_after_flush`) or half-closed by its peer reads no more requests.
+//! `out` not yet written; it exceeds the connection's cap only by one frame (a peer message that
+//! would pass the cap is refused and the caller drops it; snapshot chunks may pass it, bounded by
+//! one snapshot per peer); a connection being closed (`close_after_flush`) or half-closed by its
+//! peer reads no more requests.
+//!
+//! Backpressure for clients: a reply is never refused. Past the cap it waits *unencoded* in
+//! `held` (a frame whose value is a `Bytes` shared with the state machine costs a few dozen bytes
+//! until it is encoded) and is encoded as the socket drains. Reading requests stops above the high
+//! watermark (half the cap, counting held replies) and resumes below the low one (a quarter), so a
+//! client that reads its replies is slowed, never cut off; held replies are bounded by the
+//! requests a connection may have in flight.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Read, Write};
@@ -46,6 +53,10 @@ pub struct Connection {
     pub kind: ConnKind,
     decoder: FrameDecoder,
     out: VecDeque<Bytes>,
+    /// Client replies waiting for room under the cap, unencoded.
+    held: VecDeque<crate::wire::Frame>,
+    /// Encoded size of `held` when it was queued (an estimate for the watermarks).
+    held_bytes: usize,
     /// Bytes of `out.front()` already written.
     out_offset: usize,
     queued_bytes: usize,
@@ -90,6 +101,8 @@ impl Connection {
             kind,
             decoder: FrameDecoder::new(),
             out: VecDeque::new(),
+            held: VecDeque::new(),
+            held_bytes: 0,
             out_offset: 0,
             queued_bytes: 0,
             queued_bytes_max,
@@ -111,7 +124,35 @@ impl Connection {
     }
 
     pub fn has_pending_writes(&self) -> bool {
-        !self.out.is_empty()
+        !self.out.is_empty() || !self.held.is_empty()
+    }
+
+    /// Queues a client reply: encoded now if it fits under the cap, held unencoded otherwise (and
+    /// behind any reply already held, to keep replies in order).
+    pub fn queue_reply(&mut self, frame: crate::wire::Frame, encoded_len_hint: usize) -> bool {
+        if self.held.is_empty() && self.queued_bytes + encoded_len_hint <= self.queued_bytes_max {
+            return match frame.to_bytes() {
+                Ok(bytes) => self.queue_beyond_cap(bytes),
+                Err(_) => false,
+            };
+        }
+        self.held_bytes += encoded_len_hint;
+        self.held.push_back(frame);
+        true
+    }
+
+    /// Encodes held replies while they fit under the cap.
+    fn release_held(&mut self) {
+        while self.queued_bytes < self.queued_bytes_max {
+            let Some(frame) = self.held.pop_front() else { break };
+            if let Ok(bytes) = frame.to_bytes() {
+                self.held_bytes = self.held_bytes.saturating_sub(bytes.len());
+                self.queue_beyond_cap(bytes);
+            }
+        }
+        if self.held.is_empty() {
+            self.held_bytes = 0;
+        }
     }
 
     /// Queues an encoded frame. Returns false (and queues nothing) if it would exceed the cap.
@@ -138,9 +179,14 @@ impl Connection {
         true
     }
 
-    /// Above half the cap, stop reading requests from this connection until it drains.
+    /// Above half the cap (held replies included), stop reading requests from this connection.
     pub fn over_high_watermark(&self) -> bool {
-        self.queued_bytes > self.queued_bytes_max / 2
+        self.queued_bytes + self.held_bytes > self.queued_bytes_max / 2
+    }
+
+    /// Below a quarter of the cap, reading resumes.
+    pub fn under_low_watermark(&self) -> bool {
+        self.queued_bytes + self.held_bytes <= self.queued_bytes_max / 4
     }
 
     /// Reads whatever the socket has (up to a fairness budget) and decodes complete frames.
@@ -187,6 +233,7 @@ impl Connection {
     /// Writes as much of the queue as the socket takes, many frames per `writev` so that a burst
     /// of small frames costs one system call, not one each. Returns Err on a broken connection.
     pub fn flush(&mut self) -> io::Result<()> {
+        self.release_held();
         while !self.out.is_empty() {
             let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(self.out.len().min(WRITEV_FRAMES_MAX));
             for (i, frame) in self.out.iter().take(WRITEV_FRAMES_MAX).enumerate() {
@@ -201,6 +248,9 @@ impl Connection {
                 Err(e) => return Err(e),
             };
             self.consume(written);
+            if self.out.is_empty() {
+                self.release_held();
+            }
         }
         debug_assert_eq!(self.queued_bytes, 0);
         Ok(())

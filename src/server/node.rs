@@ -35,6 +35,19 @@ use crate::wire::{
 const MAINTENANCE_INTERVAL: Duration = Duration::from_millis(50);
 /// After a stall (a paused process), tick at most this many times at once.
 const TICKS_CATCH_UP_MAX: u32 = 20;
+/// On SIGTERM/SIGINT, waiting requests may still get their real result for this long...
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// ...the batch being made durable is waited for this long at most...
+const SHUTDOWN_IO_WAIT_MAX: Duration = Duration::from_secs(10);
+/// ...and the last replies are written out for this long at most.
+const SHUTDOWN_FLUSH_MAX: Duration = Duration::from_secs(1);
+
+/// Running, or shutting down since a signal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lifecycle {
+    Running,
+    Draining { since: Instant },
+}
 
 pub struct Node {
     cfg: NodeConfig,
@@ -44,6 +57,7 @@ pub struct Node {
     storage: StorageThread,
     next_tick: Instant,
     next_maintenance: Instant,
+    lifecycle: Lifecycle,
 }
 
 /// Why a node could not start: each message names the flag, file or address at fault.
@@ -77,37 +91,77 @@ impl Node {
             addresses: cfg.peers.clone(),
             snapshot_policy: SnapshotPolicy { entries: cfg.snapshot_every, log_bytes: cfg.snapshot_log_bytes },
         });
-        let (reactor, waker) = Reactor::bind(cfg.listen).map_err(StartError)?;
+        let (mut reactor, waker) = Reactor::bind(cfg.listen).map_err(StartError)?;
+        reactor.watch_signals().map_err(StartError)?;
         let storage = StorageThread::spawn(recovered.wal, recovered.snapshots, cfg.segment_bytes, waker)
             .map_err(|e| StartError(format!("cannot start the storage thread: {e}")))?;
         let peers = PeerLinks::new(cfg.id, cfg.cluster_id, cfg.peers.clone(), seed);
         info!("node {} listening on {} (cluster {}, peers {:?})", cfg.id, cfg.listen, cfg.cluster_id, cfg.peers);
         let now = Instant::now();
-        Ok(Node { next_tick: now + cfg.tick, next_maintenance: now, cfg, reactor, peers, replica, storage })
+        let lifecycle = Lifecycle::Running;
+        Ok(Node { next_tick: now + cfg.tick, next_maintenance: now, lifecycle, cfg, reactor, peers, replica, storage })
     }
 
     pub fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
         self.reactor.local_addr()
     }
 
-    /// Runs the event loop until a fatal error (a storage failure or a broken invariant).
+    /// Runs the event loop until a fatal error (a storage failure or a broken invariant), or
+    /// until a graceful shutdown completes after SIGTERM/SIGINT (`Ok`). A second signal during
+    /// the shutdown stops the node at once (`Err`).
     pub fn run(mut self) -> Result<(), String> {
         loop {
             let timeout = self.next_tick.saturating_duration_since(Instant::now());
             let events = self.reactor.poll(timeout)?;
-            self.handle_events(events);
+            self.handle_events(events)?;
             while let Some(done) = self.storage.try_done() {
                 self.replica.on_io_done(done)?;
             }
             self.run_ticks();
             self.replica.flush()?;
             self.deliver()?;
-            self.maintain_connections();
+            self.maintain_connections()?;
             self.reactor.flush_all();
+            if self.shutdown_finished()? {
+                return Ok(());
+            }
         }
     }
 
-    fn handle_events(&mut self, events: Vec<Event>) {
+    /// The first signal: stop accepting, refuse new requests, let waiting ones finish.
+    fn on_signal(&mut self) -> Result<(), String> {
+        if let Lifecycle::Draining { .. } = self.lifecycle {
+            return Err("a second signal during shutdown: stopping at once".into());
+        }
+        info!("node {} shutting down: no new connections or requests; a second signal stops it at once", self.cfg.id);
+        self.reactor.stop_listening();
+        self.lifecycle = Lifecycle::Draining { since: Instant::now() };
+        Ok(())
+    }
+
+    /// While draining: once nothing waits (or the grace period ended), answer what is left with
+    /// `ShuttingDown`, wait for the batch in flight, write the last replies, and stop.
+    fn shutdown_finished(&mut self) -> Result<bool, String> {
+        let Lifecycle::Draining { since } = self.lifecycle else { return Ok(false) };
+        let elapsed = since.elapsed();
+        if self.replica.has_waiting_requests() && elapsed < SHUTDOWN_GRACE {
+            return Ok(false);
+        }
+        self.replica.abandon_all_requests();
+        self.deliver()?;
+        if self.replica.io_busy() && elapsed < SHUTDOWN_IO_WAIT_MAX {
+            return Ok(false);
+        }
+        let flush_until = Instant::now() + SHUTDOWN_FLUSH_MAX;
+        while self.reactor.has_pending_writes() && Instant::now() < flush_until {
+            self.reactor.flush_all();
+            let _ = self.reactor.poll(Duration::from_millis(10))?;
+        }
+        info!("node {} stopped after {:?}", self.cfg.id, since.elapsed());
+        Ok(true)
+    }
+
+    fn handle_events(&mut self, events: Vec<Event>) -> Result<(), String> {
         let mut events = events;
         while !events.is_empty() {
             for event in events {
@@ -123,10 +177,12 @@ impl Node {
                             self.replica.snapshot_send_failed(peer);
                         }
                     }
+                    Event::Signal => self.on_signal()?,
                 }
             }
             events = self.reactor.take_events();
         }
+        Ok(())
     }
 
     /// Hands the replica's output to the sockets and the storage threads.
@@ -142,8 +198,7 @@ impl Node {
             self.storage.submit(job)?;
         }
         let closed = self.reactor.take_events();
-        self.handle_events(closed);
-        Ok(())
+        self.handle_events(closed)
     }
 
     fn send_peer(&mut self, message: &Message) {
@@ -167,16 +222,16 @@ impl Node {
     }
 
     /// Reaps idle and half-open connections and dials peers we have no connection to.
-    fn maintain_connections(&mut self) {
+    fn maintain_connections(&mut self) -> Result<(), String> {
         let now = Instant::now();
         if now < self.next_maintenance {
-            return;
+            return Ok(());
         }
         self.next_maintenance = now + MAINTENANCE_INTERVAL;
         self.reactor.reap_idle(now);
         self.peers.dial_due(&mut self.reactor, now);
         let closed = self.reactor.take_events();
-        self.handle_events(closed);
+        self.handle_events(closed)
     }
 
     // ----- frames ----------------------------------------------------------------------------------
@@ -239,6 +294,9 @@ impl Node {
         let ok = HelloOk { cluster_id: self.cfg.cluster_id, node_id: self.cfg.id, protocol_version: PROTOCOL_VERSION };
         self.reactor.set_kind(token, kind);
         self.reactor.send(token, &Frame::new(request_id, FrameBody::HelloOk(ok)));
+        if let ConnKind::InboundPeer(peer) = kind {
+            self.peers.on_inbound_hello(&mut self.reactor, peer, token);
+        }
     }
 
     fn on_peer_message(&mut self, token: usize, peer: NodeId, message: Message) {
@@ -272,6 +330,12 @@ impl Node {
 
     fn on_client_request(&mut self, token: usize, request_id: u64, request: ClientRequest) {
         let Some(serial) = self.reactor.serial(token) else { return };
+        if let Lifecycle::Draining { .. } = self.lifecycle {
+            let reply = ErrorReply::new(ErrorCode::ShuttingDown, "the node is shutting down; try another");
+            self.reactor.send(token, &Frame::new(request_id, FrameBody::Error(reply)));
+            self.reactor.stop_reading_after_flush(token);
+            return;
+        }
         if !self.reactor.request_started(token) {
             let text = format!("more than {CLIENT_REQUESTS_IN_FLIGHT_MAX} requests in flight on this connection");
             let reply = FrameBody::Error(ErrorReply::new(ErrorCode::Overloaded, text));

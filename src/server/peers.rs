@@ -28,6 +28,11 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 struct PeerLink {
     /// The connection this node dialed, while it is open.
     token: Option<usize>,
+    /// The connection the peer dialed to us, once its `Hello` was accepted: messages go out on it
+    /// while our own link is not ready (a restarted peer hears from us at once).
+    inbound: Option<usize>,
+    /// Our own link completed its handshake.
+    ready: bool,
     backoff: Duration,
     next_attempt: Instant,
 }
@@ -58,7 +63,9 @@ impl PeerLinks {
         let links = addresses
             .keys()
             .filter(|&&id| id != self_id)
-            .map(|&id| (id, PeerLink { token: None, backoff: BACKOFF_MIN, next_attempt: now }))
+            .map(|&id| {
+                (id, PeerLink { token: None, inbound: None, ready: false, backoff: BACKOFF_MIN, next_attempt: now })
+            })
             .collect();
         PeerLinks { self_id, cluster_id, addresses, links, rng: Rng::new(seed) }
     }
@@ -116,12 +123,30 @@ impl PeerLinks {
         }
     }
 
+    /// A peer dialed us and said `Hello` on `token`. Its process may have just restarted: reset
+    /// the backoff toward it and dial at once if our own link is down.
+    pub fn on_inbound_hello(&mut self, reactor: &mut Reactor, peer: NodeId, token: usize) {
+        let Some(link) = self.links.get_mut(&peer) else { return };
+        link.inbound = Some(token);
+        link.backoff = BACKOFF_MIN;
+        if link.token.is_none() {
+            self.dial(reactor, peer);
+        }
+    }
+
     /// A connection closed. If it was our link to a peer, schedule a redial with backoff and
     /// jitter, and return the peer: anything queued on it (a snapshot included) is lost.
     pub fn on_closed(&mut self, token: usize, kind: ConnKind) -> Option<NodeId> {
+        if let ConnKind::InboundPeer(peer) = kind {
+            let link = self.links.get_mut(&peer).filter(|l| l.inbound == Some(token))?;
+            link.inbound = None;
+            // A snapshot may have been streaming on it while our own link was down.
+            return (!link.ready).then_some(peer);
+        }
         let ConnKind::OutboundPeer { peer, .. } = kind else { return None };
         let link = self.links.get_mut(&peer).filter(|l| l.token == Some(token))?;
         link.token = None;
+        link.ready = false;
         let jitter = self.rng.range(0, link.backoff.as_millis() as u64 / 2 + 1);
         link.next_attempt = Instant::now() + link.backoff + Duration::from_millis(jitter);
         link.backoff = (link.backoff * 2).min(BACKOFF_MAX);
@@ -142,6 +167,7 @@ impl PeerLinks {
         reactor.set_kind(token, ConnKind::OutboundPeer { peer, ready: true });
         if let Some(link) = self.links.get_mut(&peer) {
             link.backoff = BACKOFF_MIN;
+            link.ready = true;
         }
         info!("connected to peer {peer}");
         true
@@ -152,7 +178,10 @@ impl PeerLinks {
         let to = message.to;
         let is_snapshot = matches!(message.body, MessageBody::InstallSnapshot { .. });
         let dropped = if is_snapshot { Sent::SnapshotDropped } else { Sent::Dropped };
-        let Some(token) = self.links.get(&to).and_then(|l| l.token) else {
+        // Our own link (frames queued during its handshake follow the Hello); without one, the
+        // link the peer dialed to us.
+        let link = self.links.get(&to);
+        let Some(token) = link.and_then(|l| l.token.or(l.inbound)) else {
             return dropped; // no connection yet
         };
         let frames = match &message.body {

@@ -23,10 +23,11 @@ use slab::Slab;
 
 use super::conn::{ConnKind, Connection};
 use super::requests::Waiter;
-use crate::wire::{ErrorReply, Frame, FrameBody};
+use crate::wire::{ClientReply, ErrorCode, ErrorReply, Frame, FrameBody};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
+const SIGNALS: Token = Token(usize::MAX - 3);
 
 pub const CONNECTIONS_MAX: usize = 4096;
 /// Accepted connections that have not completed their `Hello` yet.
@@ -40,6 +41,9 @@ pub const PEER_QUEUE_BYTES_MAX: usize = 64 << 20;
 pub const CLIENT_REQUESTS_IN_FLIGHT_MAX: usize = 1024;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// A client with replies waiting and no write progress for this long is not reading them: it
+/// is closed (protocol.md §3.3). Until then it is only slowed down.
+pub const CLIENT_WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(60);
 const PEER_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// An outbound peer connection with queued bytes and no write progress for this long is
 /// presumed half-open and redialed.
@@ -62,13 +66,18 @@ pub enum Event {
     Eof { token: usize },
     /// The connection is gone (closed by either side, refused, or reaped).
     Closed { token: usize, kind: ConnKind },
+    /// SIGTERM or SIGINT arrived (once per signal, as far as the self-pipe tells).
+    Signal,
 }
 
 /// The event loop's sockets. See the module doc.
 pub struct Reactor {
     poll: Poll,
     events: Events,
-    listener: TcpListener,
+    /// `None` once the node stopped accepting (shutting down).
+    listener: Option<TcpListener>,
+    /// The read end of the signal self-pipe, once signals are watched.
+    signals: Option<mio::net::UnixStream>,
     conns: Slab<Connection>,
     next_serial: u64,
     /// Connections whose last read stopped at the fairness budget.
@@ -91,7 +100,8 @@ impl Reactor {
         let reactor = Reactor {
             poll,
             events: Events::with_capacity(EVENTS_PER_POLL_MAX),
-            listener,
+            listener: Some(listener),
+            signals: None,
             conns: Slab::new(),
             next_serial: 1,
             read_again: Vec::new(),
@@ -102,7 +112,51 @@ impl Reactor {
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listener.local_addr()
+        match &self.listener {
+            Some(listener) => listener.local_addr(),
+            None => Err(io::Error::new(io::ErrorKind::NotConnected, "the node stopped listening")),
+        }
+    }
+
+    /// Watches SIGTERM and SIGINT: each one that arrives becomes an [`Event::Signal`]. The
+    /// handlers only write a byte to a socket pair (signal-hook's self-pipe); all the work is
+    /// done on the loop.
+    pub fn watch_signals(&mut self) -> Result<(), String> {
+        let (read, write) = std::os::unix::net::UnixStream::pair().map_err(|e| format!("signal pipe: {e}"))?;
+        read.set_nonblocking(true).map_err(|e| format!("signal pipe: {e}"))?;
+        let second = write.try_clone().map_err(|e| format!("signal pipe: {e}"))?;
+        for (signal, end) in [(signal_hook::consts::SIGTERM, write), (signal_hook::consts::SIGINT, second)] {
+            signal_hook::low_level::pipe::register(signal, end)
+                .map_err(|e| format!("cannot watch signal {signal}: {e}"))?;
+        }
+        let mut read = mio::net::UnixStream::from_std(read);
+        self.poll
+            .registry()
+            .register(&mut read, SIGNALS, Interest::READABLE)
+            .map_err(|e| format!("cannot register the signal pipe: {e}"))?;
+        self.signals = Some(read);
+        Ok(())
+    }
+
+    /// Closes the listener: new connections are refused by the kernel from now on.
+    pub fn stop_listening(&mut self) {
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+    }
+
+    fn drain_signals(&mut self) {
+        use std::io::Read;
+        let Some(pipe) = self.signals.as_mut() else { return };
+        let mut buf = [0u8; 64];
+        loop {
+            match pipe.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => self.pending.extend((0..n).map(|_| Event::Signal)),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => break, // WouldBlock: drained
+            }
+        }
     }
 
     /// Waits for readiness (at most `timeout`, or not at all if reads are owed), then accepts,
@@ -126,6 +180,7 @@ impl Reactor {
             match token {
                 LISTENER => self.accept_all(),
                 WAKER => {}
+                SIGNALS => self.drain_signals(),
                 Token(index) => {
                     if writable {
                         self.on_writable(index);
@@ -171,16 +226,12 @@ impl Reactor {
 
     fn accept_all(&mut self) {
         loop {
-            match self.listener.accept() {
+            let Some(listener) = self.listener.as_ref() else { return };
+            match listener.accept() {
                 Ok((stream, addr)) => {
-                    let handshaking = self.conns.iter().filter(|(_, c)| c.kind == ConnKind::AwaitingHello).count();
-                    if self.conns.len() >= CONNECTIONS_MAX || handshaking >= HANDSHAKES_MAX {
-                        warn!("refusing connection from {addr}: {} open, {handshaking} in handshake", self.conns.len());
-                        continue; // dropping the stream closes it
-                    }
                     let _ = stream.set_nodelay(true);
                     debug!("accepted connection from {addr}");
-                    self.add_connection(stream, ConnKind::AwaitingHello, CLIENT_QUEUE_BYTES_MAX);
+                    self.admit(stream, addr);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -192,6 +243,32 @@ impl Reactor {
                     return;
                 }
             }
+        }
+    }
+
+    /// Takes a new connection. When every handshake slot is taken, the connection that has waited
+    /// longest for its `Hello` makes room (idle sockets cannot lock real clients and peers out:
+    /// a real one says `Hello` within a round trip). When every slot is taken, the newcomer is
+    /// told so with an `Overloaded` error before it is closed.
+    fn admit(&mut self, stream: TcpStream, addr: SocketAddr) {
+        let handshaking: Vec<(usize, Instant)> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.kind == ConnKind::AwaitingHello && !c.close_after_flush)
+            .map(|(t, c)| (t, c.accepted_at))
+            .collect();
+        if handshaking.len() >= HANDSHAKES_MAX {
+            if let Some(&(oldest, _)) = handshaking.iter().min_by_key(|(_, at)| *at) {
+                let text = format!("{HANDSHAKES_MAX} connections are waiting to say Hello; this one waited longest");
+                self.refuse(oldest, 0, ErrorReply::new(ErrorCode::Overloaded, text));
+            }
+        }
+        let full = self.conns.len() >= CONNECTIONS_MAX;
+        let Some(token) = self.add_connection(stream, ConnKind::AwaitingHello, CLIENT_QUEUE_BYTES_MAX) else { return };
+        if full {
+            warn!("refusing connection from {addr}: {} connections open", self.conns.len());
+            let text = format!("{CONNECTIONS_MAX} connections open; try again later");
+            self.refuse(token, 0, ErrorReply::new(ErrorCode::Overloaded, text));
         }
     }
 
@@ -266,7 +343,7 @@ impl Reactor {
         }
         let Some(conn) = self.conns.get_mut(token) else { return };
         if conn.over_high_watermark() {
-            conn.read_paused = true; // resumed by flush() once the client drains its replies
+            conn.read_paused = true; // resumed by flush() once the client drained its replies
         } else if outcome.more {
             self.read_again.push(token);
         }
@@ -299,6 +376,18 @@ impl Reactor {
         }
         conn.close_after_flush = true;
         self.flush(token);
+    }
+
+    /// True if any connection has bytes waiting to be written.
+    pub fn has_pending_writes(&self) -> bool {
+        self.conns.iter().any(|(_, c)| c.has_pending_writes())
+    }
+
+    /// Closes `token` once what is queued on it is written, reading nothing more.
+    pub fn stop_reading_after_flush(&mut self, token: usize) {
+        if let Some(conn) = self.conns.get_mut(token) {
+            conn.close_after_flush = true;
+        }
     }
 
     /// Closes `token` now and reports it.
@@ -346,7 +435,8 @@ impl Reactor {
     }
 
     /// The waiter's request was answered: queue the reply on its connection, if it is still the
-    /// same connection. A client whose reply queue is full is not reading: it is closed.
+    /// same connection. A reply is never refused (see `conn` on backpressure): a client that
+    /// does not read is closed by `reap_idle` after [`CLIENT_WRITE_STALL_TIMEOUT`].
     pub fn answer(&mut self, waiter: Waiter, body: FrameBody) {
         let Some(conn) = self.conns.get_mut(waiter.token) else { return };
         if conn.serial != waiter.serial {
@@ -357,9 +447,12 @@ impl Reactor {
         if matches!(&body, FrameBody::Error(e) if e.code.closes_connection()) {
             conn.close_after_flush = true;
         }
-        if !self.send(waiter.token, &Frame::new(waiter.request_id, body)) {
-            warn!("client on connection {} is not reading its replies; closing it", waiter.token);
-            self.close(waiter.token);
+        let hint = reply_len_hint(&body);
+        if !conn.queue_reply(Frame::new(waiter.request_id, body), hint) {
+            log::error!("cannot encode a reply on connection {}", waiter.token);
+        }
+        if conn.over_high_watermark() {
+            conn.read_paused = true;
         }
     }
 
@@ -383,7 +476,7 @@ impl Reactor {
             self.close(token);
             return;
         }
-        if conn.read_paused && !conn.over_high_watermark() {
+        if conn.read_paused && conn.under_low_watermark() {
             conn.read_paused = false;
             self.read_again.push(token);
         }
@@ -405,7 +498,11 @@ impl Reactor {
             let idle = now.saturating_duration_since(conn.last_read);
             let expired = match conn.kind {
                 ConnKind::AwaitingHello => now.saturating_duration_since(conn.accepted_at) > HANDSHAKE_TIMEOUT,
-                ConnKind::Client => idle > CLIENT_IDLE_TIMEOUT && conn.requests_in_flight == 0,
+                ConnKind::Client => {
+                    let not_reading = conn.has_pending_writes()
+                        && now.saturating_duration_since(conn.last_write_progress) > CLIENT_WRITE_STALL_TIMEOUT;
+                    not_reading || (idle > CLIENT_IDLE_TIMEOUT && conn.requests_in_flight == 0)
+                }
                 ConnKind::InboundPeer(_) => idle > PEER_IDLE_TIMEOUT,
                 ConnKind::OutboundPeer { ready, .. } => {
                     let stalled = conn.has_pending_writes()
@@ -423,4 +520,16 @@ impl Reactor {
             self.close(token);
         }
     }
+}
+
+/// About how many bytes a reply frame encodes to, for the backpressure watermarks.
+fn reply_len_hint(body: &FrameBody) -> usize {
+    const FRAME_OVERHEAD_BYTES: usize = 32;
+    FRAME_OVERHEAD_BYTES
+        + match body {
+            FrameBody::Reply(ClientReply::Value(value)) => value.len(),
+            FrameBody::Reply(ClientReply::CasFailed { current }) => current.as_ref().map_or(0, |v| v.len()),
+            FrameBody::Error(e) => e.message.len(),
+            _ => 64,
+        }
 }

@@ -114,6 +114,26 @@ impl Replica {
         }
     }
 
+    /// True while a batch is being made durable.
+    pub fn io_busy(&self) -> bool {
+        self.io_in_flight.is_some()
+    }
+
+    /// True if a client request waits for the log or a read round.
+    pub fn has_waiting_requests(&self) -> bool {
+        !self.requests.is_empty() || !self.proposals_batch.is_empty()
+    }
+
+    /// Answers every waiting request `ShuttingDown` (graceful shutdown's deadline passed).
+    pub fn abandon_all_requests(&mut self) {
+        for (waiter, _) in std::mem::take(&mut self.proposals_batch) {
+            self.reply_abandoned(waiter, Abandoned::ShuttingDown);
+        }
+        for (waiter, why) in self.requests.abandon_all() {
+            self.reply_abandoned(waiter, why);
+        }
+    }
+
     pub fn raft(&self) -> &Raft {
         &self.raft
     }
@@ -421,6 +441,9 @@ impl Replica {
         match why {
             Abandoned::OutcomeUnknown(text) => self.reply_error(waiter, ErrorCode::OutcomeUnknown, text.into()),
             Abandoned::NotLeader => self.reply_not_leader(waiter),
+            Abandoned::ShuttingDown => {
+                self.reply_error(waiter, ErrorCode::ShuttingDown, "the node is shutting down; try another".into())
+            }
         }
     }
 

@@ -45,6 +45,9 @@ pub enum Abandoned {
     OutcomeUnknown(&'static str),
     /// Ask the leader instead (leadership was lost before the read was confirmed).
     NotLeader,
+    /// The node is shutting down: a write may still commit elsewhere, retry it (same seq) on
+    /// another node; a read may be retried at once.
+    ShuttingDown,
 }
 
 /// A linearizable read waiting for its ReadIndex round or for apply.
@@ -126,6 +129,22 @@ impl Requests {
             .collect();
         let batch = std::mem::take(&mut self.reads_batch);
         out.extend(self.forget_reads(batch).into_iter().map(|r| (r.waiter, Abandoned::NotLeader)));
+        out
+    }
+
+    /// True if any request waits for an answer.
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty() && self.reads_waiting == 0
+    }
+
+    /// The node is shutting down: every waiting request is answered.
+    pub fn abandon_all(&mut self) -> Vec<(Waiter, Abandoned)> {
+        let mut out: Vec<(Waiter, Abandoned)> =
+            std::mem::take(&mut self.writes).into_values().map(|w| (w.waiter, Abandoned::ShuttingDown)).collect();
+        let mut reads = std::mem::take(&mut self.reads_batch);
+        reads.extend(std::mem::take(&mut self.reads_awaiting_confirm).into_values().flatten());
+        reads.extend(std::mem::take(&mut self.reads_awaiting_apply).into_iter().flat_map(|(_, batch)| batch));
+        out.extend(self.forget_reads(reads).into_iter().map(|r| (r.waiter, Abandoned::ShuttingDown)));
         out
     }
 
@@ -265,6 +284,31 @@ mod tests {
         r.read_round_confirmed(ctx, 1); // a late confirmation of a dropped round is ignored
         assert!(r.reads_servable(5).is_empty());
         assert_eq!(r.reads_waiting(), 0);
+    }
+
+    #[test]
+    fn shutting_down_answers_everything_once() {
+        let mut r = Requests::new();
+        r.write_proposed(5, 2, waiter(1));
+        r.read_arrived(read(2, "a"));
+        let ctx = r.start_read_round().expect("round");
+        r.read_arrived(read(3, "b"));
+        let ctx2 = r.start_read_round().expect("round");
+        r.read_round_confirmed(ctx2, 9);
+        r.read_arrived(read(4, "c"));
+        assert!(!r.is_empty());
+        let mut ids: Vec<u64> = r
+            .abandon_all()
+            .iter()
+            .map(|(w, why)| {
+                assert_eq!(*why, Abandoned::ShuttingDown);
+                w.request_id
+            })
+            .collect();
+        ids.sort_unstable();
+        assert_eq!(ids, vec![1, 2, 3, 4]);
+        assert!(r.is_empty());
+        assert!(r.read_round_failed(ctx).is_empty(), "answered exactly once");
     }
 
     #[test]

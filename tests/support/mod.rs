@@ -121,6 +121,23 @@ impl TestCluster {
         }
     }
 
+    /// Sends SIGTERM and waits (at most `deadline`) for the process to exit; its exit code, or
+    /// `None` if it did not exit in time (it is then killed).
+    pub fn terminate(&mut self, id: usize, deadline: Duration) -> Option<i32> {
+        let mut child = self.procs[id - 1].take()?;
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let until = Instant::now() + deadline;
+        while Instant::now() < until {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
     pub fn is_running(&self, id: usize) -> bool {
         self.procs[id - 1].is_some()
     }
