@@ -1,7 +1,7 @@
 //! Fuzzing the network boundary on stable Rust: random bytes, mutated valid frames and valid
 //! frames with corrupted fields (indexes and terms at `u64::MAX`, zero ids, voter 0, broken entry
 //! runs) go through the streaming `FrameDecoder` and `Frame::decode`, then every decoded peer
-//! message into a leader's and a follower's `Raft::step`, snapshot chunks into the assembler,
+//! message into a leader's and a follower's `Raft::step`, snapshot chunks into the transfer state,
 //! and command payloads and snapshot images into the key-value decoders. Nothing may panic.
 //!
 //! `cargo test --release --test fuzz` runs a short campaign; the long one (10 million inputs) is
@@ -11,12 +11,12 @@ use bytes::{Bytes, BytesMut};
 use mini_raft::kv::{Command, KvStore, Session};
 use mini_raft::raft::rng::Rng;
 use mini_raft::raft::{
-    ConfState, Entry, EntryKind, HardState, Message, MessageBody, Raft, RaftConfig, Restored, Role, Snapshot,
-    SnapshotMeta,
+    ConfState, Entry, EntryKind, HardState, Message, MessageBody, Raft, RaftConfig, Restored, Role, SnapshotMeta,
 };
+use mini_raft::server::snapshot_transfer::Transfers;
 use mini_raft::wire::{
-    ClientRequest, Frame, FrameBody, FrameDecoder, Hello, ReadConsistency, Role as WireRole, SnapshotAssembler,
-    SnapshotChunk, PROTOCOL_VERSION,
+    ClientRequest, Frame, FrameBody, FrameDecoder, Hello, ReadConsistency, Role as WireRole, SnapshotChunk,
+    PROTOCOL_VERSION,
 };
 
 /// Inputs in the short campaign that `cargo test` runs.
@@ -154,7 +154,7 @@ fn input(rng: &mut Rng, corpus: &[Bytes]) -> Vec<u8> {
 struct Targets {
     leader: Raft,
     follower: Raft,
-    assembler: SnapshotAssembler,
+    transfers: Transfers,
     kv: KvStore,
     next_index: u64,
 }
@@ -172,10 +172,7 @@ impl Targets {
                 }
             }
             FrameBody::SnapshotChunk(chunk) => {
-                if let Ok(Some(message)) = self.assembler.accept(chunk) {
-                    self.follower.step(message);
-                    drain(&mut self.follower);
-                }
+                let _ = self.transfers.chunk_arrived(&chunk, 1 << 30);
             }
             FrameBody::Request(ClientRequest::Write(command)) => {
                 self.next_index += 1;
@@ -192,7 +189,7 @@ fn campaign(inputs: u64, seed: u64) -> (u64, u64) {
     let mut t = Targets {
         leader: leader(),
         follower: follower(),
-        assembler: SnapshotAssembler::new(),
+        transfers: Transfers::default(),
         kv: KvStore::new(),
         next_index: 0,
     };
@@ -243,10 +240,7 @@ fn forged_fields_are_refused_at_the_door() {
         MessageBody::Heartbeat { commit: u64::MAX, read_seq: 0 },
         MessageBody::LogLost { last_index: u64::MAX, last_term: u64::MAX },
         MessageBody::InstallSnapshot {
-            snapshot: Snapshot {
-                meta: SnapshotMeta { index: 9, term: 2, conf: ConfState { voters: vec![0, 1] } },
-                data: Bytes::new(),
-            },
+            meta: SnapshotMeta { index: 9, term: 2, conf: ConfState { voters: vec![0, 1] } },
         },
     ];
     for body in forged {

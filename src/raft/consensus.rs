@@ -19,7 +19,7 @@ use super::read_only::ReadOnly;
 use super::recovery::Recovery;
 use super::rng::Rng;
 use super::tracker::{ProgressState, ProgressTracker};
-use super::types::{Entry, EntryKind, HardState, Index, NodeId, Snapshot, Term};
+use super::types::{Entry, EntryKind, HardState, Index, NodeId, SnapshotMeta, Term};
 
 /// At most this many ReadIndex requests wait at once; more are refused with `Busy`.
 pub const READS_PENDING_MAX: usize = 4096;
@@ -100,7 +100,8 @@ pub struct LoadRequest {
 #[derive(Clone, Debug, Default)]
 pub struct Restored {
     pub hard_state: HardState,
-    pub snapshot: Option<Snapshot>,
+    /// The newest durable snapshot (its image is the state machine's business).
+    pub snapshot: Option<SnapshotMeta>,
     /// Entries after the snapshot, contiguous: all of them, or (with `log_terms`) a tail that
     /// holds at least every entry after `applied` and the last entry.
     pub entries: Vec<Entry>,
@@ -181,7 +182,7 @@ impl Raft {
     pub fn new(opts: RaftConfig, restored: Restored) -> Result<Raft, String> {
         opts.validate()?;
         let voters = match &restored.snapshot {
-            Some(s) if !s.meta.conf.voters.is_empty() => s.meta.conf.voters.clone(),
+            Some(s) if !s.conf.voters.is_empty() => s.conf.voters.clone(),
             _ => opts.voters.clone(),
         };
         let config =
@@ -266,6 +267,10 @@ impl Raft {
     pub fn log_entries(&self) -> impl Iterator<Item = &Entry> {
         self.log.entries()
     }
+    /// A snapshot from the leader that the core accepted and the node has not persisted yet.
+    pub fn pending_snapshot(&self) -> Option<&SnapshotMeta> {
+        self.log.pending_snapshot.as_ref()
+    }
     /// The first index held in memory (`last_index() + 1` if none is).
     pub fn mem_first_index(&self) -> Index {
         self.log.mem_first()
@@ -348,9 +353,9 @@ impl Raft {
         Ok(self.append_entry(EntryKind::Normal, data))
     }
 
-    /// Folds the log up to `snapshot.meta.index` into `snapshot`. The index must be applied by the
-    /// application and persisted in storage; a ready batch may be in flight meanwhile.
-    pub fn compact(&mut self, snapshot: Snapshot) -> Result<(), String> {
+    /// Folds the log up to `snapshot.index` into the snapshot it describes. The index must be
+    /// applied by the application and persisted in storage; a ready batch may be in flight.
+    pub fn compact(&mut self, snapshot: SnapshotMeta) -> Result<(), String> {
         self.log.compact(snapshot)
     }
 

@@ -3,18 +3,19 @@
 //!
 //! It follows the ready contract to the letter: a snapshot replaces the whole log; entries
 //! replace every stored entry from their first index on; the hard state is overwritten. The
-//! real storage (`crate::storage`) keeps the same contract on files.
+//! real storage (`crate::storage`) keeps the same contract on files. Snapshot images are not
+//! modelled: the core handles snapshot metadata only.
 
 use super::raw_node::{Ready, RecoveryChange};
 use super::recovery::Recovery;
-use super::types::{Entry, HardState, Index, Snapshot};
+use super::types::{Entry, HardState, Index, SnapshotMeta};
 use super::Restored;
 
 /// Durable hard state, snapshot and log of one node.
 #[derive(Clone, Debug, Default)]
 pub struct MemStorage {
     pub hard_state: HardState,
-    pub snapshot: Option<Snapshot>,
+    pub snapshot: Option<SnapshotMeta>,
     /// Entries after the snapshot, contiguous.
     pub entries: Vec<Entry>,
     /// The protocol-aware recovery guard, while recovering.
@@ -43,16 +44,16 @@ impl MemStorage {
         debug_assert!(self.entries.windows(2).all(|w| w[1].index == w[0].index + 1));
     }
 
-    /// The node's own snapshot at `snapshot.meta.index` is durable: forget the entries under it.
-    pub fn compact(&mut self, snapshot: Snapshot) {
-        let index = snapshot.meta.index;
+    /// The node's own snapshot at `snapshot.index` is durable: forget the entries under it.
+    pub fn compact(&mut self, snapshot: SnapshotMeta) {
+        let index = snapshot.index;
         self.entries.retain(|e| e.index > index);
         self.snapshot = Some(snapshot);
     }
 
     /// The last index held durably (by an entry or the snapshot), if any.
     pub fn last_index(&self) -> Option<Index> {
-        self.entries.last().map(|e| e.index).or(self.snapshot.as_ref().map(|s| s.meta.index))
+        self.entries.last().map(|e| e.index).or(self.snapshot.as_ref().map(|s| s.index))
     }
 
     /// Durable entries from `lo` for a [`LoadRequest`](super::LoadRequest): at most `max_bytes`

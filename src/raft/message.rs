@@ -4,7 +4,7 @@
 //! at the body (paper Figure 2, "Rules for Servers"). The one exception is `PreVote`, whose term is
 //! the term the sender *would* campaign in; receiving it never changes the receiver's term.
 
-use super::types::{Entry, Index, NodeId, Snapshot, Term};
+use super::types::{Entry, Index, NodeId, SnapshotMeta, Term};
 use crate::limits::{ENTRIES_PER_APPEND_MAX, VOTERS_MAX};
 
 /// One peer-to-peer message.
@@ -69,10 +69,11 @@ pub enum MessageBody {
         last_index: Index,
         last_term: Term,
     },
-    /// A whole snapshot. The transport may stream `snapshot.data` in chunks and hand the core the
-    /// reassembled message; the core never sees a partial snapshot.
+    /// "Replace your log with the snapshot `meta` describes." The core handles metadata only: the
+    /// node streams the image from its snapshot file and hands the receiving core this message once
+    /// the image arrived whole, verified and durable.
     InstallSnapshot {
-        snapshot: Snapshot,
+        meta: SnapshotMeta,
     },
 }
 
@@ -112,10 +113,10 @@ impl Message {
                 bounded("last_index", *last_index)?;
                 bounded("last_term", *last_term)
             }
-            MessageBody::InstallSnapshot { snapshot } => {
-                bounded("snapshot index", snapshot.meta.index)?;
-                bounded("snapshot term", snapshot.meta.term)?;
-                let voters = &snapshot.meta.conf.voters;
+            MessageBody::InstallSnapshot { meta } => {
+                bounded("snapshot index", meta.index)?;
+                bounded("snapshot term", meta.term)?;
+                let voters = &meta.conf.voters;
                 if voters.contains(&0) || voters.len() > VOTERS_MAX {
                     return Err(format!("snapshot configuration {voters:?} is not usable"));
                 }

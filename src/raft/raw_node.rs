@@ -14,7 +14,7 @@
 use super::consensus::{LoadRequest, Raft, ReadState, Role};
 use super::message::Message;
 use super::recovery::Recovery;
-use super::types::{Entry, HardState, Index, NodeId, Snapshot, Term};
+use super::types::{Entry, HardState, Index, NodeId, SnapshotMeta, Term};
 
 /// One batch of work for the node. Handle it in this order: persist `snapshot`, `entries` and
 /// `hard_state` (one sync); then send `persisted_messages`; apply `committed_entries`; answer
@@ -27,9 +27,9 @@ pub struct Ready {
     pub leader: NodeId,
     /// Present when term, vote or commit changed since the last batch.
     pub hard_state: Option<HardState>,
-    /// A snapshot from the leader: persist it, restore the state machine from it, and drop every
-    /// log entry (the log restarts after `snapshot.meta.index`).
-    pub snapshot: Option<Snapshot>,
+    /// A snapshot from the leader was accepted: make the log restart after it (compact under its
+    /// durable file) and restore the state machine from its image.
+    pub snapshot: Option<SnapshotMeta>,
     /// Entries to append. Any persisted entry at or after `entries[0].index` is discarded first.
     pub entries: Vec<Entry>,
     pub messages: Vec<Message>,

@@ -15,7 +15,7 @@ use super::message::{Message, MessageBody};
 use super::quorum::JointConfig;
 use super::recovery::Recovery;
 use super::tracker::ProgressState;
-use super::types::{Entry, EntryKind, Index, NodeId, Snapshot, Term};
+use super::types::{Entry, EntryKind, Index, NodeId, SnapshotMeta, Term};
 use crate::limits::ENTRIES_PER_APPEND_MAX;
 
 impl Raft {
@@ -159,9 +159,9 @@ impl Raft {
             panic!("follower {to} needs compacted entries but no snapshot exists");
         };
         if let Some(pr) = self.tracker.get_mut(to) {
-            pr.become_snapshot(snapshot.meta.index);
+            pr.become_snapshot(snapshot.index);
         }
-        self.send(to, MessageBody::InstallSnapshot { snapshot });
+        self.send(to, MessageBody::InstallSnapshot { meta: snapshot });
         true
     }
 
@@ -269,10 +269,10 @@ impl Raft {
                 self.log.commit_to(commit.min(self.log.last_index()));
                 self.send(m.from, MessageBody::HeartbeatResponse { read_seq });
             }
-            MessageBody::InstallSnapshot { snapshot } => {
+            MessageBody::InstallSnapshot { meta } => {
                 self.election_elapsed = 0;
                 self.leader = m.from;
-                self.handle_snapshot(m.from, snapshot);
+                self.handle_snapshot(m.from, meta);
             }
             _ => {} // stale responses from an earlier role in this term
         }
@@ -334,19 +334,19 @@ impl Raft {
         }
     }
 
-    pub(super) fn handle_snapshot(&mut self, from: NodeId, snapshot: Snapshot) {
-        let index = snapshot.meta.index;
+    pub(super) fn handle_snapshot(&mut self, from: NodeId, snapshot: SnapshotMeta) {
+        let index = snapshot.index;
         let ack_index = if index <= self.log.committed {
             self.log.committed // we already have all of it
-        } else if self.log.matches(index, snapshot.meta.term) {
+        } else if self.log.matches(index, snapshot.term) {
             // Our log already holds the snapshot's last entry: just commit up to it.
             self.log.commit_to(index);
             index
         } else {
-            if !snapshot.meta.conf.voters.is_empty() {
+            if !snapshot.conf.voters.is_empty() {
                 // The configuration comes from a peer: a set the core cannot run with is dropped
                 // with the snapshot, not trusted.
-                let Ok(config) = JointConfig::new(snapshot.meta.conf.voters.iter().copied()) else { return };
+                let Ok(config) = JointConfig::new(snapshot.conf.voters.iter().copied()) else { return };
                 self.tracker.set_config(config);
             }
             self.log.restore_snapshot(snapshot);

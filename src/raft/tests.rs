@@ -365,14 +365,11 @@ fn lagging_follower_catches_up_from_a_snapshot() {
     }
     let applied = c.node(1).applied();
     let term = c.node(1).log_term(applied).expect("term");
-    let snapshot = Snapshot {
-        meta: SnapshotMeta { index: applied, term, conf: ConfState { voters: vec![1, 2, 3] } },
-        data: Bytes::from_static(b"image"),
-    };
+    let snapshot = SnapshotMeta { index: applied, term, conf: ConfState { voters: vec![1, 2, 3] } };
     c.node_mut(1).compact(snapshot).expect("compact");
     c.heal();
     c.tick_all(10);
-    assert_eq!(c.nodes[&3].durable.snapshot.as_ref().map(|s| s.meta.index), Some(applied));
+    assert_eq!(c.nodes[&3].durable.snapshot.as_ref().map(|s| s.index), Some(applied));
     assert_eq!(c.node(3).committed(), c.node(1).committed());
 }
 

@@ -22,7 +22,7 @@ use bytes::Bytes;
 use mio::net::TcpStream;
 
 use crate::raft::NodeId;
-use crate::wire::{FrameDecoder, RawFrame, SnapshotAssembler, WireError};
+use crate::wire::{FrameDecoder, RawFrame, WireError};
 
 /// Frames gathered into one `writev` (Linux caps an iovec at 1024 entries).
 const WRITEV_FRAMES_MAX: usize = 256;
@@ -68,8 +68,6 @@ pub struct Connection {
     /// The peer shut down its sending side: answer what is in flight, then close.
     pub half_closed: bool,
     pub accepted_at: Instant,
-    /// Reassembles a snapshot streamed on this connection (peer connections only).
-    pub assembler: SnapshotAssembler,
     /// Reads are paused while the write queue is above half its cap (backpressure).
     pub read_paused: bool,
     /// Outbound connect in progress.
@@ -111,7 +109,6 @@ impl Connection {
             close_after_flush: false,
             half_closed: false,
             accepted_at: now,
-            assembler: SnapshotAssembler::new(),
             read_paused: false,
             connecting: false,
             broken: false,

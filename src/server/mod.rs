@@ -22,6 +22,7 @@ pub mod reactor;
 pub mod recovery;
 pub mod replica;
 pub mod requests;
+pub mod snapshot_transfer;
 pub mod storage_thread;
 
 pub use config::{parse_peers, NodeConfig};

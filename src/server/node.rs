@@ -17,7 +17,7 @@ use log::{info, warn};
 
 use super::config::NodeConfig;
 use super::conn::ConnKind;
-use super::peers::{PeerLinks, Sent};
+use super::peers::PeerLinks;
 use super::reactor::{Event, Reactor, CLIENT_CONNECTIONS_MAX, CLIENT_REQUESTS_IN_FLIGHT_MAX};
 use super::recovery::recover;
 use super::replica::{Replica, ReplicaInit, SnapshotPolicy};
@@ -197,13 +197,29 @@ impl Node {
         for job in output.jobs {
             self.storage.submit(job)?;
         }
+        for leader in output.snapshot_rejections {
+            self.peers.close_links_of(&mut self.reactor, leader);
+        }
+        self.send_snapshot_chunks();
         let closed = self.reactor.take_events();
         self.handle_events(closed)
     }
 
     fn send_peer(&mut self, message: &Message) {
-        if self.peers.send(&mut self.reactor, message) == Sent::SnapshotDropped {
-            self.replica.snapshot_send_failed(message.to);
+        let _ = self.peers.send(&mut self.reactor, message);
+    }
+
+    /// Hands snapshot chunks to the links that have room; a chunk that cannot be queued ends its
+    /// transfer (the core probes again and the transfer starts over).
+    fn send_snapshot_chunks(&mut self) {
+        for to in self.replica.snapshot_chunks_ready() {
+            if !self.peers.has_snapshot_room(&self.reactor, to) {
+                continue;
+            }
+            let Some(chunk) = self.replica.take_snapshot_chunk(to) else { continue };
+            if !self.peers.send_chunk(&mut self.reactor, chunk) {
+                self.replica.snapshot_send_failed(to);
+            }
         }
     }
 
@@ -317,14 +333,10 @@ impl Node {
             let text = format!("snapshot chunk from {} to {} on node {peer}'s connection", chunk.from, chunk.to);
             return self.reactor.refuse(token, 0, ErrorReply::new(ErrorCode::UnexpectedMessage, text));
         }
-        let assembled = match self.reactor.connection_mut(token) {
-            Some(conn) => conn.assembler.accept(chunk),
-            None => return,
-        };
-        match assembled {
-            Ok(Some(message)) => self.on_peer_message(token, peer, message),
-            Ok(None) => {}
-            Err(e) => self.reactor.refuse(token, 0, ErrorReply::from_wire_error(&e)),
+        if let Err(why) = self.replica.snapshot_chunk_received(chunk) {
+            warn!("dropping a snapshot stream from peer {peer}: {why}");
+            let reply = ErrorReply::new(ErrorCode::MalformedFrame, format!("snapshot chunk refused: {why}"));
+            self.reactor.refuse(token, 0, reply);
         }
     }
 

@@ -20,9 +20,11 @@ use super::conn::ConnKind;
 use super::reactor::{Reactor, PEER_QUEUE_BYTES_MAX};
 use crate::raft::rng::Rng;
 use crate::raft::{Message, MessageBody, NodeId};
-use crate::wire::{snapshot_chunks, Frame, FrameBody, Hello, HelloOk, PROTOCOL_VERSION, SNAPSHOT_CHUNK_BYTES};
+use crate::wire::{Frame, FrameBody, Hello, HelloOk, SnapshotChunk, PROTOCOL_VERSION};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
+/// Snapshot bytes queued on one link at most (a few chunks): the rest waits in the replica.
+const SNAPSHOT_QUEUE_BYTES_MAX: usize = 4 << 20;
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 struct PeerLink {
@@ -43,8 +45,6 @@ pub enum Sent {
     Queued,
     /// No link or a full queue: dropped; Raft retransmits.
     Dropped,
-    /// A snapshot was dropped: report it to the core (`Replica::snapshot_send_failed`).
-    SnapshotDropped,
 }
 
 /// The outbound links of one node. See the module doc.
@@ -173,37 +173,40 @@ impl PeerLinks {
         true
     }
 
-    /// Queues `message` on its peer's link; a snapshot goes out as chunk frames.
+    /// The connection messages to `to` go out on: our own link (frames queued during its
+    /// handshake follow the Hello); without one, the link the peer dialed to us.
+    fn token_for(&self, to: NodeId) -> Option<usize> {
+        self.links.get(&to).and_then(|l| l.token.or(l.inbound))
+    }
+
+    /// Queues `message` on its peer's link (not a snapshot: those stream as chunks).
     pub fn send(&mut self, reactor: &mut Reactor, message: &Message) -> Sent {
-        let to = message.to;
-        let is_snapshot = matches!(message.body, MessageBody::InstallSnapshot { .. });
-        let dropped = if is_snapshot { Sent::SnapshotDropped } else { Sent::Dropped };
-        // Our own link (frames queued during its handshake follow the Hello); without one, the
-        // link the peer dialed to us.
-        let link = self.links.get(&to);
-        let Some(token) = link.and_then(|l| l.token.or(l.inbound)) else {
-            return dropped; // no connection yet
-        };
-        let frames = match &message.body {
-            MessageBody::InstallSnapshot { snapshot } => {
-                match snapshot_chunks(message.from, to, message.term, snapshot, SNAPSHOT_CHUNK_BYTES) {
-                    Ok(chunks) => chunks.into_iter().map(|c| Frame::new(0, FrameBody::SnapshotChunk(c))).collect(),
-                    Err(e) => {
-                        log::error!("cannot send snapshot to {to}: {e}");
-                        return Sent::Queued;
-                    }
-                }
-            }
-            _ => vec![Frame::new(0, FrameBody::Peer(message.clone()))],
-        };
-        for frame in &frames {
-            // A snapshot may exceed the queue cap on its own; it is still bounded, because a
-            // follower in the snapshot state gets nothing else until it answers or the send fails.
-            let queued = if is_snapshot { reactor.send_beyond_cap(token, frame) } else { reactor.send(token, frame) };
-            if !queued {
-                return dropped; // queue full (a slow or dead peer)
-            }
+        debug_assert!(!matches!(message.body, MessageBody::InstallSnapshot { .. }), "snapshots stream as chunks");
+        let Some(token) = self.token_for(message.to) else { return Sent::Dropped };
+        if reactor.send(token, &Frame::new(0, FrameBody::Peer(message.clone()))) {
+            Sent::Queued
+        } else {
+            Sent::Dropped // queue full (a slow or dead peer); Raft retransmits
         }
-        Sent::Queued
+    }
+
+    /// True if the link to `to` has room for another snapshot chunk (a transfer keeps at most
+    /// [`SNAPSHOT_QUEUE_BYTES_MAX`] queued, so appends and heartbeats are never stuck behind it).
+    pub fn has_snapshot_room(&self, reactor: &Reactor, to: NodeId) -> bool {
+        self.token_for(to).and_then(|t| reactor.queued_bytes(t)).is_some_and(|q| q < SNAPSHOT_QUEUE_BYTES_MAX)
+    }
+
+    /// Queues one snapshot chunk; false if there is no link or it cannot take it.
+    pub fn send_chunk(&mut self, reactor: &mut Reactor, chunk: SnapshotChunk) -> bool {
+        let Some(token) = self.token_for(chunk.to) else { return false };
+        reactor.send_beyond_cap(token, &Frame::new(0, FrameBody::SnapshotChunk(chunk)))
+    }
+
+    /// Drops every connection with `peer`: a transfer from it is refused, so it starts over.
+    pub fn close_links_of(&mut self, reactor: &mut Reactor, peer: NodeId) {
+        let Some(link) = self.links.get(&peer) else { return };
+        for token in [link.token, link.inbound].into_iter().flatten() {
+            reactor.close(token);
+        }
     }
 }

@@ -456,6 +456,10 @@ impl Reactor {
         }
     }
 
+    pub fn queued_bytes(&self, token: usize) -> Option<usize> {
+        self.conns.get(token).map(|c| c.queued_bytes())
+    }
+
     pub fn serial(&self, token: usize) -> Option<u64> {
         self.conns.get(token).map(|c| c.serial)
     }

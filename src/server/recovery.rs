@@ -63,8 +63,8 @@ pub fn recover(data_dir: &Path, segment_bytes: u64) -> Result<Recovered, StartEr
         })?,
         None => KvStore::new(),
     };
-    let restored = restore_state(&wal, snapshot, &mut kv)?;
-    let snapshot_meta = restored.snapshot.as_ref().map(|s| s.meta.clone()).unwrap_or_default();
+    let restored = restore_state(&wal, snapshot.map(|s| s.meta), &mut kv)?;
+    let snapshot_meta = restored.snapshot.clone().unwrap_or_default();
     Ok(Recovered { wal, snapshots, restored, kv, snapshot_meta })
 }
 
@@ -75,8 +75,8 @@ const PRE_APPLY_CHUNK_BYTES: usize = 16 << 20;
 /// Builds the core's restart state from the WAL and the newest snapshot, refusing anything with
 /// a hole in it. Committed entries are applied to `kv` here, streamed from the WAL; the core gets
 /// only the uncommitted tail (and the last entry) in memory, plus the terms of the whole log.
-fn restore_state(wal: &Wal, snapshot: Option<crate::raft::Snapshot>, kv: &mut KvStore) -> Result<Restored, StartError> {
-    let snapshot_index = snapshot.as_ref().map_or(0, |s| s.meta.index);
+fn restore_state(wal: &Wal, snapshot: Option<SnapshotMeta>, kv: &mut KvStore) -> Result<Restored, StartError> {
+    let snapshot_index = snapshot.as_ref().map_or(0, |s| s.index);
     let (floor, _) = wal.snapshot_floor();
     if floor > snapshot_index {
         return Err(StartError(format!(

@@ -22,12 +22,17 @@ use bytes::Bytes;
 use log::{info, warn};
 
 use super::requests::{Abandoned, ReadWaiter, Requests, Waiter};
+use super::snapshot_transfer::{Received, Transfers};
 use super::storage_thread::{IoDone, IoJob};
 use crate::kv::{ApplyResult, KvStore};
+use crate::limits::SNAPSHOT_BYTES_MAX;
 use crate::raft::{
-    ConfState, Entry, EntryKind, HardState, Message, NodeId, ProposeError, Raft, Ready, Role, Snapshot, SnapshotMeta,
+    ConfState, Entry, EntryKind, HardState, Message, MessageBody, NodeId, ProposeError, Raft, Ready, Role, Snapshot,
+    SnapshotMeta,
 };
-use crate::wire::{ClientReply, ClientRequest, ErrorCode, ErrorReply, FrameBody, NodeRole, PeerStatus, StatusReport};
+use crate::wire::{
+    ClientReply, ClientRequest, ErrorCode, ErrorReply, FrameBody, NodeRole, PeerStatus, SnapshotChunk, StatusReport,
+};
 
 /// Serializing a snapshot on the event loop for longer than this is logged as a warning.
 const SNAPSHOT_SERIALIZE_WARN: std::time::Duration = std::time::Duration::from_millis(20);
@@ -38,6 +43,9 @@ pub struct Output {
     pub messages: Vec<Message>,
     pub replies: Vec<(Waiter, FrameBody)>,
     pub jobs: Vec<IoJob>,
+    /// Leaders whose snapshot this node refused (it failed verification): the transport ends
+    /// the transfer so that the leader starts over (`raftd` closes the connection it came on).
+    pub snapshot_rejections: Vec<NodeId>,
 }
 
 /// Start-up state of a replica: what recovery restored.
@@ -89,6 +97,10 @@ pub struct Replica {
     /// Writes received in this loop iteration, proposed together by `flush`.
     proposals_batch: Vec<(Waiter, Bytes)>,
     was_leader: bool,
+    /// Snapshots streaming to followers and from a leader.
+    transfers: Transfers,
+    /// A received snapshot, verified, installed and decoded, waiting for the core to accept it.
+    staged: Option<(SnapshotMeta, Box<KvStore>)>,
     out: Output,
 }
 
@@ -110,6 +122,8 @@ impl Replica {
             log_bytes: 0,
             proposals_batch: Vec::new(),
             was_leader: false,
+            transfers: Transfers::default(),
+            staged: None,
             out: Output::default(),
         }
     }
@@ -159,7 +173,31 @@ impl Replica {
 
     /// The transport could not deliver a snapshot to `peer`: the core probes again.
     pub fn snapshot_send_failed(&mut self, peer: NodeId) {
+        self.transfers.abort_send(peer);
         self.raft.report_snapshot_failed(peer);
+    }
+
+    /// Followers with a snapshot chunk ready to go.
+    pub fn snapshot_chunks_ready(&self) -> Vec<NodeId> {
+        self.transfers.chunks_ready()
+    }
+
+    /// The next snapshot chunk for `to`; the transport calls it when `to`'s connection has room.
+    pub fn take_snapshot_chunk(&mut self, to: NodeId) -> Option<SnapshotChunk> {
+        self.transfers.take_chunk(to)
+    }
+
+    /// A snapshot chunk arrived from `chunk.from`. An error means the stream is broken: the
+    /// transport drops the connection it came on.
+    pub fn snapshot_chunk_received(&mut self, chunk: SnapshotChunk) -> Result<(), String> {
+        // The metadata is what the core will be told: it passes the same door as a message.
+        let body = MessageBody::InstallSnapshot { meta: chunk.meta.clone() };
+        Message { from: chunk.from, to: chunk.to, term: chunk.term, body }.validate()?;
+        match self.transfers.chunk_arrived(&chunk, SNAPSHOT_BYTES_MAX)? {
+            Received::Duplicate => {}
+            Received::Append { first, last } => self.out.jobs.push(IoJob::ReceiveSnapshotChunk { chunk, first, last }),
+        }
+        Ok(())
     }
 
     /// A client request. Writes and linearizable reads are batched until [`Replica::flush`].
@@ -205,11 +243,23 @@ impl Replica {
         self.drive_ready()?;
         if self.io_in_flight.is_some() {
             // Heartbeats, appends and loads need no disk: keep them on time during a slow sync.
-            self.out.messages.extend(self.raft.take_messages());
+            let messages = self.raft.take_messages();
+            self.route(messages);
             let loads = self.raft.take_load_requests();
             self.out.jobs.extend(loads.into_iter().map(IoJob::LoadEntries));
         }
+        self.out.jobs.extend(self.transfers.reads_due().into_iter().map(IoJob::ReadSnapshotImage));
         Ok(())
+    }
+
+    /// Sends the core's messages; a snapshot goes out as a transfer that streams its image.
+    fn route(&mut self, messages: Vec<Message>) {
+        for message in messages {
+            match message.body {
+                MessageBody::InstallSnapshot { meta } => self.transfers.start_send(message.to, message.term, meta),
+                _ => self.out.messages.push(message),
+            }
+        }
     }
 
     /// A storage job finished. A storage failure is fatal: the node can no longer promise
@@ -223,20 +273,32 @@ impl Replica {
                 };
                 self.finish_ready(ready)?;
             }
-            IoDone::SnapshotSaved(snapshot) => {
+            IoDone::SnapshotSaved(meta) => {
                 // The file is durable: only now may the log forget the entries under it.
-                self.out.jobs.push(IoJob::CompactLog(snapshot));
+                self.out.jobs.push(IoJob::CompactLog(meta));
             }
-            IoDone::Compacted { snapshot, log_bytes } => {
+            IoDone::Compacted { meta, log_bytes } => {
                 self.log_bytes = log_bytes;
                 self.compaction_in_flight = false;
-                info!("snapshot at index {} (term {}) saved; log compacted", snapshot.meta.index, snapshot.meta.term);
-                if snapshot.meta.index > self.snapshot_meta.index {
-                    self.snapshot_meta = snapshot.meta.clone();
+                info!("snapshot at index {} (term {}) saved; log compacted", meta.index, meta.term);
+                if meta.index > self.snapshot_meta.index {
+                    self.snapshot_meta = meta.clone();
                 }
-                if let Err(e) = self.raft.compact(snapshot) {
+                if let Err(e) = self.raft.compact(meta) {
                     warn!("core refused compaction: {e}");
                 }
+            }
+            IoDone::SnapshotImageRead { read, total, data } => self.transfers.chunk_read(self.id, read, total, data),
+            IoDone::SnapshotImageUnavailable { read, why } => {
+                warn!("cannot send snapshot {} to node {}: {why}", read.meta.index, read.to);
+                self.snapshot_send_failed(read.to);
+            }
+            IoDone::SnapshotChunkStored => {}
+            IoDone::SnapshotReceived { from, term, meta, kv } => self.snapshot_received(from, term, meta, kv),
+            IoDone::SnapshotRejected { from, meta, why } => {
+                warn!("refused snapshot {} (term {}) from node {from}: {why}", meta.index, meta.term);
+                self.transfers.receive_finished();
+                self.out.snapshot_rejections.push(from);
             }
             IoDone::Loaded { request, entries: Some(entries) } => self.raft.entries_loaded(request, entries),
             IoDone::Loaded { request, entries: None } => self.raft.load_failed(request),
@@ -246,13 +308,26 @@ impl Replica {
         Ok(())
     }
 
+    /// A leader's snapshot is durable, verified and decoded: only now does the core hear of it.
+    /// If it takes it, the state machine is swapped when the batch that compacts the log under it
+    /// is durable; otherwise the decoded state is dropped.
+    fn snapshot_received(&mut self, from: NodeId, term: u64, meta: SnapshotMeta, kv: Box<KvStore>) {
+        self.transfers.receive_finished();
+        self.staged = Some((meta.clone(), kv));
+        self.raft.step(Message { from, to: self.id, term, body: MessageBody::InstallSnapshot { meta: meta.clone() } });
+        if self.raft.pending_snapshot() != Some(&meta) {
+            self.staged = None;
+        }
+    }
+
     // ----- the ready batch -------------------------------------------------------------------------
 
     fn drive_ready(&mut self) -> Result<(), String> {
         while self.io_in_flight.is_none() && self.raft.has_ready() {
             let mut ready = self.raft.ready();
             self.on_soft_state(&ready);
-            self.out.messages.append(&mut ready.messages);
+            let messages = std::mem::take(&mut ready.messages);
+            self.route(messages);
             self.out.jobs.extend(ready.load_requests.drain(..).map(IoJob::LoadEntries));
             let mut hard_state = ready.hard_state;
             if let Some(hs) = hard_state {
@@ -302,14 +377,17 @@ impl Replica {
 
     fn finish_ready(&mut self, ready: Ready) -> Result<(), String> {
         debug_assert!(self.io_in_flight.is_none(), "persisted messages released while a batch is in flight");
-        self.out.messages.extend(ready.persisted_messages);
-        if let Some(snapshot) = &ready.snapshot {
-            self.kv = KvStore::restore(&snapshot.data)
-                .map_err(|e| format!("snapshot {} from the leader is unusable: {e}", snapshot.meta.index))?;
-            self.snapshot_meta = snapshot.meta.clone();
+        self.route(ready.persisted_messages);
+        if let Some(meta) = &ready.snapshot {
+            let Some((staged_meta, kv)) = self.staged.take() else {
+                return Err(format!("the core installed snapshot {} that was never received", meta.index));
+            };
+            assert_eq!(&staged_meta, meta, "the core installed another snapshot than the one received");
+            self.kv = *kv;
+            self.snapshot_meta = meta.clone();
             self.logged_bytes_since_snapshot = 0;
-            info!("installed snapshot at index {} (term {}) from the leader", snapshot.meta.index, snapshot.meta.term);
-            for (waiter, why) in self.requests.snapshot_installed(snapshot.meta.index) {
+            info!("installed snapshot at index {} (term {}) from the leader", meta.index, meta.term);
+            for (waiter, why) in self.requests.snapshot_installed(meta.index) {
                 self.reply_abandoned(waiter, why);
             }
         }
@@ -319,7 +397,7 @@ impl Replica {
         // The state machine lands exactly where this batch took it. The core may already be
         // further: a snapshot that arrived while the batch was in flight moves its applied index,
         // and comes to the state machine with the next batch.
-        let handed = ready.committed_entries.last().map(|e| e.index).or(ready.snapshot.as_ref().map(|s| s.meta.index));
+        let handed = ready.committed_entries.last().map(|e| e.index).or(ready.snapshot.as_ref().map(|s| s.index));
         assert!(
             handed.is_none_or(|index| index == self.kv.applied_index())
                 && self.kv.applied_index() <= self.raft.applied(),

@@ -1,43 +1,84 @@
-//! The I/O threads: one owns the WAL and makes ready batches durable; another writes the
-//! node's own snapshots, so that a large snapshot file (written, fsynced, read back, renamed)
-//! never holds up the commit path.
+//! The storage work of a node, in two lanes, and the threads that run them in `raftd`.
 //!
-//! The reactor hands it one job at a time per ready batch (the core allows one batch in flight),
-//! so while a sync runs the next batch forms in the core: one `fdatasync`/`msync` covers every
-//! entry that arrived meanwhile (group commit). Jobs are done strictly in order. Any storage error
-//! is fatal to the node: it can no longer promise durability, so it must stop acknowledging.
+//! - The **WAL lane** ([`WalWorker`]) makes ready batches durable, compacts the log under
+//!   snapshots, and reads evicted entries back for followers. The reactor hands it one batch at a
+//!   time (the core allows one in flight), so while a sync runs the next batch forms in the core:
+//!   one sync covers every entry that arrived meanwhile (group commit).
+//! - The **snapshot lane** ([`SnapshotWorker`]) writes the node's own snapshots, reads snapshot
+//!   images in chunks for followers, and receives a leader's snapshot chunk by chunk, verifying
+//!   and decoding it before it is installed. Large snapshot files never hold up the commit path.
+//!
+//! Each lane does its jobs strictly in order. The workers are plain values: `raftd` runs each on
+//! a thread ([`StorageThread`]); the simulator runs them itself, when its seed says. A storage
+//! error on the WAL lane, or on the snapshot lane while saving the node's own snapshot, is fatal
+//! to the node: it can no longer promise durability, so it must stop acknowledging. A snapshot
+//! that cannot be read for a follower, or a received one that fails verification, is reported and
+//! the transfer retried.
 
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use bytes::Bytes;
 use mio::Waker;
 
-use crate::raft::{Entry, HardState, LoadRequest, Snapshot};
-use crate::storage::{SnapshotStore, StorageError, Wal};
+use super::snapshot_transfer::ChunkRead;
+use crate::kv::KvStore;
+use crate::raft::{Entry, HardState, LoadRequest, NodeId, Snapshot, SnapshotMeta, Term};
+use crate::storage::snapshot::snapshot_name;
+use crate::storage::{load_snapshot, SnapshotReader, SnapshotStore, SnapshotWriter, StorageError, Wal};
+use crate::wire::SnapshotChunk;
 
-/// Work for the storage threads.
+/// Readers kept open on the snapshot lane (one per snapshot being sent; opening verifies the
+/// whole file, so a reader is reused for every chunk of its file).
+const SNAPSHOT_READERS_MAX: usize = 4;
+
+/// Work for the storage.
 #[derive(Debug)]
 pub enum IoJob {
-    /// Persist a ready batch: snapshot first, then entries, then hard state, one sync.
-    Persist { snapshot: Option<Snapshot>, entries: Vec<Entry>, hard_state: Option<HardState> },
-    /// Compact the log under a snapshot file that is already durable.
-    CompactLog(Snapshot),
-    /// Save the node's own snapshot (on the snapshot thread); `SnapshotSaved` reports it durable.
-    SaveSnapshot(Snapshot),
-    /// Read back entries the core evicted from memory, for a follower.
+    /// WAL lane: persist a ready batch. A snapshot accepted from a leader is already installed
+    /// (the snapshot lane verified and renamed it): the log is compacted under it first.
+    Persist { snapshot: Option<SnapshotMeta>, entries: Vec<Entry>, hard_state: Option<HardState> },
+    /// WAL lane: compact the log under the node's own snapshot, which is durable.
+    CompactLog(SnapshotMeta),
+    /// WAL lane: read back entries the core evicted from memory, for a follower.
     LoadEntries(LoadRequest),
+    /// Snapshot lane: save the node's own snapshot; `SnapshotSaved` reports it durable.
+    SaveSnapshot(Snapshot),
+    /// Snapshot lane: read a chunk of a snapshot image for a follower.
+    ReadSnapshotImage(ChunkRead),
+    /// Snapshot lane: append a chunk received from a leader; the last one is verified, decoded
+    /// and installed.
+    ReceiveSnapshotChunk { chunk: SnapshotChunk, first: bool, last: bool },
 }
 
+/// Which lane a job runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lane {
+    Wal,
+    Snapshot,
+}
+
+impl IoJob {
+    pub fn lane(&self) -> Lane {
+        match self {
+            IoJob::Persist { .. } | IoJob::CompactLog(_) | IoJob::LoadEntries(_) => Lane::Wal,
+            IoJob::SaveSnapshot(_) | IoJob::ReadSnapshotImage(_) | IoJob::ReceiveSnapshotChunk { .. } => Lane::Snapshot,
+        }
+    }
+}
+
+/// What a job did.
 #[derive(Debug)]
 pub enum IoDone {
     Persisted {
         log_bytes: u64,
     },
     /// The node's own snapshot file is durable; the log may now be compacted under it.
-    SnapshotSaved(Snapshot),
+    SnapshotSaved(SnapshotMeta),
     Compacted {
-        snapshot: Snapshot,
+        meta: SnapshotMeta,
         log_bytes: u64,
     },
     /// The entries of a `LoadEntries` job; `None` if they were compacted meanwhile.
@@ -45,123 +86,74 @@ pub enum IoDone {
         request: LoadRequest,
         entries: Option<Vec<Entry>>,
     },
+    SnapshotImageRead {
+        read: ChunkRead,
+        total: u64,
+        data: Bytes,
+    },
+    /// The snapshot a follower needs is not on disk any more (pruned by a newer one).
+    SnapshotImageUnavailable {
+        read: ChunkRead,
+        why: String,
+    },
+    /// More chunks of the incoming snapshot are welcome.
+    SnapshotChunkStored,
+    /// A leader's snapshot arrived whole, is verified and installed, and the state machine it
+    /// holds is built: the core may now be told.
+    SnapshotReceived {
+        from: NodeId,
+        term: Term,
+        meta: SnapshotMeta,
+        kv: Box<KvStore>,
+    },
+    /// A leader's snapshot failed verification (or could not be stored) and was discarded.
+    SnapshotRejected {
+        from: NodeId,
+        meta: SnapshotMeta,
+        why: String,
+    },
     Failed(String),
 }
 
-pub struct StorageThread {
-    jobs: Option<Sender<IoJob>>,
-    snapshots: Option<Sender<Snapshot>>,
-    done: Receiver<IoDone>,
-    handles: Vec<JoinHandle<()>>,
-}
+// ----- the WAL lane ------------------------------------------------------------------------------
 
-impl StorageThread {
-    pub fn spawn(wal: Wal, snapshots: SnapshotStore, segment_bytes: u64, waker: Arc<Waker>) -> std::io::Result<Self> {
-        let (jobs_tx, jobs_rx) = mpsc::channel::<IoJob>();
-        let (snap_tx, snap_rx) = mpsc::channel::<Snapshot>();
-        let (done_tx, done_rx) = mpsc::channel::<IoDone>();
-        let wal_done = done_tx.clone();
-        let wal_waker = Arc::clone(&waker);
-        let wal_snapshots = snapshots.clone();
-        let wal_thread = std::thread::Builder::new().name("raft-wal".into()).spawn(move || {
-            let mut worker = Worker { wal, snapshots: wal_snapshots, segment_bytes };
-            for job in jobs_rx {
-                let result = match job {
-                    IoJob::Persist { snapshot, entries, hard_state } => worker
-                        .persist(snapshot.as_ref(), &entries, hard_state)
-                        .map(|()| IoDone::Persisted { log_bytes: worker.log_bytes() }),
-                    IoJob::CompactLog(snapshot) => worker
-                        .compact_log(&snapshot)
-                        .map(|()| IoDone::Compacted { log_bytes: worker.log_bytes(), snapshot }),
-                    IoJob::SaveSnapshot(_) => Err(StorageError::Invalid("snapshot job on the WAL thread".into())),
-                    IoJob::LoadEntries(request) => {
-                        worker.load(request).map(|entries| IoDone::Loaded { request, entries })
-                    }
-                };
-                if !report(&wal_done, &wal_waker, result) {
-                    return; // nothing more may be written after a storage failure
-                }
-            }
-        })?;
-        let snapshot_thread = std::thread::Builder::new().name("raft-snapshot".into()).spawn(move || {
-            for snapshot in snap_rx {
-                // `save` prunes old snapshots once the new one is installed.
-                let result = snapshots.save(&snapshot).map(|_| IoDone::SnapshotSaved(snapshot));
-                if !report(&done_tx, &waker, result) {
-                    return;
-                }
-            }
-        })?;
-        Ok(StorageThread {
-            jobs: Some(jobs_tx),
-            snapshots: Some(snap_tx),
-            done: done_rx,
-            handles: vec![wal_thread, snapshot_thread],
-        })
-    }
-
-    /// Queues a job on the thread that does it. Fails only if that thread is gone (after a
-    /// storage failure).
-    pub fn submit(&self, job: IoJob) -> Result<(), String> {
-        let sent = match (job, &self.jobs, &self.snapshots) {
-            (IoJob::SaveSnapshot(snapshot), _, Some(tx)) => tx.send(snapshot).is_ok(),
-            (IoJob::SaveSnapshot(_), _, None) => false,
-            (job, Some(tx), _) => tx.send(job).is_ok(),
-            (_, None, _) => false,
-        };
-        if sent {
-            Ok(())
-        } else {
-            Err("a storage thread has stopped".into())
-        }
-    }
-
-    pub fn try_done(&self) -> Option<IoDone> {
-        self.done.try_recv().ok()
-    }
-}
-
-/// Sends a job's outcome to the reactor and wakes it. Returns false if the thread must stop.
-fn report(done: &Sender<IoDone>, waker: &Waker, result: Result<IoDone, StorageError>) -> bool {
-    let failed = result.is_err();
-    let message = result.unwrap_or_else(|e| IoDone::Failed(e.to_string()));
-    if done.send(message).is_err() {
-        return false;
-    }
-    // A failed wake only delays the reactor until its next tick.
-    let _ = waker.wake();
-    !failed
-}
-
-impl Drop for StorageThread {
-    fn drop(&mut self) {
-        // Closing the channels lets the threads finish queued jobs and exit.
-        self.jobs.take();
-        self.snapshots.take();
-        for handle in self.handles.drain(..) {
-            let _ = handle.join();
-        }
-    }
-}
-
-struct Worker {
+/// Runs WAL-lane jobs against the log.
+pub struct WalWorker {
     wal: Wal,
-    snapshots: SnapshotStore,
     segment_bytes: u64,
 }
 
-impl Worker {
+impl WalWorker {
+    pub fn new(wal: Wal, segment_bytes: u64) -> WalWorker {
+        WalWorker { wal, segment_bytes }
+    }
+
+    /// Runs one WAL-lane job. An error means durability can no longer be promised.
+    pub fn run(&mut self, job: IoJob) -> Result<IoDone, StorageError> {
+        match job {
+            IoJob::Persist { snapshot, entries, hard_state } => {
+                self.persist(snapshot.as_ref(), &entries, hard_state)?;
+                Ok(IoDone::Persisted { log_bytes: self.log_bytes() })
+            }
+            IoJob::CompactLog(meta) => {
+                self.wal.compact(meta.index, meta.term)?;
+                Ok(IoDone::Compacted { log_bytes: self.log_bytes(), meta })
+            }
+            IoJob::LoadEntries(request) => Ok(IoDone::Loaded { request, entries: self.load(request)? }),
+            other => Err(StorageError::Invalid(format!("{other:?} is not a WAL job"))),
+        }
+    }
+
     fn persist(
         &mut self,
-        snapshot: Option<&Snapshot>,
+        snapshot: Option<&SnapshotMeta>,
         entries: &[Entry],
         hard_state: Option<HardState>,
     ) -> Result<(), StorageError> {
-        if let Some(snapshot) = snapshot {
-            // The snapshot file is durable (renamed, directory synced) before the log forgets
-            // anything under it.
-            self.snapshots.save(snapshot)?;
-            self.wal.compact(snapshot.meta.index, snapshot.meta.term)?;
+        if let Some(meta) = snapshot {
+            // The snapshot file is durable (installed by the snapshot lane) before the log
+            // forgets anything under it.
+            self.wal.compact(meta.index, meta.term)?;
         }
         self.wal.append(entries)?;
         if let Some(hs) = hard_state {
@@ -180,13 +172,193 @@ impl Worker {
         self.wal.entries(lo, end, request.max_bytes).map(Some)
     }
 
-    fn compact_log(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
-        self.wal.compact(snapshot.meta.index, snapshot.meta.term)
-    }
-
     fn log_bytes(&self) -> u64 {
         let (_, tail_offset) = self.wal.durable_tail();
         let full_segments = self.wal.segment_paths().len().saturating_sub(1) as u64;
         full_segments * self.segment_bytes + tail_offset
+    }
+}
+
+// ----- the snapshot lane -------------------------------------------------------------------------
+
+/// Runs snapshot-lane jobs against the snapshot directory.
+pub struct SnapshotWorker {
+    store: SnapshotStore,
+    readers: Vec<(PathBuf, SnapshotReader)>,
+    incoming: Option<(SnapshotChunk, SnapshotWriter)>,
+}
+
+impl SnapshotWorker {
+    pub fn new(store: SnapshotStore) -> SnapshotWorker {
+        SnapshotWorker { store, readers: Vec::new(), incoming: None }
+    }
+
+    /// Runs one snapshot-lane job. Only a failure to save the node's own snapshot is an error;
+    /// failed transfers are outcomes (`SnapshotImageUnavailable`, `SnapshotRejected`).
+    pub fn run(&mut self, job: IoJob) -> Result<IoDone, StorageError> {
+        match job {
+            // `save` prunes old snapshots once the new one is installed.
+            IoJob::SaveSnapshot(snapshot) => self.store.save(&snapshot).map(|_| IoDone::SnapshotSaved(snapshot.meta)),
+            IoJob::ReadSnapshotImage(read) => Ok(self.read_image(read)),
+            IoJob::ReceiveSnapshotChunk { chunk, first, last } => Ok(self.receive(chunk, first, last)),
+            other => Err(StorageError::Invalid(format!("{other:?} is not a snapshot job"))),
+        }
+    }
+
+    fn read_image(&mut self, read: ChunkRead) -> IoDone {
+        let path = self.store.dir().join(snapshot_name(read.meta.index, read.meta.term));
+        let at = match self.readers.iter().position(|(p, _)| *p == path) {
+            Some(at) => at,
+            None => match SnapshotReader::open(&path) {
+                Ok(reader) => {
+                    if self.readers.len() >= SNAPSHOT_READERS_MAX {
+                        self.readers.remove(0);
+                    }
+                    self.readers.push((path.clone(), reader));
+                    self.readers.len() - 1
+                }
+                Err(e) => return IoDone::SnapshotImageUnavailable { read, why: e.to_string() },
+            },
+        };
+        let reader = &mut self.readers[at].1;
+        let total = reader.image_len();
+        match reader.read_image(read.offset, read.max_bytes) {
+            Ok(data) => IoDone::SnapshotImageRead { read, total, data: Bytes::from(data) },
+            Err(e) => {
+                self.readers.remove(at);
+                IoDone::SnapshotImageUnavailable { read, why: e.to_string() }
+            }
+        }
+    }
+
+    fn receive(&mut self, chunk: SnapshotChunk, first: bool, last: bool) -> IoDone {
+        let (from, meta) = (chunk.from, chunk.meta.clone());
+        match self.append(chunk, first, last) {
+            Ok(None) => IoDone::SnapshotChunkStored,
+            Ok(Some((term, kv))) => IoDone::SnapshotReceived { from, term, meta, kv },
+            Err(why) => {
+                self.incoming = None; // drops (and removes) the partial file
+                IoDone::SnapshotRejected { from, meta, why }
+            }
+        }
+    }
+
+    /// Appends a chunk; after the last one, verifies, decodes and installs the snapshot.
+    fn append(
+        &mut self,
+        chunk: SnapshotChunk,
+        first: bool,
+        last: bool,
+    ) -> Result<Option<(Term, Box<KvStore>)>, String> {
+        if first {
+            let writer = self.store.image_writer(&chunk.meta).map_err(|e| e.to_string())?;
+            self.incoming = Some((chunk.clone(), writer));
+        }
+        let Some((started, writer)) = self.incoming.as_mut() else {
+            return Err("a snapshot chunk with no transfer started".into());
+        };
+        writer.write_image(&chunk.data).map_err(|e| e.to_string())?;
+        let term = started.term.max(chunk.term);
+        if !last {
+            return Ok(None);
+        }
+        let Some((_, writer)) = self.incoming.take() else { return Err("lost the incoming snapshot".into()) };
+        let meta = chunk.meta;
+        let (_, kv) = writer.finish_checked(|tmp| decode_image(tmp, &meta)).map_err(|e| e.to_string())?;
+        Ok(Some((term, Box::new(kv))))
+    }
+}
+
+/// Builds the state machine from a received snapshot file, refusing an image whose applied
+/// index is not the snapshot's index.
+fn decode_image(path: &Path, meta: &SnapshotMeta) -> Result<KvStore, String> {
+    let snapshot = load_snapshot(path).map_err(|e| e.to_string())?;
+    let kv = KvStore::restore(&snapshot.data).map_err(|e| format!("the state machine image is unusable: {e}"))?;
+    if kv.applied_index() != meta.index {
+        return Err(format!("the image is at index {} but the snapshot says {}", kv.applied_index(), meta.index));
+    }
+    Ok(kv)
+}
+
+// ----- threads -----------------------------------------------------------------------------------
+
+/// The two lanes on their threads, for `raftd`.
+pub struct StorageThread {
+    wal_jobs: Option<Sender<IoJob>>,
+    snapshot_jobs: Option<Sender<IoJob>>,
+    done: Receiver<IoDone>,
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl StorageThread {
+    pub fn spawn(wal: Wal, snapshots: SnapshotStore, segment_bytes: u64, waker: Arc<Waker>) -> std::io::Result<Self> {
+        let (done_tx, done_rx) = mpsc::channel::<IoDone>();
+        let mut wal_worker = WalWorker::new(wal, segment_bytes);
+        let (wal_jobs, wal_thread) =
+            lane("raft-wal", done_tx.clone(), Arc::clone(&waker), move |job| wal_worker.run(job))?;
+        let mut snapshot_worker = SnapshotWorker::new(snapshots);
+        let (snapshot_jobs, snapshot_thread) =
+            lane("raft-snapshot", done_tx, waker, move |job| snapshot_worker.run(job))?;
+        Ok(StorageThread {
+            wal_jobs: Some(wal_jobs),
+            snapshot_jobs: Some(snapshot_jobs),
+            done: done_rx,
+            handles: vec![wal_thread, snapshot_thread],
+        })
+    }
+
+    /// Queues a job on its lane. Fails only if that lane's thread is gone (after a storage
+    /// failure).
+    pub fn submit(&self, job: IoJob) -> Result<(), String> {
+        let lane = match job.lane() {
+            Lane::Wal => &self.wal_jobs,
+            Lane::Snapshot => &self.snapshot_jobs,
+        };
+        match lane {
+            Some(tx) if tx.send(job).is_ok() => Ok(()),
+            _ => Err("a storage thread has stopped".into()),
+        }
+    }
+
+    pub fn try_done(&self) -> Option<IoDone> {
+        self.done.try_recv().ok()
+    }
+}
+
+/// Starts a thread that runs `run` on every job it is sent, in order, reporting each outcome
+/// and waking the reactor. It stops after the first error: nothing more may be written.
+fn lane(
+    name: &str,
+    done: Sender<IoDone>,
+    waker: Arc<Waker>,
+    mut run: impl FnMut(IoJob) -> Result<IoDone, StorageError> + Send + 'static,
+) -> std::io::Result<(Sender<IoJob>, JoinHandle<()>)> {
+    let (jobs_tx, jobs_rx) = mpsc::channel::<IoJob>();
+    let handle = std::thread::Builder::new().name(name.into()).spawn(move || {
+        for job in jobs_rx {
+            let result = run(job);
+            let failed = result.is_err();
+            let message = result.unwrap_or_else(|e| IoDone::Failed(e.to_string()));
+            if done.send(message).is_err() {
+                return;
+            }
+            // A failed wake only delays the reactor until its next tick.
+            let _ = waker.wake();
+            if failed {
+                return;
+            }
+        }
+    })?;
+    Ok((jobs_tx, handle))
+}
+
+impl Drop for StorageThread {
+    fn drop(&mut self) {
+        // Closing the channels lets the threads finish queued jobs and exit.
+        self.wal_jobs.take();
+        self.snapshot_jobs.take();
+        for handle in self.handles.drain(..) {
+            let _ = handle.join();
+        }
     }
 }

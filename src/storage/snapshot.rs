@@ -362,7 +362,19 @@ impl SnapshotWriter {
 
     /// Completes the file, fsyncs it, verifies it by reading it back, renames it into place,
     /// fsyncs the directory and prunes old snapshots.
-    pub fn finish(mut self) -> Result<SnapshotInfo, StorageError> {
+    pub fn finish(self) -> Result<SnapshotInfo, StorageError> {
+        self.finish_checked(|_| Ok(())).map(|(info, ())| info)
+    }
+
+    /// Like [`SnapshotWriter::finish`], but `check` must also accept the complete, durable file
+    /// (given by its temporary path) before it is renamed into place: a snapshot received from a
+    /// leader is decoded by the state machine first, so that an image it cannot use never becomes
+    /// the newest snapshot (a node restarting from it could never start). A refusal removes the
+    /// file and is returned as `Corrupt`.
+    pub fn finish_checked<T>(
+        mut self,
+        check: impl FnOnce(&Path) -> Result<T, String>,
+    ) -> Result<(SnapshotInfo, T), StorageError> {
         if let Some((mut hasher, len)) = self.image.take() {
             let mut trailer = [0u8; TRAILER_LEN as usize];
             LE::write_u64(&mut trailer[0..8], len);
@@ -376,6 +388,7 @@ impl SnapshotWriter {
         file.sync_all().map_err(|e| StorageError::io("fsync snapshot", &self.tmp, e))?;
         drop(file);
         let mut info = verify_file(&self.tmp, None)?;
+        let checked = check(&self.tmp).map_err(|why| StorageError::corrupt(&self.tmp, 0, why))?;
         let path = self.dir.join(snapshot_name(info.meta.index, info.meta.term));
         fs::rename(&self.tmp, &path).map_err(|e| StorageError::io("rename snapshot", &path, e))?;
         self.installed = true;
@@ -383,7 +396,7 @@ impl SnapshotWriter {
         info.path = path;
         let store = SnapshotStore { dir: self.dir.clone() };
         store.prune(KEEP_SNAPSHOTS)?;
-        Ok(info)
+        Ok((info, checked))
     }
 }
 
@@ -427,6 +440,25 @@ impl SnapshotReader {
 
     pub fn is_empty(&self) -> bool {
         self.info.size_bytes == 0
+    }
+
+    /// Bytes of the state-machine image inside the file.
+    pub fn image_len(&self) -> u64 {
+        self.info.image_bytes
+    }
+
+    /// Up to `max_bytes` bytes of the image starting at `offset` within the image (what a
+    /// leader streams to a follower; the receiver rebuilds the file with `image_writer`).
+    pub fn read_image(&mut self, offset: u64, max_bytes: usize) -> Result<Vec<u8>, StorageError> {
+        let image_start = self.info.size_bytes - TRAILER_LEN - self.info.image_bytes;
+        let n = self.info.image_bytes.saturating_sub(offset).min(max_bytes as u64) as usize;
+        let mut buf = vec![0u8; n];
+        let path = &self.info.path;
+        self.file
+            .seek(SeekFrom::Start(image_start + offset))
+            .map_err(|e| StorageError::io("seek snapshot", path, e))?;
+        self.file.read_exact(&mut buf).map_err(|e| StorageError::io("read snapshot", path, e))?;
+        Ok(buf)
     }
 
     /// Up to `max_bytes` raw bytes starting at `offset`; empty at the end of the file.

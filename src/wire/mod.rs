@@ -9,7 +9,8 @@
 //!   those header bytes arrive, before it buffers the frame's body.
 //! - [`Frame`] / [`FrameBody`]: typed frames. [`Frame::encode`] appends one whole frame to a
 //!   `BytesMut`; [`Frame::decode`] parses a `RawFrame`'s payload.
-//! - [`snapshot_chunks`] / [`SnapshotAssembler`]: `InstallSnapshot` streamed as chunk frames.
+//! - [`SnapshotChunk`]: a piece of a snapshot image streamed from a leader (the transfer itself is
+//!   the server's: `server::snapshot_transfer`).
 //!
 //! Invariants:
 //! - Decoding never panics, whatever the input, and never allocates more than the bytes it was given
@@ -24,7 +25,6 @@ mod error;
 mod frame;
 mod message;
 mod reader;
-mod snapshot;
 
 #[cfg(test)]
 mod tests;
@@ -36,7 +36,6 @@ pub use message::{
     check_hello, ClientReply, ClientRequest, ErrorReply, Frame, FrameBody, Hello, HelloOk, NodeRole, PeerStatus,
     ReadConsistency, Role, SnapshotChunk, StatusReport,
 };
-pub use snapshot::{snapshot_chunks, SnapshotAssembler};
 
 /// The protocol version this code speaks; the second byte after the length prefix of every frame.
 pub const PROTOCOL_VERSION: u8 = 1;
@@ -58,7 +57,7 @@ pub const ERROR_MESSAGE_BYTES_MAX: usize = 4 * 1024;
 /// Longest leader address in `NotLeader`, in bytes of UTF-8.
 pub const ADDRESS_BYTES_MAX: usize = 256;
 
-/// Largest data chunk [`snapshot_chunks`] puts in one frame (8 MiB, well under the frame limit).
+/// Largest data chunk in one `SnapshotChunk` frame (8 MiB, well under the frame limit).
 pub const SNAPSHOT_CHUNK_BYTES_MAX: usize = 8 * 1024 * 1024;
 
 /// The chunk size a sender should use unless it has a reason not to (1 MiB).

@@ -8,7 +8,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::*;
 use crate::kv::{Command, Session, WriteResult};
-use crate::raft::{ConfState, Entry, EntryKind, Message, MessageBody, Snapshot, SnapshotMeta};
+use crate::raft::{ConfState, Entry, EntryKind, Message, MessageBody, SnapshotMeta};
 
 fn b(text: &str) -> Bytes {
     Bytes::copy_from_slice(text.as_bytes())
@@ -312,55 +312,8 @@ fn encoder_refuses_frames_above_the_maximum_and_unchunked_snapshots() {
     let mut out = BytesMut::new();
     assert!(matches!(frame.encode(&mut out), Err(WireError::FrameTooLarge { .. })));
     assert!(out.is_empty());
-    let snapshot = peer(MessageBody::InstallSnapshot { snapshot: Snapshot::default() });
+    let snapshot = peer(MessageBody::InstallSnapshot { meta: SnapshotMeta::default() });
     assert_eq!(Frame::new(1, snapshot).to_bytes(), Err(WireError::SnapshotMustBeChunked));
-}
-
-#[test]
-fn snapshot_streams_in_chunks_and_reassembles_whole() {
-    let data: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
-    let snapshot = Snapshot {
-        meta: SnapshotMeta { index: 50, term: 4, conf: ConfState { voters: vec![1, 2, 3] } },
-        data: Bytes::from(data),
-    };
-    let chunks = snapshot_chunks(1, 2, 7, &snapshot, 300).unwrap();
-    assert_eq!(
-        chunks.iter().map(|c| (c.offset, c.data.len(), c.done)).collect::<Vec<_>>(),
-        [(0, 300, false), (300, 300, false), (600, 300, false), (900, 100, true)]
-    );
-    let mut assembler = SnapshotAssembler::new();
-    let mut assembled = None;
-    for chunk in chunks.clone() {
-        // Through the wire and back, as the transport does.
-        let mut decoder = FrameDecoder::new();
-        decoder.feed(&encode(&Frame::new(0, FrameBody::SnapshotChunk(chunk)))).unwrap();
-        let Some(Frame { body: FrameBody::SnapshotChunk(chunk), .. }) = drain(&mut decoder).pop() else {
-            panic!("expected a chunk frame");
-        };
-        assert!(assembled.is_none());
-        assembled = assembler.accept(chunk).unwrap();
-    }
-    let expected =
-        Message { from: 1, to: 2, term: 7, body: MessageBody::InstallSnapshot { snapshot: snapshot.clone() } };
-    assert_eq!(assembled, Some(expected.clone()));
-
-    // Out of order: the partial transfer is dropped; a restart from offset 0 succeeds.
-    assert!(assembler.accept(chunks[0].clone()).unwrap().is_none());
-    let error = assembler.accept(chunks[2].clone()).unwrap_err();
-    assert_eq!(error.to_string(), "snapshot chunk at offset 600 but the next expected offset is 300");
-    assert_eq!(assembler.received_bytes(), 0);
-    assert!(assembler.accept(chunks[1].clone()).is_err());
-    let mut result = None;
-    for chunk in chunks {
-        result = assembler.accept(chunk).unwrap();
-    }
-    assert_eq!(result, Some(expected));
-
-    let empty = Snapshot { meta: snapshot.meta.clone(), data: Bytes::new() };
-    let chunks = snapshot_chunks(1, 2, 7, &empty, SNAPSHOT_CHUNK_BYTES).unwrap();
-    assert_eq!(chunks.len(), 1);
-    let message = SnapshotAssembler::new().accept(chunks[0].clone()).unwrap();
-    assert_eq!(message.map(|m| m.body), Some(MessageBody::InstallSnapshot { snapshot: empty }));
 }
 
 #[test]

@@ -161,6 +161,9 @@ pub struct World {
     liveness_probes: Vec<usize>,
     liveness_probe_at: Option<u64>,
     durability_checked_to: Index,
+    /// Snapshot images by (index, term): the core moves metadata only; every node's image at one
+    /// (index, term) is the same (state machine safety, which the checker verifies).
+    images: BTreeMap<(Index, u64), Bytes>,
 }
 
 impl World {
@@ -212,6 +215,7 @@ impl World {
             liveness_probes: Vec::new(),
             liveness_probe_at: None,
             durability_checked_to: 0,
+            images: BTreeMap::new(),
         };
         for i in 0..world.nodes.len() {
             world.start_node(i);
@@ -304,7 +308,13 @@ impl World {
         config.append_bytes_max = self.faults.append_bytes_max;
         config.log_window_bytes_max = self.faults.log_window_bytes_max;
         let restored = node.durable.restored();
-        node.sm = node.durable.snapshot.as_ref().map(|s| StateMachine::decode(&s.data)).unwrap_or_default();
+        node.sm = node
+            .durable
+            .snapshot
+            .as_ref()
+            .and_then(|s| self.images.get(&(s.index, s.term)))
+            .map(|data| StateMachine::decode(data))
+            .unwrap_or_default();
         match Raft::new(config, restored) {
             Ok(raft) => node.raft = Some(raft),
             Err(e) => panic!("node {} failed to restart from its own durable state: {e}", node.id),
@@ -394,11 +404,10 @@ impl World {
         }
         if let Some(snapshot) = &ready.snapshot {
             self.stats.snapshots_installed += 1;
-            self.nodes[i].sm = StateMachine::decode(&snapshot.data);
-            self.checker
-                .snapshot_installed(id, snapshot.meta.index)
-                .map_err(|d| self.violation("applied monotonic", d))?;
-            let line = format!("n{id} installed snapshot at {}", snapshot.meta.index);
+            let image = self.images.get(&(snapshot.index, snapshot.term)).cloned().unwrap_or_default();
+            self.nodes[i].sm = StateMachine::decode(&image);
+            self.checker.snapshot_installed(id, snapshot.index).map_err(|d| self.violation("applied monotonic", d))?;
+            let line = format!("n{id} installed snapshot at {}", snapshot.index);
             self.note(line);
         }
         for entry in &ready.committed_entries {
@@ -488,8 +497,9 @@ impl World {
             data: node.sm.encode(),
         };
         // Storage first (the snapshot file), then the core forgets the prefix.
-        node.durable.compact(snapshot.clone());
-        if let Err(e) = raft.compact(snapshot) {
+        self.images.insert((applied, term), snapshot.data.clone());
+        node.durable.compact(snapshot.meta.clone());
+        if let Err(e) = raft.compact(snapshot.meta) {
             panic!("compaction refused by the core: {e}");
         }
     }
@@ -810,7 +820,7 @@ impl World {
                 .nodes
                 .iter()
                 .filter(|n| {
-                    n.durable.snapshot.as_ref().is_some_and(|s| s.meta.index >= index)
+                    n.durable.snapshot.as_ref().is_some_and(|s| s.index >= index)
                         || n.durable.entries.iter().any(|e| e.index == index && e.term == term)
                 })
                 .count();
@@ -841,7 +851,7 @@ fn parse_command(data: &[u8]) -> Option<(String, String)> {
 
 fn describe(body: &MessageBody) -> String {
     match body {
-        MessageBody::InstallSnapshot { snapshot } => format!("InstallSnapshot@{}", snapshot.meta.index),
+        MessageBody::InstallSnapshot { meta } => format!("InstallSnapshot@{}", meta.index),
         MessageBody::RequestVote { last_log_index, last_log_term } => {
             format!("RequestVote(last {last_log_index}/{last_log_term})")
         }

@@ -24,7 +24,7 @@ use std::collections::VecDeque;
 
 pub use terms::TermRuns;
 
-use super::types::{Entry, Index, Snapshot, Term};
+use super::types::{Entry, Index, SnapshotMeta, Term};
 
 /// Why a range of entries cannot be read from memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,15 +48,15 @@ pub struct RaftLog {
     pub(crate) unstable_from: Index,
     /// Entries up to here are durable with their current content.
     pub(crate) persisted: Index,
-    /// The latest snapshot, kept to send to followers that fell behind the compacted prefix.
-    pub(crate) snapshot: Option<Snapshot>,
+    /// The latest snapshot, to offer followers that fell behind the compacted prefix.
+    pub(crate) snapshot: Option<SnapshotMeta>,
     /// A snapshot received from the leader that storage has not been handed yet.
-    pub(crate) pending_snapshot: Option<Snapshot>,
+    pub(crate) pending_snapshot: Option<SnapshotMeta>,
 }
 
 /// What storage gives a restarting log.
 pub struct RestoredLog {
-    pub snapshot: Option<Snapshot>,
+    pub snapshot: Option<SnapshotMeta>,
     /// The tail of the log held in memory, contiguous, ending at the last index (a non-empty log
     /// always gives at least its last entry).
     pub entries: Vec<Entry>,
@@ -71,7 +71,7 @@ pub struct RestoredLog {
 impl RaftLog {
     /// A log restored from durable state: everything given is already persisted.
     pub fn restore(r: RestoredLog) -> Result<RaftLog, String> {
-        let (floor, floor_term) = r.snapshot.as_ref().map_or((0, 0), |s| (s.meta.index, s.meta.term));
+        let (floor, floor_term) = r.snapshot.as_ref().map_or((0, 0), |s| (s.index, s.term));
         let terms = if r.terms.is_empty() {
             let mut terms = TermRuns::new(floor, floor_term);
             for (i, entry) in r.entries.iter().enumerate() {
@@ -346,10 +346,10 @@ impl RaftLog {
 
     /// Replaces the whole log with a snapshot received from the leader. The application restores
     /// its state from the snapshot, so applied and committed jump to its index.
-    pub fn restore_snapshot(&mut self, snapshot: Snapshot) {
-        let index = snapshot.meta.index;
+    pub fn restore_snapshot(&mut self, snapshot: SnapshotMeta) {
+        let index = snapshot.index;
         assert!(index > self.committed, "snapshot {index} would move commit {} backwards", self.committed);
-        self.terms = TermRuns::new(index, snapshot.meta.term);
+        self.terms = TermRuns::new(index, snapshot.term);
         self.entries.clear();
         self.mem_bytes = 0;
         self.committed = index;
@@ -361,8 +361,8 @@ impl RaftLog {
     }
 
     /// Drops entries folded into `snapshot` (taken by the application at or below `applied`).
-    pub fn compact(&mut self, snapshot: Snapshot) -> Result<(), String> {
-        let index = snapshot.meta.index;
+    pub fn compact(&mut self, snapshot: SnapshotMeta) -> Result<(), String> {
+        let index = snapshot.index;
         if index <= self.snapshot_index() {
             return Ok(()); // an older snapshot than the one we have: nothing to drop
         }
@@ -372,15 +372,15 @@ impl RaftLog {
         if index > self.persisted {
             return Err(format!("cannot compact to {index}: only {} is persisted", self.persisted));
         }
-        if self.term(index) != Some(snapshot.meta.term) {
-            return Err(format!("snapshot at {index} has term {}, log has {:?}", snapshot.meta.term, self.term(index)));
+        if self.term(index) != Some(snapshot.term) {
+            return Err(format!("snapshot at {index} has term {}, log has {:?}", snapshot.term, self.term(index)));
         }
         while self.entries.front().is_some_and(|e| e.index <= index) {
             if let Some(e) = self.entries.pop_front() {
                 self.mem_bytes -= e.data.len();
             }
         }
-        self.terms.compact(index, snapshot.meta.term);
+        self.terms.compact(index, snapshot.term);
         self.snapshot = Some(snapshot);
         Ok(())
     }
@@ -407,7 +407,7 @@ mod tests {
         Entry { index, term, kind: EntryKind::Normal, data: Bytes::new() }
     }
 
-    fn restore(snapshot: Option<Snapshot>, entries: Vec<Entry>, commit: Index) -> Result<RaftLog, String> {
+    fn restore(snapshot: Option<SnapshotMeta>, entries: Vec<Entry>, commit: Index) -> Result<RaftLog, String> {
         RaftLog::restore(RestoredLog { snapshot, entries, terms: Vec::new(), commit, applied: 0 })
     }
 
@@ -470,10 +470,7 @@ mod tests {
         let mut log = log_with_terms(&[1, 2, 3, 4]);
         log.commit_to(3);
         log.applied_to(3);
-        let snap = Snapshot {
-            meta: crate::raft::SnapshotMeta { index: 3, term: 3, conf: Default::default() },
-            data: Bytes::new(),
-        };
+        let snap = SnapshotMeta { index: 3, term: 3, conf: Default::default() };
         log.compact(snap).expect("compact");
         assert_eq!(log.term(3), Some(3));
         assert_eq!(log.term(2), None);
