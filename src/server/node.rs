@@ -60,7 +60,7 @@ impl Node {
     /// Opens storage (with recovery), restores the state machine and binds the listener.
     pub fn start(cfg: NodeConfig) -> Result<Node, StartError> {
         cfg.validate().map_err(StartError)?;
-        let recovered = recover(&cfg.data_dir, cfg.segment_bytes)?;
+        let recovered = recover(&cfg.data_dir, cfg.segment_bytes, cfg.cluster_id, cfg.id)?;
         let seed = seed_from_clock(cfg.id);
         let mut raft_cfg = RaftConfig::new(cfg.id, cfg.peers.keys().copied().collect(), seed);
         raft_cfg.heartbeat_ticks = cfg.heartbeat_ticks;

@@ -6,15 +6,27 @@
 //! so while a sync runs the next batch forms in the core: one `fdatasync`/`msync` covers every
 //! entry that arrived meanwhile (group commit). Jobs are done strictly in order. Any storage error
 //! is fatal to the node: it can no longer promise durability, so it must stop acknowledging.
+//! When no job arrived for `CONFIRM_IDLE` after a batch, the WAL thread confirms that batch
+//! (`Wal::confirm_if_idle`); after each batch it takes a step of allocating the next segment.
 
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use mio::Waker;
 
 use crate::raft::{Entry, HardState, Snapshot};
-use crate::storage::{SnapshotStore, StorageError, Wal};
+use crate::storage::{Meta, MetaStore, SnapshotStore, StorageError, Wal};
+
+/// Idle time after a batch before the WAL confirms it (see `Wal::confirm_if_idle`).
+const CONFIRM_IDLE: Duration = Duration::from_millis(10);
+
+/// The WAL and the meta file, owned together by the WAL thread: term and vote go to both.
+pub struct LogStores {
+    pub wal: Wal,
+    pub meta: MetaStore,
+}
 
 /// Work for the storage threads.
 #[derive(Debug)]
@@ -49,7 +61,12 @@ pub struct StorageThread {
 }
 
 impl StorageThread {
-    pub fn spawn(wal: Wal, snapshots: SnapshotStore, segment_bytes: u64, waker: Arc<Waker>) -> std::io::Result<Self> {
+    pub fn spawn(
+        stores: LogStores,
+        snapshots: SnapshotStore,
+        segment_bytes: u64,
+        waker: Arc<Waker>,
+    ) -> std::io::Result<Self> {
         let (jobs_tx, jobs_rx) = mpsc::channel::<IoJob>();
         let (snap_tx, snap_rx) = mpsc::channel::<Snapshot>();
         let (done_tx, done_rx) = mpsc::channel::<IoDone>();
@@ -57,8 +74,25 @@ impl StorageThread {
         let wal_waker = Arc::clone(&waker);
         let wal_snapshots = snapshots.clone();
         let wal_thread = std::thread::Builder::new().name("raft-wal".into()).spawn(move || {
-            let mut worker = Worker { wal, snapshots: wal_snapshots, segment_bytes };
-            for job in jobs_rx {
+            let mut worker = Worker { wal: stores.wal, meta: stores.meta, snapshots: wal_snapshots, segment_bytes };
+            loop {
+                let job = if worker.wal.is_unconfirmed() {
+                    jobs_rx.recv_timeout(CONFIRM_IDLE)
+                } else {
+                    jobs_rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
+                };
+                let job = match job {
+                    Ok(job) => job,
+                    Err(RecvTimeoutError::Timeout) => {
+                        let result = worker.wal.confirm_if_idle().map(|_| ());
+                        if let Err(e) = result {
+                            report(&wal_done, &wal_waker, Err(e));
+                            return;
+                        }
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => return,
+                };
                 let result = match job {
                     IoJob::Persist { snapshot, entries, hard_state } => worker
                         .persist(snapshot.as_ref(), &entries, hard_state)
@@ -70,6 +104,10 @@ impl StorageThread {
                 };
                 if !report(&wal_done, &wal_waker, result) {
                     return; // nothing more may be written after a storage failure
+                }
+                if let Err(e) = worker.wal.allocate_ahead() {
+                    report(&wal_done, &wal_waker, Err(e));
+                    return;
                 }
             }
         })?;
@@ -136,6 +174,7 @@ impl Drop for StorageThread {
 
 struct Worker {
     wal: Wal,
+    meta: MetaStore,
     snapshots: SnapshotStore,
     segment_bytes: u64,
 }
@@ -156,6 +195,12 @@ impl Worker {
         self.wal.append(entries)?;
         if let Some(hs) = hard_state {
             self.wal.set_hard_state(hs)?;
+            // Term and vote also go to the meta file (two synced slots) before the batch is
+            // reported durable; commit-only changes stay in the WAL.
+            let m = self.meta.meta();
+            if (hs.term, hs.vote) != (m.term, m.vote) {
+                self.meta.store(&Meta { term: hs.term, vote: hs.vote, ..m })?;
+            }
         }
         self.wal.sync()
     }
