@@ -246,3 +246,23 @@ fn entries_respects_bounds_and_byte_limits() {
     assert!(matches!(wal.append(&big), Err(StorageError::Invalid(_))), "oversized entry");
     assert_eq!(wal.last_index(), 20, "rejected batches leave no trace");
 }
+
+#[test]
+fn segments_too_small_for_the_largest_entry_are_refused_naming_the_minimum() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = mini_raft::storage::WalOptions { segment_bytes: 1 << 20, ..Default::default() };
+    let err = mini_raft::storage::Wal::open(mini_raft::storage::fs::real(), dir.path(), opts).err().expect("refused");
+    let min = mini_raft::storage::segment::segment_bytes_min(mini_raft::limits::ENTRY_BYTES_MAX);
+    assert!(err.to_string().contains(&min.to_string()), "{err}");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_raftd"))
+        .args(["--id", "1", "--listen", "127.0.0.1:1", "--peers", "1=127.0.0.1:1", "--segment-mib", "1", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("run raftd");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--segment-mib must be between 3 and 1024") && stderr.contains(&min.to_string()),
+        "{stderr}"
+    );
+}

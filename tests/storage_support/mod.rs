@@ -105,3 +105,11 @@ pub fn flip_bit(path: &Path, byte: u64, bit: u8) {
     b[byte as usize] ^= 1 << bit;
     std::fs::write(path, b).expect("write");
 }
+
+/// Path of the `i`-th segment file (oldest first) of the WAL in `sim_dir()`.
+pub fn sim_segment(sim: &SimFs, i: usize) -> PathBuf {
+    use mini_raft::storage::FileSystem;
+    let names = sim.list_dir(&sim_dir()).expect("list");
+    let segs: Vec<&String> = names.iter().filter(|n| n.ends_with(".wal")).collect();
+    sim_dir().join(segs[i])
+}

@@ -93,7 +93,8 @@ fn finish(st: &mut SimState, dir_prefix: &mut dyn FnMut(usize) -> usize) {
     let live: BTreeSet<u64> = st.dirs.values().flat_map(|d| d.durable.values().copied()).collect();
     st.inodes.retain(|ino, _| live.contains(ino));
     for inode in st.inodes.values_mut() {
-        if !inode.pending.is_empty() || !inode.failed.is_empty() || inode.current.len() != inode.durable.len() {
+        // The page cache is gone: reads see the disk (with any latent damage) again.
+        if inode.current != inode.durable {
             inode.current = inode.durable.clone();
         }
         inode.pending.clear();
