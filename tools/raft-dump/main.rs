@@ -171,11 +171,14 @@ fn file_name(p: &Path) -> String {
     p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| p.display().to_string())
 }
 
+/// Where recovery would cut the log: file, offset, why, and what the dropped part shows.
+type Cut = (PathBuf, u64, String, Seen);
+
 /// Pass 1: judges every segment as recovery would, replaying the kept records into a LogState.
 fn scan_segments(files: &[SegmentFile], problems: &mut Vec<Problem>) -> (LogState, Vec<SegmentSummary>) {
     let mut state = LogState::default();
     let mut out = Vec::new();
-    let mut cut: Option<(PathBuf, u64, String, Seen)> = None;
+    let mut cut: Option<Cut> = None;
     for (i, f) in files.iter().enumerate() {
         let buf = match std::fs::read(&f.path) {
             Ok(b) => b,
@@ -236,6 +239,12 @@ fn scan_segments(files: &[SegmentFile], problems: &mut Vec<Problem>) -> (LogStat
         }
         out.push(s);
     }
+    report_cut(cut, &state, files, problems);
+    (state, out)
+}
+
+/// The corruption problem with the index range recovery drops, or an index-gap problem.
+fn report_cut(cut: Option<Cut>, state: &LogState, files: &[SegmentFile], problems: &mut Vec<Problem>) {
     match cut {
         Some((path, offset, reason, seen)) => {
             let upto = seen.position.map_or_else(|| "unknown".to_string(), |(t, i)| format!("index {i} (term {t})"));
@@ -252,7 +261,6 @@ fn scan_segments(files: &[SegmentFile], problems: &mut Vec<Problem>) -> (LogStat
             }
         }
     }
-    (state, out)
 }
 
 /// Shows both slots of the meta file and which one is current.
@@ -336,6 +344,34 @@ fn print_segment(json: bool, s: &SegmentSummary) {
 }
 
 /// Pass 2 (--records): prints each record of the segments, and the first bad one per file.
+/// The fields `--records` shows for one record, after file, offset and type.
+fn record_fields(rec: &Record<'_>) -> Vec<(&'static str, V)> {
+    match *rec {
+        Record::Entry { index, term, kind, data } => {
+            vec![("index", V::N(index)), ("term", V::N(term)), ("payload", V::S(format_payload(kind, data)))]
+        }
+        Record::HardState(hs) => {
+            vec![("payload", V::S(format!("term={} vote={} commit={}", hs.term, hs.vote, hs.commit)))]
+        }
+        Record::Truncate { index } => vec![("index", V::N(index))],
+        Record::Compact { index, term } => vec![("index", V::N(index)), ("term", V::N(term))],
+        Record::SegmentHeader(h) => {
+            let v = format!(
+                "version={} seq={} prev_index={} floor={}/{} batch_seq={}",
+                h.version, h.seq, h.prev_index, h.floor_index, h.floor_term, h.batch_seq
+            );
+            vec![("payload", V::S(v))]
+        }
+        Record::Commit(c) => {
+            let v = format!(
+                "batch={} offset={} len={} crc={:#010x} last={}/{} hs={}/{}",
+                c.batch_seq, c.batch_offset, c.batch_len, c.batch_crc, c.last_index, c.last_term, c.hs_term, c.hs_vote
+            );
+            vec![("payload", V::S(v))]
+        }
+    }
+}
+
 fn print_records(args: &Args, files: &[SegmentFile]) {
     for f in files {
         let Ok(buf) = std::fs::read(&f.path) else {
@@ -357,46 +393,12 @@ fn print_records(args: &Args, files: &[SegmentFile]) {
                 ("record_type", V::S(d.record.record_type().name().to_string())),
             ];
             match d.record {
-                Record::Entry { index, term, kind, data } => {
-                    if index < args.from || index > args.to {
-                        return;
-                    }
-                    fields.push(("index", V::N(index)));
-                    fields.push(("term", V::N(term)));
-                    fields.push(("payload", V::S(format_payload(kind, data))));
-                }
+                Record::Entry { index, .. } if index < args.from || index > args.to => return,
+                Record::Entry { .. } => {}
                 _ if filtered => return,
-                Record::HardState(hs) => {
-                    let v = format!("term={} vote={} commit={}", hs.term, hs.vote, hs.commit);
-                    fields.push(("payload", V::S(v)));
-                }
-                Record::Truncate { index } => fields.push(("index", V::N(index))),
-                Record::Compact { index, term } => {
-                    fields.push(("index", V::N(index)));
-                    fields.push(("term", V::N(term)));
-                }
-                Record::SegmentHeader(h) => {
-                    let v = format!(
-                        "version={} seq={} prev_index={} floor={}/{} batch_seq={}",
-                        h.version, h.seq, h.prev_index, h.floor_index, h.floor_term, h.batch_seq
-                    );
-                    fields.push(("payload", V::S(v)));
-                }
-                Record::Commit(c) => {
-                    let v = format!(
-                        "batch={} offset={} len={} crc={:#010x} last={}/{} hs={}/{}",
-                        c.batch_seq,
-                        c.batch_offset,
-                        c.batch_len,
-                        c.batch_crc,
-                        c.last_index,
-                        c.last_term,
-                        c.hs_term,
-                        c.hs_vote
-                    );
-                    fields.push(("payload", V::S(v)));
-                }
+                _ => {}
             }
+            fields.extend(record_fields(&d.record));
             fields.push(("size", V::N(size)));
             fields.push(("crc_ok", V::B(true)));
             emit(args.json, "record", &fields);
