@@ -133,3 +133,20 @@ fn the_newer_of_meta_and_wal_wins_so_a_crash_between_the_two_writes_loses_no_vot
     let recovered = mini_raft::server::recovery::recover(dir.path(), 4 << 20, 1, 1).expect("recover");
     assert_eq!((recovered.restored.hard_state.term, recovered.restored.hard_state.vote), (6, 3));
 }
+
+#[path = "support/mod.rs"]
+mod support;
+
+#[test]
+fn a_running_node_keeps_its_term_and_vote_in_the_meta_file() {
+    let mut cluster = support::TestCluster::start(3, &[]);
+    let (leader, term) = cluster.wait_leader(std::time::Duration::from_secs(10)).expect("leader");
+    cluster.client().set(b"k", b"v").expect("write");
+    for id in 1..=3 {
+        cluster.kill(id);
+    }
+    let path = cluster.node_dir(leader).join("meta");
+    let (_, m) = MetaStore::open(fs::real(), &path, 1, leader as u64).expect("meta file of the leader");
+    assert!(m.term >= term && (m.term > term || m.vote == leader as u64), "{m:?} (leader {leader}, term {term})");
+    assert!(m.recovering.is_none());
+}

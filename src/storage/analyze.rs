@@ -410,3 +410,98 @@ pub fn seen_in(buf: &[u8], from: usize, to: usize) -> Seen {
     for_each_valid(buf, from, to, &mut |_, d| seen.add(&d.record));
     seen
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::types::EntryKind;
+    use crate::storage::record::{encode, record_len, Commit, SegmentHeader, SEGMENT_VERSION};
+
+    /// A v2 segment image: header, then `batches` (entry payload sizes), each closed by a Commit.
+    fn image(batches: &[&[usize]]) -> (Vec<u8>, Vec<usize>) {
+        let mut buf = vec![0u8; 16384];
+        let h = SegmentHeader {
+            version: SEGMENT_VERSION,
+            seq: 1,
+            prev_index: 0,
+            prev_term: 0,
+            floor_index: 0,
+            floor_term: 0,
+            hard_state: Default::default(),
+            batch_seq: 0,
+        };
+        let mut off = encode(&mut buf, &Record::SegmentHeader(h));
+        let (mut index, mut ends) = (0, Vec::new());
+        for (seq, sizes) in batches.iter().enumerate() {
+            let start = off;
+            for &n in *sizes {
+                index += 1;
+                let data = vec![0xabu8; n];
+                off += encode(&mut buf[off..], &Record::Entry { index, term: 1, kind: EntryKind::Normal, data: &data });
+            }
+            let c = Commit {
+                batch_seq: seq as u64 + 1,
+                batch_offset: start as u32,
+                batch_len: (off - start) as u32,
+                batch_crc: record::batch_crc(&buf[start..off]),
+                last_index: index,
+                last_term: 1,
+                hs_term: 0,
+                hs_vote: 0,
+            };
+            off += encode(&mut buf[off..], &Record::Commit(c));
+            ends.push(off);
+        }
+        (buf, ends)
+    }
+
+    fn judge(buf: &[u8]) -> Analysis {
+        analyze(buf, true, None, &mut |_, _| Ok(())).expect("no apply errors")
+    }
+
+    #[test]
+    fn clean_segments_keep_every_committed_batch() {
+        let (buf, ends) = image(&[&[10, 20], &[300], &[5]]);
+        let a = judge(&buf);
+        assert_eq!((a.keep_end, a.batch_seq, a.verdict), (ends[2], 3, Verdict::Clean));
+    }
+
+    #[test]
+    fn a_lost_sector_in_the_final_batch_is_torn_even_with_valid_records_after_it() {
+        let (mut buf, ends) = image(&[&[10], &[200, 200, 200, 200, 200]]);
+        let lost = ends[0].div_ceil(SECTOR) * SECTOR;
+        buf[lost..lost + SECTOR].fill(0);
+        let a = judge(&buf);
+        assert_eq!(a.keep_end, ends[0]);
+        assert!(matches!(a.verdict, Verdict::Torn { .. }), "{:?}", a.verdict);
+    }
+
+    #[test]
+    fn garbage_in_the_final_batch_with_its_commit_intact_is_corruption() {
+        let (mut buf, ends) = image(&[&[10], &[200, 200, 200]]);
+        buf[ends[0] + 100] ^= 1;
+        assert!(matches!(judge(&buf).verdict, Verdict::Corrupt { at, .. } if at == ends[0]));
+    }
+
+    #[test]
+    fn damage_before_a_valid_commit_is_corruption_and_a_later_segment_must_end_clean() {
+        let (mut buf, ends) = image(&[&[10], &[20], &[30]]);
+        let second = ends[0] + 40;
+        buf[second] ^= 4;
+        let a = judge(&buf);
+        assert_eq!(a.keep_end, ends[0]);
+        assert!(matches!(a.verdict, Verdict::Corrupt { .. }), "{:?}", a.verdict);
+        let (mut buf, ends) = image(&[&[10], &[20]]);
+        buf[ends[1] + 3000] = 1; // a stray byte after the last commit
+        let a = analyze(&buf, false, None, &mut |_, _| Ok(())).expect("analyze");
+        assert!(matches!(a.verdict, Verdict::Corrupt { .. }), "not the newest: {:?}", a.verdict);
+    }
+
+    #[test]
+    fn seen_reports_the_highest_position_by_term_then_index() {
+        let (buf, _) = image(&[&[10, 10, 10]]);
+        let seen = seen_in(&buf, 0, buf.len());
+        assert_eq!(seen.position, Some((1, 3)));
+        assert_eq!(record_len(10), 48);
+    }
+}
