@@ -2,8 +2,10 @@
 //!
 //! It reads files with read(2) into memory (no mmap, no writes, no truncation, no locks), so it
 //! is safe on the directory of a running node; the newest segment of a live node may show a torn
-//! tail (a batch being written), reported as such. Segments are judged by the same code as
-//! recovery (`storage::analyze`, rules in the `storage::wal` module doc).
+//! tail (a batch being written), reported as such; a write caught in the middle of copying a
+//! sector can even look like damage, so re-run before acting on a live node's newest segment.
+//! Segments are judged by the same code as recovery (`storage::analyze`, rules in the
+//! `storage::wal` module doc).
 //!
 //! Exit codes: 0 healthy, 1 corruption (synced data is damaged: recovery would cut the log and
 //! the node must re-fetch the lost entries; the index range is shown), 2 usage or I/O error,
