@@ -22,3 +22,11 @@ pub const ENTRIES_PER_APPEND_MAX: usize = 8192;
 
 /// Largest snapshot image a receiver reassembles (1 GiB).
 pub const SNAPSHOT_BYTES_MAX: u64 = 1024 * 1024 * 1024;
+
+/// Largest log entry payload, in bytes. Derived from the largest command the state machine
+/// accepts (`kv::command`): a CAS carries a key (<= KEY_BYTES_MAX), an expected and a new value
+/// (<= VALUE_BYTES_MAX each) and 30 bytes of framing (tag, session, length prefixes, option flag)
+/// = 2,101,278 bytes. The 64 KiB margin keeps room for a later register-session command or
+/// wider framing without a format change. The WAL refuses segments that cannot hold one such
+/// entry (`storage::segment::segment_bytes_min`).
+pub const ENTRY_BYTES_MAX: usize = 2 * VALUE_BYTES_MAX + KEY_BYTES_MAX + 64 * 1024;

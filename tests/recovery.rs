@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use mini_raft::kv::KvStore;
 use mini_raft::raft::{ConfState, Entry, EntryKind, HardState, Snapshot, SnapshotMeta};
-use mini_raft::storage::{SnapshotStore, Wal, WalOptions};
+use mini_raft::storage::{fs, SnapshotStore, Wal, WalOptions};
 use mini_raft::wire::{ClientReply, ClientRequest, FrameBody, ReadConsistency};
 use support::{RawConn, TestCluster};
 
@@ -28,15 +28,15 @@ fn image(index: u64) -> Bytes {
 /// Writes a WAL with `terms` (by index) and a snapshot file at (index, term), as if the node lost
 /// power after saving a leader's snapshot but before compacting its log under it.
 fn crashed_mid_install(dir: &std::path::Path, terms: &[u64], snapshot_index: u64, snapshot_term: u64) {
-    let opts = WalOptions { segment_bytes: 1 << 20, ..WalOptions::default() };
-    let (mut wal, _) = Wal::open(&dir.join("wal"), opts).expect("open wal");
+    let opts = WalOptions::with_segment_bytes(1 << 20);
+    let (mut wal, _) = Wal::open(fs::real(), &dir.join("wal"), opts).expect("open wal");
     let entries: Vec<Entry> = terms.iter().enumerate().map(|(i, &t)| entry(i as u64 + 1, t)).collect();
     wal.append(&entries).expect("append");
     let last_term = terms.last().copied().unwrap_or(0);
     wal.set_hard_state(HardState { term: last_term, vote: 0, commit: 4 }).expect("hard state");
     wal.sync().expect("sync");
     drop(wal);
-    let (snapshots, _) = SnapshotStore::open(&dir.join("snap")).expect("open snapshots");
+    let (snapshots, _) = SnapshotStore::open(fs::real(), &dir.join("snap")).expect("open snapshots");
     let meta = SnapshotMeta { index: snapshot_index, term: snapshot_term, conf: ConfState { voters: vec![1] } };
     snapshots.save(&Snapshot { meta, data: image(snapshot_index) }).expect("save snapshot");
 }
@@ -78,7 +78,7 @@ fn crash_between_snapshot_save_and_log_compaction_beyond_the_log() {
 }
 
 #[test]
-fn a_corrupt_record_in_the_middle_of_the_log_stops_the_node_with_file_and_offset() {
+fn a_corrupt_record_in_the_log_of_a_sole_voter_stops_it_with_file_and_offset() {
     let mut cluster = TestCluster::start(1, &[]);
     cluster.wait_leader(Duration::from_secs(10)).expect("leader");
     let mut client = cluster.client();
@@ -113,7 +113,8 @@ fn a_corrupt_record_in_the_middle_of_the_log_stops_the_node_with_file_and_offset
         .arg(cluster.node_dir(1))
         .output()
         .expect("run raftd");
-    assert_eq!(out.status.code(), Some(1), "raftd must refuse to start on a corrupt log");
+    assert_eq!(out.status.code(), Some(1), "a sole voter cannot recover its log from peers: it must refuse");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("only voter"));
     let stderr = String::from_utf8_lossy(&out.stderr);
     let name = segment.file_name().and_then(|n| n.to_str()).unwrap_or_default();
     assert!(stderr.contains(name), "error must name the segment file: {stderr}");

@@ -5,11 +5,11 @@ mod storage_support;
 
 use mini_raft::raft::types::{ConfState, HardState, Snapshot, SnapshotMeta};
 use mini_raft::storage::record;
-use mini_raft::storage::{SnapshotStore, Wal};
+use mini_raft::storage::{fs as storage_fs, SnapshotStore, Wal};
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Output};
-use storage_support::{entries, entry, opts, segment_files};
+use storage_support::{entries, entry, open_real, segment_files};
 
 const SEG: u64 = 4096;
 
@@ -24,12 +24,12 @@ fn text(o: &Output) -> (String, String) {
 /// A healthy directory: several segments, a compaction, two snapshots; the WAL stays open
 /// (lock held) when `keep_open`.
 fn healthy(dir: &Path) -> Wal {
-    let (mut wal, _) = Wal::open(dir, opts(SEG)).expect("open");
+    let (mut wal, _) = open_real(dir, SEG).expect("open");
     wal.append(&entries(1, 120, 1, 60)).expect("append");
     wal.append(&[entry(121, 2, b"say \"hi\"\n\\ \x01\xff")]).expect("append");
     wal.set_hard_state(HardState { term: 2, vote: 1, commit: 100 }).expect("hs");
     wal.sync().expect("sync");
-    let (store, _) = SnapshotStore::open(dir).expect("snapshots");
+    let (store, _) = SnapshotStore::open(storage_fs::real(), dir).expect("snapshots");
     for i in [10, 20] {
         let meta = SnapshotMeta { index: i, term: 1, conf: ConfState { voters: vec![1, 2] } };
         store.save(&Snapshot { meta, data: vec![9u8; 500].into() }).expect("save");
@@ -103,9 +103,13 @@ fn verify_names_the_file_and_offset_of_a_flipped_bit_in_a_middle_segment() {
     assert_eq!(o.status.code(), Some(1), "{out}\n{err}");
     let name = middle.file_name().and_then(|n| n.to_str()).expect("name");
     assert!(err.contains(name) && err.contains(&format!("offset {off}")), "{err}");
-    assert_eq!(fs::read(middle).expect("read"), before, "raft-dump must not write");
-    // The node agrees: it refuses to start.
-    assert!(Wal::open(dir.path(), opts(SEG)).is_err());
+    assert_eq!(std::fs::read(middle).expect("read"), before, "raft-dump must not write");
+    assert!(err.contains("synced data is damaged") && err.contains("drops entries"), "{err}");
+    // The node agrees: recovery reports corruption at the same place.
+    let (_, report) = open_real(dir.path(), SEG).expect("open");
+    let c = report.corruption.expect("corruption");
+    assert_eq!((c.path.as_path(), c.offset), (middle.as_path(), off as u64));
+    assert!(err.contains(&format!("drops entries {}..", c.first_lost_index)), "{err}");
 }
 
 #[test]
@@ -124,7 +128,7 @@ fn verify_fails_on_a_missing_middle_segment() {
 fn verify_fails_on_a_corrupt_snapshot_naming_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     drop(healthy(dir.path()));
-    let (store, _) = SnapshotStore::open(dir.path()).expect("open");
+    let (store, _) = SnapshotStore::open(storage_fs::real(), dir.path()).expect("open");
     let snap = store.list().expect("list").pop().expect("a snapshot");
     storage_support::flip_bit(&snap.path, 200, 0);
     let o = dump(&["--verify"], dir.path());
@@ -135,30 +139,95 @@ fn verify_fails_on_a_corrupt_snapshot_naming_it() {
     assert!(out.contains("crc_ok=false"), "{out}");
 }
 
+/// Zeroes the last 512-byte sector holding the final batch's commit record: what a power loss
+/// during that batch's write can leave.
+fn tear_final_commit(last: &Path) -> Vec<u8> {
+    let mut buf = std::fs::read(last).expect("read");
+    let end = mini_raft::storage::analyze::dirty_end(&buf);
+    // The final batch starts after the previous Commit record; older bytes of the sector stay.
+    let mut batch_start = 0;
+    record::scan::<()>(&buf[..end - record::COMMIT_RECORD_LEN], 0, |off, d| {
+        if let record::Record::Commit(_) = d.record {
+            batch_start = off + d.len;
+        }
+        Ok(())
+    })
+    .expect("scan");
+    let sector = ((end - 1) / 512 * 512).max(batch_start);
+    buf[sector..end].fill(0);
+    std::fs::write(last, &buf).expect("write");
+    buf
+}
+
 #[test]
 fn verify_reports_a_torn_tail_without_repairing_it() {
     let dir = tempfile::tempdir().expect("tempdir");
-    drop(healthy(dir.path()));
+    let mut wal = healthy(dir.path());
+    wal.append(&entries(122, 130, 2, 300)).expect("a final batch over several sectors");
+    wal.sync().expect("sync");
+    drop(wal);
     let files = segment_files(dir.path());
     let last = files.last().expect("a segment");
-    let mut buf = fs::read(last).expect("read");
-    let end = record::scan::<()>(&buf, 0, |_, _| Ok(())).expect("scan").end;
-    buf[end..end + 20].fill(0xab); // half a record after the last complete one
-    fs::write(last, &buf).expect("write");
+    let buf = tear_final_commit(last);
     let o = dump(&["--verify"], dir.path());
     let (out, err) = text(&o);
     assert_eq!(o.status.code(), Some(3), "{out}\n{err}");
-    assert!(out.contains("torn(20 bytes"), "{out}");
-    assert_eq!(fs::read(last).expect("read"), buf, "raft-dump must not truncate");
-    let (_, report) = Wal::open(dir.path(), opts(SEG)).expect("the node repairs it");
-    assert_eq!(report.bytes_truncated, 20);
+    assert!(out.contains("torn(") && err.contains("never synced"), "{out}\n{err}");
+    assert_eq!(std::fs::read(last).expect("read"), buf, "raft-dump must not truncate");
+    let (_, report) = open_real(dir.path(), SEG).expect("the node repairs it");
+    assert!(report.bytes_truncated > 0 && report.corruption.is_none(), "{report:?}");
     assert_eq!(dump(&["--verify"], dir.path()).status.code(), Some(0));
+}
+
+#[test]
+fn verify_calls_a_flipped_bit_in_the_final_batch_corruption_not_a_torn_tail() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    drop(healthy(dir.path()));
+    let last = segment_files(dir.path()).pop().expect("a segment");
+    let buf = std::fs::read(&last).expect("read");
+    let mut offsets = Vec::new();
+    record::scan::<()>(&buf, 0, |off, _| {
+        offsets.push(off);
+        Ok(())
+    })
+    .expect("scan");
+    // The record before the final Commit (the Compact record's batch): its commit stays intact.
+    let target = offsets[offsets.len() - 2];
+    storage_support::flip_bit(&last, target as u64 + 9, 0);
+    let o = dump(&["--verify"], dir.path());
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}\n{err}");
+    assert!(err.contains(&format!("offset {target}")), "{err}");
+}
+
+#[test]
+fn verify_shows_both_meta_slots_and_fails_when_both_are_damaged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("wal")).expect("wal dir");
+    drop(open_real(&dir.path().join("wal"), SEG).expect("open"));
+    let meta_path = dir.path().join("meta");
+    let (mut store, m) = mini_raft::storage::MetaStore::open(storage_fs::real(), &meta_path, 1, 2).expect("meta");
+    store.store(&mini_raft::storage::Meta { term: 7, vote: 3, ..m }).expect("store");
+    drop(store);
+    let o = dump(&["--verify"], dir.path());
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
+    assert_eq!(out.matches("meta_slot ").count(), 2, "{out}");
+    assert!(out.contains("current=true ok=true generation=2 term=7 vote=3"), "{out}");
+    storage_support::flip_bit(&meta_path, 30, 1);
+    let o = dump(&["--verify"], dir.path());
+    assert_eq!(o.status.code(), Some(3), "one bad slot is repairable: {}", text(&o).0);
+    storage_support::flip_bit(&meta_path, 4096 + 30, 1);
+    let o = dump(&["--verify"], dir.path());
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}\n{err}");
+    assert!(err.contains("both meta slots"), "{err}");
 }
 
 #[test]
 fn verify_fails_on_an_index_gap() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut wal, _) = Wal::open(dir.path(), opts(SEG)).expect("open");
+    let (mut wal, _) = open_real(dir.path(), SEG).expect("open");
     wal.append(&entries(1, 150, 1, 60)).expect("append");
     wal.sync().expect("sync");
     drop(wal);

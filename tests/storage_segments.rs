@@ -6,9 +6,9 @@ mod storage_support;
 use mini_raft::raft::types::HardState;
 use mini_raft::storage::record::{self, TailKind};
 use mini_raft::storage::segment::parse_segment_name;
-use mini_raft::storage::{StorageError, Wal};
+use mini_raft::storage::StorageError;
 use std::fs;
-use storage_support::{all_entries, entries, open, opts, segment_files};
+use storage_support::{all_entries, entries, open, open_real, segment_files};
 
 const SEG: u64 = 4096;
 
@@ -102,6 +102,7 @@ fn compaction_deletes_whole_segments_and_survives_reopen() {
     assert!(matches!(wal.entries(100, 200, usize::MAX), Err(StorageError::Compacted { .. })));
     wal.compact(300, 3).expect("compact everything");
     wal.append(&entries(301, 302, 4, 5)).expect("append after full compaction");
+    wal.sync().expect("sync");
     drop(wal);
     let wal = open(dir.path(), SEG);
     assert_eq!((wal.first_index(), wal.last_index()), (301, 302));
@@ -117,6 +118,7 @@ fn snapshot_beyond_the_log_empties_it_and_appends_continue_after_it() {
     assert_eq!((wal.first_index(), wal.last_index(), wal.term(50)), (51, 50, Some(4)));
     assert!(wal.append(&entries(53, 53, 4, 1)).is_err(), "gap after the snapshot");
     wal.append(&entries(51, 52, 4, 10)).expect("append after snapshot");
+    wal.sync().expect("sync");
     drop(wal);
     let wal = open(dir.path(), SEG);
     assert_eq!(all_entries(&wal), entries(51, 52, 4, 10));
@@ -149,7 +151,7 @@ fn a_missing_middle_segment_is_a_hard_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     let files = four_segments(dir.path());
     fs::remove_file(&files[1]).expect("remove");
-    let err = Wal::open(dir.path(), opts(SEG)).err().expect("must refuse to open");
+    let err = open_real(dir.path(), SEG).err().expect("must refuse to open");
     assert!(matches!(err, StorageError::MissingSegment { missing_seq: 2, .. }), "{err}");
     let msg = err.to_string();
     let next = files[2].file_name().and_then(|n| n.to_str()).expect("name");
@@ -161,13 +163,13 @@ fn a_missing_first_segment_without_a_snapshot_is_an_index_gap() {
     let dir = tempfile::tempdir().expect("tempdir");
     let files = four_segments(dir.path());
     fs::remove_file(&files[0]).expect("remove");
-    let err = Wal::open(dir.path(), opts(SEG)).err().expect("must refuse to open");
+    let err = open_real(dir.path(), SEG).err().expect("must refuse to open");
     assert!(err.is_corruption(), "{err}");
     assert!(err.to_string().contains("index gap"), "{err}");
 }
 
 #[test]
-fn corruption_in_an_older_segment_tail_is_a_hard_error() {
+fn garbage_in_an_older_segment_tail_is_reported_corruption_and_cuts_the_log_there() {
     let dir = tempfile::tempdir().expect("tempdir");
     let files = four_segments(dir.path());
     // Garbage after the last record of a non-newest segment (where only zeros may be).
@@ -175,8 +177,20 @@ fn corruption_in_an_older_segment_tail_is_a_hard_error() {
     let len = b.len();
     b[len - 3] = 0x55;
     fs::write(&files[0], b).expect("write");
-    let err = Wal::open(dir.path(), opts(SEG)).err().expect("must refuse");
-    assert!(err.is_corruption() && err.to_string().contains("not the newest"), "{err}");
+    let (mut wal, report) = open_real(dir.path(), SEG).expect("corruption does not fail open");
+    let c = report.corruption.expect("reported");
+    assert!(c.reason.contains("not the newest"), "{c}");
+    assert_eq!(c.path, files[0]);
+    assert_eq!(c.dropped_files, files[1..].to_vec(), "every later segment is dropped");
+    assert_eq!(c.guard.map(|g| g.index), Some(150), "the guard is the highest entry seen after the damage");
+    assert!(wal.append(&entries(151, 151, 1, 1)).is_err(), "no writes before the repair");
+    assert_eq!(wal.repair().expect("repair").map(|c| c.first_lost_index), Some(c.first_lost_index));
+    assert_eq!(wal.last_index(), c.first_lost_index - 1);
+    drop(wal);
+    let (wal, report) = open_real(dir.path(), SEG).expect("reopen");
+    assert!(report.corruption.is_none() && report.bytes_truncated == 0, "{report:?}");
+    assert_eq!(wal.last_index(), c.first_lost_index - 1);
+    assert_eq!(segment_files(dir.path()), files[..1].to_vec());
 }
 
 #[test]
@@ -185,7 +199,7 @@ fn an_interrupted_segment_creation_is_discarded() {
     four_segments(dir.path());
     let tmp = dir.path().join("00000000000000000099-00000000000000000151.wal.tmp");
     fs::write(&tmp, vec![0u8; SEG as usize]).expect("write tmp");
-    let (wal, report) = Wal::open(dir.path(), opts(SEG)).expect("open");
+    let (wal, report) = open_real(dir.path(), SEG).expect("open");
     assert_eq!(report.temp_files_removed, vec![tmp.clone()]);
     assert!(!tmp.exists());
     assert_eq!(wal.last_index(), 150);
@@ -195,7 +209,7 @@ fn an_interrupted_segment_creation_is_discarded() {
 fn a_second_writer_is_locked_out() {
     let dir = tempfile::tempdir().expect("tempdir");
     let _wal = open(dir.path(), SEG);
-    let err = Wal::open(dir.path(), opts(SEG)).err().expect("locked");
+    let err = open_real(dir.path(), SEG).err().expect("locked");
     assert!(matches!(err, StorageError::Locked { .. }), "{err}");
 }
 
@@ -231,4 +245,24 @@ fn entries_respects_bounds_and_byte_limits() {
     let big = entries(21, 21, 1, SEG as usize);
     assert!(matches!(wal.append(&big), Err(StorageError::Invalid(_))), "oversized entry");
     assert_eq!(wal.last_index(), 20, "rejected batches leave no trace");
+}
+
+#[test]
+fn segments_too_small_for_the_largest_entry_are_refused_naming_the_minimum() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = mini_raft::storage::WalOptions { segment_bytes: 1 << 20, ..Default::default() };
+    let err = mini_raft::storage::Wal::open(mini_raft::storage::fs::real(), dir.path(), opts).err().expect("refused");
+    let min = mini_raft::storage::segment::segment_bytes_min(mini_raft::limits::ENTRY_BYTES_MAX);
+    assert!(err.to_string().contains(&min.to_string()), "{err}");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_raftd"))
+        .args(["--id", "1", "--listen", "127.0.0.1:1", "--peers", "1=127.0.0.1:1", "--segment-mib", "1", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("run raftd");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--segment-mib must be between 3 and 1024") && stderr.contains(&min.to_string()),
+        "{stderr}"
+    );
 }

@@ -5,7 +5,7 @@ mod storage_support;
 
 use bytes::Bytes;
 use mini_raft::raft::types::{ConfState, Snapshot, SnapshotMeta};
-use mini_raft::storage::{SnapshotReader, SnapshotStore, StorageError};
+use mini_raft::storage::{fs as storage_fs, RealFs, SnapshotReader, SnapshotStore, StorageError};
 use std::fs;
 use storage_support::Rng;
 
@@ -20,7 +20,7 @@ fn snap(index: u64, term: u64, len: usize) -> Snapshot {
 #[test]
 fn save_then_load_round_trips_and_keeps_the_last_two() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (store, _) = SnapshotStore::open(dir.path()).expect("open");
+    let (store, _) = SnapshotStore::open(storage_fs::real(), dir.path()).expect("open");
     assert_eq!(store.latest().expect("latest"), None);
     for (i, t) in [(10, 1), (20, 2), (30, 2)] {
         let s = snap(i, t, 1000 + i as usize);
@@ -35,11 +35,11 @@ fn save_then_load_round_trips_and_keeps_the_last_two() {
 #[test]
 fn chunked_transfer_between_stores_installs_an_identical_snapshot() {
     let (a, b) = (tempfile::tempdir().expect("tmp"), tempfile::tempdir().expect("tmp"));
-    let (sender, _) = SnapshotStore::open(a.path()).expect("open");
-    let (receiver, _) = SnapshotStore::open(b.path()).expect("open");
+    let (sender, _) = SnapshotStore::open(storage_fs::real(), a.path()).expect("open");
+    let (receiver, _) = SnapshotStore::open(storage_fs::real(), b.path()).expect("open");
     let s = snap(77, 5, 300_000);
     let info = sender.save(&s).expect("save");
-    let mut reader = SnapshotReader::open(&info.path).expect("reader");
+    let mut reader = SnapshotReader::open(&RealFs::new(), &info.path).expect("reader");
     let mut writer = receiver.writer().expect("writer");
     let mut offset = 0;
     loop {
@@ -62,13 +62,13 @@ fn chunked_transfer_between_stores_installs_an_identical_snapshot() {
 #[test]
 fn an_interrupted_write_leaves_the_previous_snapshot_in_use() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (store, _) = SnapshotStore::open(dir.path()).expect("open");
+    let (store, _) = SnapshotStore::open(storage_fs::real(), dir.path()).expect("open");
     let old = snap(10, 1, 5000);
     store.save(&old).expect("save");
     let mut w = store.image_writer(&snap(20, 2, 0).meta).expect("writer");
     w.write_image(&[7u8; 4096]).expect("write");
     std::mem::forget(w); // the process "crashes": no finish, no cleanup
-    let (store, removed) = SnapshotStore::open(dir.path()).expect("reopen");
+    let (store, removed) = SnapshotStore::open(storage_fs::real(), dir.path()).expect("reopen");
     assert_eq!(removed.len(), 1, "the temporary file is cleaned up");
     assert_eq!(store.latest().expect("latest"), Some(old));
 }
@@ -78,7 +78,7 @@ type Damage = Box<dyn Fn(&mut Vec<u8>)>;
 #[test]
 fn a_corrupt_or_truncated_snapshot_is_an_error_naming_the_file() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (store, _) = SnapshotStore::open(dir.path()).expect("open");
+    let (store, _) = SnapshotStore::open(storage_fs::real(), dir.path()).expect("open");
     let info = store.save(&snap(10, 1, 10_000)).expect("save");
     let good = fs::read(&info.path).expect("read");
     let name = info.path.file_name().and_then(|n| n.to_str()).expect("name").to_string();
@@ -95,15 +95,15 @@ fn a_corrupt_or_truncated_snapshot_is_an_error_naming_the_file() {
         let err = store.latest().err().unwrap_or_else(|| panic!("{what}: not detected"));
         assert!(matches!(err, StorageError::Corrupt { .. }), "{what}: {err}");
         assert!(err.to_string().contains(&name), "{what}: {err}");
-        assert!(SnapshotReader::open(&info.path).is_err(), "{what}: reader must refuse");
+        assert!(SnapshotReader::open(&RealFs::new(), &info.path).is_err(), "{what}: reader must refuse");
     }
 }
 
 #[test]
 fn a_received_snapshot_that_fails_verification_is_not_installed() {
     let (a, b) = (tempfile::tempdir().expect("tmp"), tempfile::tempdir().expect("tmp"));
-    let (sender, _) = SnapshotStore::open(a.path()).expect("open");
-    let (receiver, _) = SnapshotStore::open(b.path()).expect("open");
+    let (sender, _) = SnapshotStore::open(storage_fs::real(), a.path()).expect("open");
+    let (receiver, _) = SnapshotStore::open(storage_fs::real(), b.path()).expect("open");
     let info = sender.save(&snap(5, 1, 1000)).expect("save");
     let mut bytes = fs::read(&info.path).expect("read");
     bytes[100] ^= 0x80;
@@ -111,6 +111,6 @@ fn a_received_snapshot_that_fails_verification_is_not_installed() {
     w.write_chunk(0, &bytes).expect("write");
     assert!(w.finish().is_err());
     assert!(receiver.list().expect("list").is_empty());
-    let (_, leftovers) = SnapshotStore::open(b.path()).expect("reopen");
+    let (_, leftovers) = SnapshotStore::open(storage_fs::real(), b.path()).expect("reopen");
     assert!(leftovers.is_empty(), "the failed temp file is removed on drop");
 }

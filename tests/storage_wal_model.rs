@@ -1,12 +1,12 @@
-//! Property test: random append / truncate / compact / hard state / sync / reopen / power-cut
-//! sequences against an in-memory model. Seeded; a failure prints the seed and the op number.
+//! Property test: random append / truncate / compact / hard state / sync / restart sequences
+//! against an in-memory model, on real files and on `SimFs` with power loss (also in the middle
+//! of a sync, at a random operation). Seeded; a failure prints the seed and the op number.
 
 mod storage_support;
 
 use mini_raft::raft::types::{Entry, HardState};
-use mini_raft::storage::Wal;
-use std::path::Path;
-use storage_support::{all_entries, entry, open, Rng};
+use mini_raft::storage::{RecoveryReport, SimFs, Wal};
+use storage_support::{all_entries, entry, Rng};
 
 const SEGMENT_BYTES: u64 = 64 << 10;
 const SEEDS: u64 = 24;
@@ -81,29 +81,60 @@ fn random_hard_state(rng: &mut Rng, m: &Model) -> HardState {
     HardState { term, vote, commit }
 }
 
-/// Drops everything after the durable tail of the newest segment, as a power failure could.
-fn power_cut(tail_path: &Path, durable: u64) {
-    let mut b = std::fs::read(tail_path).expect("read tail segment");
-    b[durable as usize..].fill(0);
-    std::fs::write(tail_path, b).expect("write tail segment");
-}
-
 #[derive(Default)]
 struct Coverage {
     rotations: u64,
     deletions: u64,
-    power_cuts: u64,
+    restarts: u64,
+    crashes: u64,
+    crashes_mid_sync: u64,
     truncations: u64,
 }
 
-fn run_seed(seed: u64, cov: &mut Coverage) {
-    let dir = tempfile::tempdir().expect("tempdir");
+/// Where the WAL lives: a real directory, or a `SimFs` that can lose power.
+enum Backend {
+    Real(tempfile::TempDir),
+    Sim(SimFs),
+}
+
+impl Backend {
+    fn open(&self, ctx: &str) -> (Wal, RecoveryReport) {
+        let r = match self {
+            Backend::Real(dir) => storage_support::open_real(dir.path(), SEGMENT_BYTES),
+            Backend::Sim(sim) => storage_support::open_sim(sim, SEGMENT_BYTES),
+        };
+        r.unwrap_or_else(|e| panic!("{ctx}: open: {e}"))
+    }
+}
+
+/// The process dies (and, with `power`, the machine loses power) and the WAL is reopened.
+/// Returns the reopened WAL and its report.
+fn restart(
+    backend: &Backend,
+    wal: Wal,
+    power: Option<&mut mini_raft::raft::rng::Rng>,
+    ctx: &str,
+) -> (Wal, RecoveryReport) {
+    drop(wal);
+    if let Backend::Sim(sim) = backend {
+        match power {
+            Some(rng) => sim.crash(rng),
+            None => sim.process_restart(),
+        }
+    }
+    backend.open(ctx)
+}
+
+fn run_seed(seed: u64, backend: &Backend, cov: &mut Coverage) {
     let mut rng = Rng::new(seed);
-    let mut wal = open(dir.path(), SEGMENT_BYTES);
+    let mut crash_rng = mini_raft::raft::rng::Rng::new(seed ^ 0x5eed);
+    let (mut wal, _) = backend.open("first open");
     let mut m = Model::default();
     let mut synced = m.clone();
     let mut term = 1;
     let mut last_paths = wal.segment_paths();
+    let mut segments_at_sync = last_paths.len();
+    let is_sim = matches!(backend, Backend::Sim(_));
     for op in 0..OPS_PER_SEED {
         let ctx = format!("seed {seed} op {op}");
         match rng.range(0, 99) {
@@ -118,11 +149,11 @@ fn run_seed(seed: u64, cov: &mut Coverage) {
                 wal.set_hard_state(hs).unwrap_or_else(|e| panic!("{ctx}: hs: {e}"));
                 m.hs = hs;
             }
-            60..=79 => {
+            60..=76 => {
                 wal.sync().unwrap_or_else(|e| panic!("{ctx}: sync: {e}"));
                 synced = m.clone();
             }
-            80..=86 => {
+            77..=83 => {
                 let i = rng.range(m.floor.0, m.last() + 3);
                 let t = match m.term(i) {
                     Some(t) if !rng.chance(10) => t,
@@ -133,61 +164,86 @@ fn run_seed(seed: u64, cov: &mut Coverage) {
                 m.compact(i, t);
                 synced = m.clone(); // compact syncs
             }
-            87..=93 => {
-                drop(wal);
-                let (w, r) = mini_raft::storage::Wal::open(dir.path(), storage_support::opts(SEGMENT_BYTES))
-                    .unwrap_or_else(|e| panic!("{ctx}: reopen: {e}"));
-                assert_eq!(r.bytes_truncated, 0, "{ctx}: clean reopen truncated");
+            84..=89 if is_sim => {
+                // Power loss in the middle of a sync: the batch is there completely or not at
+                // all, except for a part that a rotation inside `append` already made durable.
+                wal.sync().unwrap_or_else(|e| panic!("{ctx}: sync: {e}"));
+                let before = m.clone();
+                let segments = wal.segment_paths().len();
+                let batch = random_batch(&mut rng, &m, &mut term);
+                wal.append(&batch).unwrap_or_else(|e| panic!("{ctx}: append: {e}"));
+                m.append(&batch);
+                let rotated = wal.segment_paths().len() != segments;
+                if let Backend::Sim(sim) = backend {
+                    sim.kill_after_ops(Some(rng.range(0, 3)));
+                }
+                let ok = wal.sync().is_ok();
+                let (w, r) = restart(backend, wal, Some(&mut crash_rng), &ctx);
                 wal = w;
-                synced = m.clone(); // everything written survived in the page cache
+                assert!(r.corruption.is_none(), "{ctx}: a crash is never corruption: {:?}", r.corruption);
+                let got = all_entries(&wal);
+                if ok {
+                    assert_eq!(got, m.entries, "{ctx}: a completed sync survives the crash");
+                } else if !rotated {
+                    assert!(got == before.entries || got == m.entries, "{ctx}: all of the batch or none");
+                } else {
+                    assert!(m.entries.starts_with(&got), "{ctx}: a prefix of the batch");
+                }
+                m.entries = got;
+                synced = m.clone();
+                cov.crashes_mid_sync += 1;
             }
             _ => {
-                // Power cut: only exact if no rotation synced part of the unsynced suffix.
-                let segments_before = wal.segment_paths().len();
-                let batch = random_batch(&mut rng, &m, &mut term);
-                wal.sync().expect("sync");
-                synced = m.clone();
-                wal.append(&batch).expect("append before cut");
-                let (tail, durable) = wal.durable_tail();
-                let rotated = wal.segment_paths().len() != segments_before;
-                drop(wal);
-                if !rotated {
-                    cov.power_cuts += 1;
-                    power_cut(&tail, durable);
-                    m = synced.clone();
-                } else {
-                    m.append(&batch);
+                // A restart (kill -9) or, on SimFs, a power loss: unsynced appends are lost.
+                if wal.segment_paths().len() != segments_at_sync {
+                    wal.sync().expect("sync"); // a rotation made part of the suffix durable
+                    synced = m.clone();
                 }
-                let (w, _) = mini_raft::storage::Wal::open(dir.path(), storage_support::opts(SEGMENT_BYTES))
-                    .unwrap_or_else(|e| panic!("{ctx}: reopen after cut: {e}"));
+                let power = is_sim && rng.chance(50);
+                cov.restarts += u64::from(!power);
+                cov.crashes += u64::from(power);
+                let (w, r) = restart(backend, wal, if power { Some(&mut crash_rng) } else { None }, &ctx);
+                assert!(r.corruption.is_none() && r.bytes_truncated == 0, "{ctx}: {r:?}");
                 wal = w;
-                synced = m.clone();
+                m = synced.clone();
             }
         }
-        let _ = &synced;
         let paths = wal.segment_paths();
         cov.rotations += u64::from(paths.last() != last_paths.last());
         cov.deletions += u64::from(paths.first() != last_paths.first());
+        if synced.entries == m.entries && synced.hs == m.hs && wal.is_synced() {
+            segments_at_sync = paths.len();
+        }
         last_paths = paths;
         if op % 16 == 0 {
             check(&wal, &m, &ctx);
         }
     }
     check(&wal, &m, &format!("seed {seed} end"));
-    drop(wal);
-    let wal = open(dir.path(), SEGMENT_BYTES);
+    wal.sync().expect("final sync");
+    let (wal, _) = restart(backend, wal, None, "final reopen");
     check(&wal, &m, &format!("seed {seed} final reopen"));
 }
 
 #[test]
-fn wal_matches_model_under_random_operations() {
+fn wal_matches_model_under_random_operations_on_real_files() {
+    let mut cov = Coverage::default();
+    for seed in 1..=SEEDS / 2 {
+        run_seed(seed, &Backend::Real(tempfile::tempdir().expect("tempdir")), &mut cov);
+    }
+    eprintln!("coverage: {} rotations, {} deletions, {} restarts", cov.rotations, cov.deletions, cov.restarts);
+    assert!(cov.rotations > 20 && cov.deletions > 5 && cov.restarts > 10 && cov.truncations > 50);
+}
+
+#[test]
+fn wal_matches_model_under_random_operations_and_power_loss_on_simfs() {
     let mut cov = Coverage::default();
     for seed in 1..=SEEDS {
-        run_seed(seed, &mut cov);
+        run_seed(seed, &Backend::Sim(SimFs::new(seed)), &mut cov);
     }
     eprintln!(
-        "coverage: {} rotations, {} segment deletions, {} power cuts, {} truncating appends",
-        cov.rotations, cov.deletions, cov.power_cuts, cov.truncations
+        "coverage: {} rotations, {} deletions, {} restarts, {} crashes, {} crashes mid-sync, {} truncating appends",
+        cov.rotations, cov.deletions, cov.restarts, cov.crashes, cov.crashes_mid_sync, cov.truncations
     );
-    assert!(cov.rotations > 50 && cov.deletions > 10 && cov.power_cuts > 20 && cov.truncations > 100);
+    assert!(cov.rotations > 50 && cov.deletions > 10 && cov.crashes > 20 && cov.crashes_mid_sync > 50);
 }

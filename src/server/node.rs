@@ -19,10 +19,10 @@ use super::config::NodeConfig;
 use super::conn::ConnKind;
 use super::peers::PeerLinks;
 use super::reactor::{Event, Reactor, CLIENT_CONNECTIONS_MAX, CLIENT_REQUESTS_IN_FLIGHT_MAX};
-use super::recovery::recover;
+use super::recovery::{recover, RecoveryOptions};
 use super::replica::{Replica, ReplicaInit, SnapshotPolicy};
 use super::requests::Waiter;
-use super::storage_thread::StorageThread;
+use super::storage_thread::{SnapshotWorker, StorageThread, WalWorker};
 use crate::raft::{Message, NodeId, Raft, RaftConfig};
 use crate::wire::{
     check_hello, ClientRequest, ErrorCode, ErrorReply, Frame, FrameBody, Hello, HelloOk, SnapshotChunk,
@@ -74,7 +74,14 @@ impl Node {
     /// Opens storage (with recovery), restores the state machine and binds the listener.
     pub fn start(cfg: NodeConfig) -> Result<Node, StartError> {
         cfg.validate().map_err(StartError)?;
-        let recovered = recover(&cfg.data_dir, cfg.segment_bytes)?;
+        let fs = crate::storage::fs::real();
+        let opts = RecoveryOptions {
+            cluster_id: cfg.cluster_id,
+            node_id: cfg.id,
+            segment_bytes: cfg.segment_bytes,
+            sole_voter: cfg.peers.len() == 1,
+        };
+        let recovered = recover(std::sync::Arc::clone(&fs), &cfg.data_dir, opts)?;
         let seed = seed_from_clock(cfg.id);
         let mut raft_cfg = RaftConfig::new(cfg.id, cfg.peers.keys().copied().collect(), seed);
         raft_cfg.heartbeat_ticks = cfg.heartbeat_ticks;
@@ -93,7 +100,9 @@ impl Node {
         });
         let (mut reactor, waker) = Reactor::bind(cfg.listen).map_err(StartError)?;
         reactor.watch_signals().map_err(StartError)?;
-        let storage = StorageThread::spawn(recovered.wal, recovered.snapshots, cfg.segment_bytes, waker)
+        let wal_worker = WalWorker::new(recovered.wal, recovered.meta, cfg.segment_bytes);
+        let snapshot_worker = SnapshotWorker::new(fs, recovered.snapshots);
+        let storage = StorageThread::spawn(wal_worker, snapshot_worker, waker)
             .map_err(|e| StartError(format!("cannot start the storage thread: {e}")))?;
         let peers = PeerLinks::new(cfg.id, cfg.cluster_id, cfg.peers.clone(), seed);
         info!("node {} listening on {} (cluster {}, peers {:?})", cfg.id, cfg.listen, cfg.cluster_id, cfg.peers);

@@ -1,36 +1,62 @@
-//! Start-up recovery: open the WAL and the snapshot store, finish an interrupted snapshot
-//! install, and rebuild exactly the state the node held durably, refusing anything with a hole.
+//! Start-up recovery: open the WAL, the meta file and the snapshot store, finish an interrupted
+//! snapshot install, and rebuild exactly the state the node held durably.
 //!
-//! Guarantees: the returned core state is what storage holds (snapshot, the entries after it,
-//! hard state) and nothing else; the state machine has applied every durably committed entry,
-//! streamed from the WAL in bounded reads, so a restart never loads the whole log into memory; a log compacted past the newest usable snapshot, or a log that
-//! does not start right after the snapshot, is refused with a message naming the directory.
+//! Guarantees:
+//! - the core restarts from what storage holds (newest snapshot, the entries after it, hard state
+//!   with term and vote the newer of the meta file's and the WAL's) and nothing else; the state
+//!   machine has applied every durably committed entry, streamed from the WAL in bounded reads;
+//! - damage in synced log data is not silently dropped and does not stop the node for good
+//!   (protocol-aware recovery, `raft::recovery`): the guard is made durable in the meta file
+//!   first, then the log is cut at the damage, and the node restarts *recovering*;
+//! - a log compacted past the newest usable snapshot, or a log that does not start right after the
+//!   snapshot, is refused with a message naming the directory; so is a data directory of another
+//!   node or cluster (the meta file's identity).
+//!
+//! Every file is reached through a `FileSystem`: the real one in `raftd`, a simulated one (which
+//! tears, reorders, rots and fills up) in the simulator.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use log::{info, warn};
 
 use super::node::StartError;
 use crate::kv::KvStore;
-use crate::raft::{EntryKind, Index, Restored, SnapshotMeta, Term};
-use crate::storage::{SnapshotStore, Wal, WalOptions};
+use crate::raft::{EntryKind, HardState, Index, Recovery, Restored, SnapshotMeta, Term};
+use crate::storage::meta::{newer_term_vote, META_FILE};
+use crate::storage::{repair_after_corruption, FileSystem, Meta, MetaStore, SnapshotStore, Wal, WalOptions};
+
+/// Committed entries are applied to the state machine at start-up in reads of this many bytes, so
+/// a long log never has to sit in memory at once.
+const PRE_APPLY_CHUNK_BYTES: usize = 16 << 20;
+
+/// Who the data directory must belong to, and how its log is cut.
+#[derive(Clone, Copy, Debug)]
+pub struct RecoveryOptions {
+    pub cluster_id: u64,
+    pub node_id: u64,
+    pub segment_bytes: u64,
+    /// This node is the only voter: nobody can give back what its disk lost, so damage in synced
+    /// data stops it (with nothing changed on disk) instead of starting a recovery.
+    pub sole_voter: bool,
+}
 
 /// What a node restarts from.
 pub struct Recovered {
     pub wal: Wal,
+    pub meta: MetaStore,
     pub snapshots: SnapshotStore,
     pub restored: Restored,
     pub kv: KvStore,
     pub snapshot_meta: SnapshotMeta,
 }
 
-/// Opens `data_dir` (creating it) and recovers the node's durable state.
-pub fn recover(data_dir: &Path, segment_bytes: u64) -> Result<Recovered, StartError> {
-    std::fs::create_dir_all(data_dir)
+/// Opens `data_dir` (creating it) on `fs` and recovers the node's durable state.
+pub fn recover(fs: Arc<dyn FileSystem>, data_dir: &Path, opts: RecoveryOptions) -> Result<Recovered, StartError> {
+    fs.create_dir_all(data_dir)
         .map_err(|e| StartError(format!("cannot create data directory {}: {e}", data_dir.display())))?;
-    let wal_dir = data_dir.join("wal");
-    let snap_dir = data_dir.join("snap");
-    let (snapshots, removed) = SnapshotStore::open(&snap_dir)
+    let (wal_dir, snap_dir) = (data_dir.join("wal"), data_dir.join("snap"));
+    let (snapshots, removed) = SnapshotStore::open(Arc::clone(&fs), &snap_dir)
         .map_err(|e| StartError(format!("cannot open snapshots in {}: {e}", snap_dir.display())))?;
     for path in removed {
         warn!("removed interrupted snapshot write {}", path.display());
@@ -38,19 +64,34 @@ pub fn recover(data_dir: &Path, segment_bytes: u64) -> Result<Recovered, StartEr
     let snapshot = snapshots
         .latest()
         .map_err(|e| StartError(format!("cannot load the latest snapshot in {}: {e}", snap_dir.display())))?;
-    let wal_opts = WalOptions { segment_bytes, ..WalOptions::default() };
-    let (mut wal, report) = Wal::open(&wal_dir, wal_opts)
+    let wal_opts = WalOptions::with_segment_bytes(opts.segment_bytes);
+    let (mut wal, report) = Wal::open(Arc::clone(&fs), &wal_dir, wal_opts)
         .map_err(|e| StartError(format!("cannot open the log in {}: {e}", wal_dir.display())))?;
     if report.bytes_truncated > 0 {
         warn!("log recovery dropped a torn tail of {} bytes at {:?}", report.bytes_truncated, report.truncated_at);
     }
     info!("log recovered: {} entries in {} segments in {:?}", report.entries, report.segments, report.elapsed);
+    let (mut meta, term_vote) = open_meta(Arc::clone(&fs), data_dir, opts, wal.hard_state())?;
+    if let Some(c) = &report.corruption {
+        if opts.sole_voter {
+            return Err(StartError(format!(
+                "the log in {} is damaged and this node is the only voter, so no peer can re-send what was lost; \
+                 refusing to start (nothing was changed; `raft-dump --verify {}` shows it): {c}",
+                wal_dir.display(),
+                data_dir.display()
+            )));
+        }
+        // Protocol-aware recovery: the guard is durable before the log forgets anything.
+        warn!("{c}; this node recovers the lost entries from its peers and votes only for logs past them");
+        repair_after_corruption(&mut wal, &mut meta)
+            .map_err(|e| StartError(format!("cannot repair the damaged log in {}: {e}", wal_dir.display())))?;
+    }
     if let Some(s) = &snapshot {
         if s.meta.index > wal.snapshot_floor().0 {
             // The snapshot file is durable but the log was not yet compacted under it: a crash
-            // between the two steps of installing a leader's snapshot (or of our own compaction).
-            // Finish it now, or the log could hold another leader's suffix after the snapshot
-            // (paper Figure 13, steps 6-7: discard a log that does not match).
+            // between installing a snapshot file and compacting the log (a leader's snapshot, or
+            // our own). Finish it now, or the log could hold another leader's suffix after the
+            // snapshot (paper Figure 13, steps 6-7: discard a log that does not match).
             info!("finishing an interrupted snapshot install at index {} (term {})", s.meta.index, s.meta.term);
             wal.compact(s.meta.index, s.meta.term).map_err(|e| {
                 StartError(format!("cannot compact the log in {} under the snapshot: {e}", wal_dir.display()))
@@ -63,19 +104,50 @@ pub fn recover(data_dir: &Path, segment_bytes: u64) -> Result<Recovered, StartEr
         })?,
         None => KvStore::new(),
     };
-    let restored = restore_state(&wal, snapshot.map(|s| s.meta), &mut kv)?;
+    let recovery = meta.meta().recovering.map(|g| Recovery { term: g.term, index: g.index });
+    let mut restored = restore_state(&wal, snapshot.map(|s| s.meta), term_vote, &mut kv)?;
+    restored.recovery = recovery;
     let snapshot_meta = restored.snapshot.clone().unwrap_or_default();
-    Ok(Recovered { wal, snapshots, restored, kv, snapshot_meta })
+    Ok(Recovered { wal, meta, snapshots, restored, kv, snapshot_meta })
 }
 
-/// Committed entries are applied to the state machine at start-up in reads of this many bytes, so
-/// a long log never has to sit in memory at once.
-const PRE_APPLY_CHUNK_BYTES: usize = 16 << 20;
+/// Opens (or creates) the meta file and returns the effective (term, vote): the newer of the
+/// meta file's and the WAL's, written back to the meta file if the WAL's is newer (a crash
+/// between the two writes, or a directory from before the meta file).
+fn open_meta(
+    fs: Arc<dyn FileSystem>,
+    data_dir: &Path,
+    opts: RecoveryOptions,
+    wal_hs: HardState,
+) -> Result<(MetaStore, (u64, u64)), StartError> {
+    let path = data_dir.join(META_FILE);
+    let (mut store, m) =
+        MetaStore::open(fs, &path, opts.cluster_id, opts.node_id).map_err(|e| StartError(format!("{e}")))?;
+    let tv = newer_term_vote((m.term, m.vote), (wal_hs.term, wal_hs.vote))
+        .map_err(|e| StartError(format!("{} and the log disagree: {e}", path.display())))?;
+    if tv != (m.term, m.vote) {
+        store.store(&Meta { term: tv.0, vote: tv.1, ..m }).map_err(|e| StartError(format!("{e}")))?;
+    }
+    if let Some(g) = m.recovering {
+        warn!(
+            "{} says this node is recovering lost log entries (guard index {} term {})",
+            path.display(),
+            g.index,
+            g.term
+        );
+    }
+    Ok((store, tv))
+}
 
 /// Builds the core's restart state from the WAL and the newest snapshot, refusing anything with
 /// a hole in it. Committed entries are applied to `kv` here, streamed from the WAL; the core gets
 /// only the uncommitted tail (and the last entry) in memory, plus the terms of the whole log.
-fn restore_state(wal: &Wal, snapshot: Option<SnapshotMeta>, kv: &mut KvStore) -> Result<Restored, StartError> {
+fn restore_state(
+    wal: &Wal,
+    snapshot: Option<SnapshotMeta>,
+    (term, vote): (u64, u64),
+    kv: &mut KvStore,
+) -> Result<Restored, StartError> {
     let snapshot_index = snapshot.as_ref().map_or(0, |s| s.index);
     let (floor, _) = wal.snapshot_floor();
     if floor > snapshot_index {
@@ -92,7 +164,7 @@ fn restore_state(wal: &Wal, snapshot: Option<SnapshotMeta>, kv: &mut KvStore) ->
             wal.first_index()
         )));
     }
-    let hard_state = wal.hard_state();
+    let hard_state = HardState { term, vote, commit: wal.hard_state().commit };
     let commit = hard_state.commit.clamp(snapshot_index, last.max(snapshot_index));
     pre_apply(wal, kv, first, commit)?;
     let tail_from = (commit + 1).min(last).max(first);
@@ -101,14 +173,8 @@ fn restore_state(wal: &Wal, snapshot: Option<SnapshotMeta>, kv: &mut KvStore) ->
     } else {
         Vec::new()
     };
-    Ok(Restored {
-        hard_state,
-        snapshot,
-        entries,
-        log_terms: term_runs(wal, first, last),
-        applied: commit,
-        recovery: None,
-    })
+    let log_terms = term_runs(wal, first, last);
+    Ok(Restored { hard_state, snapshot, entries, log_terms, applied: commit, recovery: None })
 }
 
 /// Applies the committed entries `[first, commit]` to `kv`, a bounded read at a time.

@@ -338,7 +338,10 @@ impl Replica {
                     hard_state = None;
                 }
             }
-            let needs_disk = ready.snapshot.is_some() || !ready.entries.is_empty() || hard_state.is_some();
+            let needs_disk = ready.snapshot.is_some()
+                || !ready.entries.is_empty()
+                || hard_state.is_some()
+                || ready.recovery.is_some();
             if needs_disk {
                 let hard_state = hard_state.or(self.commit_deferred.take());
                 if let Some(hs) = hard_state {
@@ -349,6 +352,7 @@ impl Replica {
                     snapshot: ready.snapshot.clone(),
                     entries: std::mem::take(&mut ready.entries),
                     hard_state,
+                    recovery: ready.recovery,
                 };
                 self.out.jobs.push(job);
                 self.io_in_flight = Some(ready);

@@ -1,9 +1,12 @@
 //! The storage work of a node, in two lanes, and the threads that run them in `raftd`.
 //!
-//! - The **WAL lane** ([`WalWorker`]) makes ready batches durable, compacts the log under
-//!   snapshots, and reads evicted entries back for followers. The reactor hands it one batch at a
-//!   time (the core allows one in flight), so while a sync runs the next batch forms in the core:
-//!   one sync covers every entry that arrived meanwhile (group commit).
+//! - The **WAL lane** ([`WalWorker`]) makes ready batches durable (term, vote and the recovery
+//!   state also go to the two-slot meta file), compacts the log under snapshots, and reads
+//!   evicted entries back for followers. The reactor hands it one batch at a time (the core allows
+//!   one in flight), so while a sync runs the next batch forms in the core: one sync covers every
+//!   entry that arrived meanwhile (group commit). After a batch is reported durable it takes a
+//!   step of allocating the next segment; when idle after a batch it confirms that batch
+//!   (`Wal::confirm_if_idle`, so that damage to it is later told from a torn write).
 //! - The **snapshot lane** ([`SnapshotWorker`]) writes the node's own snapshots, reads snapshot
 //!   images in chunks for followers, and receives a leader's snapshot chunk by chunk, verifying
 //!   and decoding it before it is installed. Large snapshot files never hold up the commit path.
@@ -16,19 +19,26 @@
 //! the transfer retried.
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use bytes::Bytes;
 use mio::Waker;
 
 use super::snapshot_transfer::ChunkRead;
 use crate::kv::KvStore;
-use crate::raft::{Entry, HardState, LoadRequest, NodeId, Snapshot, SnapshotMeta, Term};
+use crate::raft::{Entry, HardState, LoadRequest, NodeId, RecoveryChange, Snapshot, SnapshotMeta, Term};
 use crate::storage::snapshot::snapshot_name;
-use crate::storage::{load_snapshot, SnapshotReader, SnapshotStore, SnapshotWriter, StorageError, Wal};
+use crate::storage::{
+    load_snapshot, FileSystem, MetaStore, RecoveryGuard, RecoveryReason, SnapshotReader, SnapshotStore, SnapshotWriter,
+    StorageError, Wal,
+};
 use crate::wire::SnapshotChunk;
+
+/// Idle time after a batch before the WAL confirms it (see `Wal::confirm_if_idle`).
+pub const CONFIRM_IDLE: Duration = Duration::from_millis(10);
 
 /// Readers kept open on the snapshot lane (one per snapshot being sent; opening verifies the
 /// whole file, so a reader is reused for every chunk of its file).
@@ -39,7 +49,12 @@ const SNAPSHOT_READERS_MAX: usize = 4;
 pub enum IoJob {
     /// WAL lane: persist a ready batch. A snapshot accepted from a leader is already installed
     /// (the snapshot lane verified and renamed it): the log is compacted under it first.
-    Persist { snapshot: Option<SnapshotMeta>, entries: Vec<Entry>, hard_state: Option<HardState> },
+    Persist {
+        snapshot: Option<SnapshotMeta>,
+        entries: Vec<Entry>,
+        hard_state: Option<HardState>,
+        recovery: Option<RecoveryChange>,
+    },
     /// WAL lane: compact the log under the node's own snapshot, which is durable.
     CompactLog(SnapshotMeta),
     /// WAL lane: read back entries the core evicted from memory, for a follower.
@@ -117,22 +132,23 @@ pub enum IoDone {
 
 // ----- the WAL lane ------------------------------------------------------------------------------
 
-/// Runs WAL-lane jobs against the log.
+/// Runs WAL-lane jobs against the log and the meta file.
 pub struct WalWorker {
     wal: Wal,
+    meta: MetaStore,
     segment_bytes: u64,
 }
 
 impl WalWorker {
-    pub fn new(wal: Wal, segment_bytes: u64) -> WalWorker {
-        WalWorker { wal, segment_bytes }
+    pub fn new(wal: Wal, meta: MetaStore, segment_bytes: u64) -> WalWorker {
+        WalWorker { wal, meta, segment_bytes }
     }
 
     /// Runs one WAL-lane job. An error means durability can no longer be promised.
     pub fn run(&mut self, job: IoJob) -> Result<IoDone, StorageError> {
         match job {
-            IoJob::Persist { snapshot, entries, hard_state } => {
-                self.persist(snapshot.as_ref(), &entries, hard_state)?;
+            IoJob::Persist { snapshot, entries, hard_state, recovery } => {
+                self.persist(snapshot.as_ref(), &entries, hard_state, recovery)?;
                 Ok(IoDone::Persisted { log_bytes: self.log_bytes() })
             }
             IoJob::CompactLog(meta) => {
@@ -144,11 +160,28 @@ impl WalWorker {
         }
     }
 
+    /// Work to do after a job was reported: a step of allocating the next segment (so that a
+    /// rotation never waits for a whole segment of zeros, and a full disk shows up early).
+    pub fn after_job(&mut self) -> Result<(), StorageError> {
+        self.wal.allocate_ahead().map(|_| ())
+    }
+
+    /// How long to wait for a job before `idle` is due (`None`: nothing to do when idle).
+    pub fn idle_after(&self) -> Option<Duration> {
+        self.wal.is_unconfirmed().then_some(CONFIRM_IDLE)
+    }
+
+    /// No job came for `idle_after`: confirm the last batch.
+    pub fn idle(&mut self) -> Result<(), StorageError> {
+        self.wal.confirm_if_idle().map(|_| ())
+    }
+
     fn persist(
         &mut self,
         snapshot: Option<&SnapshotMeta>,
         entries: &[Entry],
         hard_state: Option<HardState>,
+        recovery: Option<RecoveryChange>,
     ) -> Result<(), StorageError> {
         if let Some(meta) = snapshot {
             // The snapshot file is durable (installed by the snapshot lane) before the log
@@ -159,7 +192,35 @@ impl WalWorker {
         if let Some(hs) = hard_state {
             self.wal.set_hard_state(hs)?;
         }
+        self.store_meta(hard_state, recovery)?;
         self.wal.sync()
+    }
+
+    /// Term and vote (and the recovery state) also go to the meta file, two synced slots, before
+    /// the batch is reported durable; commit-only changes stay in the WAL.
+    fn store_meta(
+        &mut self,
+        hard_state: Option<HardState>,
+        recovery: Option<RecoveryChange>,
+    ) -> Result<(), StorageError> {
+        let old = self.meta.meta();
+        let mut new = old;
+        if let Some(hs) = hard_state {
+            (new.term, new.vote) = (hs.term, hs.vote);
+        }
+        match recovery {
+            Some(RecoveryChange::Recovering(guard, why)) => {
+                let reason =
+                    if why.contains("start-up") { RecoveryReason::LogCorruption } else { RecoveryReason::Amnesia };
+                new.recovering = Some(RecoveryGuard { index: guard.index, term: guard.term, reason });
+            }
+            Some(RecoveryChange::Recovered) => new.recovering = None,
+            None => {}
+        }
+        if new != old {
+            self.meta.store(&new)?;
+        }
+        Ok(())
     }
 
     /// Entries from `request.lo` on (at most `max_bytes`, at least one), or `None` if they are
@@ -183,14 +244,15 @@ impl WalWorker {
 
 /// Runs snapshot-lane jobs against the snapshot directory.
 pub struct SnapshotWorker {
+    fs: Arc<dyn FileSystem>,
     store: SnapshotStore,
     readers: Vec<(PathBuf, SnapshotReader)>,
     incoming: Option<(SnapshotChunk, SnapshotWriter)>,
 }
 
 impl SnapshotWorker {
-    pub fn new(store: SnapshotStore) -> SnapshotWorker {
-        SnapshotWorker { store, readers: Vec::new(), incoming: None }
+    pub fn new(fs: Arc<dyn FileSystem>, store: SnapshotStore) -> SnapshotWorker {
+        SnapshotWorker { fs, store, readers: Vec::new(), incoming: None }
     }
 
     /// Runs one snapshot-lane job. Only a failure to save the node's own snapshot is an error;
@@ -209,7 +271,7 @@ impl SnapshotWorker {
         let path = self.store.dir().join(snapshot_name(read.meta.index, read.meta.term));
         let at = match self.readers.iter().position(|(p, _)| *p == path) {
             Some(at) => at,
-            None => match SnapshotReader::open(&path) {
+            None => match SnapshotReader::open(self.fs.as_ref(), &path) {
                 Ok(reader) => {
                     if self.readers.len() >= SNAPSHOT_READERS_MAX {
                         self.readers.remove(0);
@@ -223,7 +285,7 @@ impl SnapshotWorker {
         let reader = &mut self.readers[at].1;
         let total = reader.image_len();
         match reader.read_image(read.offset, read.max_bytes) {
-            Ok(data) => IoDone::SnapshotImageRead { read, total, data: Bytes::from(data) },
+            Ok(data) => IoDone::SnapshotImageRead { read, total, data },
             Err(e) => {
                 self.readers.remove(at);
                 IoDone::SnapshotImageUnavailable { read, why: e.to_string() }
@@ -264,15 +326,16 @@ impl SnapshotWorker {
         }
         let Some((_, writer)) = self.incoming.take() else { return Err("lost the incoming snapshot".into()) };
         let meta = chunk.meta;
-        let (_, kv) = writer.finish_checked(|tmp| decode_image(tmp, &meta)).map_err(|e| e.to_string())?;
+        let fs = Arc::clone(&self.fs);
+        let (_, kv) = writer.finish_checked(|tmp| decode_image(fs.as_ref(), tmp, &meta)).map_err(|e| e.to_string())?;
         Ok(Some((term, Box::new(kv))))
     }
 }
 
 /// Builds the state machine from a received snapshot file, refusing an image whose applied
 /// index is not the snapshot's index.
-fn decode_image(path: &Path, meta: &SnapshotMeta) -> Result<KvStore, String> {
-    let snapshot = load_snapshot(path).map_err(|e| e.to_string())?;
+fn decode_image(fs: &dyn FileSystem, path: &Path, meta: &SnapshotMeta) -> Result<KvStore, String> {
+    let snapshot = load_snapshot(fs, path).map_err(|e| e.to_string())?;
     let kv = KvStore::restore(&snapshot.data).map_err(|e| format!("the state machine image is unusable: {e}"))?;
     if kv.applied_index() != meta.index {
         return Err(format!("the image is at index {} but the snapshot says {}", kv.applied_index(), meta.index));
@@ -291,14 +354,10 @@ pub struct StorageThread {
 }
 
 impl StorageThread {
-    pub fn spawn(wal: Wal, snapshots: SnapshotStore, segment_bytes: u64, waker: Arc<Waker>) -> std::io::Result<Self> {
+    pub fn spawn(wal: WalWorker, snapshots: SnapshotWorker, waker: Arc<Waker>) -> std::io::Result<Self> {
         let (done_tx, done_rx) = mpsc::channel::<IoDone>();
-        let mut wal_worker = WalWorker::new(wal, segment_bytes);
-        let (wal_jobs, wal_thread) =
-            lane("raft-wal", done_tx.clone(), Arc::clone(&waker), move |job| wal_worker.run(job))?;
-        let mut snapshot_worker = SnapshotWorker::new(snapshots);
-        let (snapshot_jobs, snapshot_thread) =
-            lane("raft-snapshot", done_tx, waker, move |job| snapshot_worker.run(job))?;
+        let (wal_jobs, wal_thread) = lane("raft-wal", done_tx.clone(), Arc::clone(&waker), Box::new(wal))?;
+        let (snapshot_jobs, snapshot_thread) = lane("raft-snapshot", done_tx, waker, Box::new(snapshots))?;
         Ok(StorageThread {
             wal_jobs: Some(wal_jobs),
             snapshot_jobs: Some(snapshot_jobs),
@@ -325,27 +384,74 @@ impl StorageThread {
     }
 }
 
-/// Starts a thread that runs `run` on every job it is sent, in order, reporting each outcome
-/// and waking the reactor. It stops after the first error: nothing more may be written.
+/// What a lane's thread runs: jobs in order, work after each one, and work when idle.
+pub trait LaneWorker: Send {
+    fn run(&mut self, job: IoJob) -> Result<IoDone, StorageError>;
+    fn after_job(&mut self) -> Result<(), StorageError> {
+        Ok(())
+    }
+    fn idle_after(&self) -> Option<Duration> {
+        None
+    }
+    fn idle(&mut self) -> Result<(), StorageError> {
+        Ok(())
+    }
+}
+
+impl LaneWorker for WalWorker {
+    fn run(&mut self, job: IoJob) -> Result<IoDone, StorageError> {
+        WalWorker::run(self, job)
+    }
+    fn after_job(&mut self) -> Result<(), StorageError> {
+        WalWorker::after_job(self)
+    }
+    fn idle_after(&self) -> Option<Duration> {
+        WalWorker::idle_after(self)
+    }
+    fn idle(&mut self) -> Result<(), StorageError> {
+        WalWorker::idle(self)
+    }
+}
+
+impl LaneWorker for SnapshotWorker {
+    fn run(&mut self, job: IoJob) -> Result<IoDone, StorageError> {
+        SnapshotWorker::run(self, job)
+    }
+}
+
+/// Starts a thread that runs `worker` on every job it is sent, in order, reporting each outcome
+/// and waking the reactor; between jobs it does the worker's idle work. It stops after the first
+/// error: nothing more may be written.
 fn lane(
     name: &str,
     done: Sender<IoDone>,
     waker: Arc<Waker>,
-    mut run: impl FnMut(IoJob) -> Result<IoDone, StorageError> + Send + 'static,
+    mut worker: Box<dyn LaneWorker>,
 ) -> std::io::Result<(Sender<IoJob>, JoinHandle<()>)> {
     let (jobs_tx, jobs_rx) = mpsc::channel::<IoJob>();
     let handle = std::thread::Builder::new().name(name.into()).spawn(move || {
-        for job in jobs_rx {
-            let result = run(job);
+        // Reports an outcome and wakes the reactor (a failed wake only delays it until its next
+        // tick). False if the lane must stop.
+        let report = |result: Result<IoDone, StorageError>| -> bool {
             let failed = result.is_err();
             let message = result.unwrap_or_else(|e| IoDone::Failed(e.to_string()));
-            if done.send(message).is_err() {
-                return;
-            }
-            // A failed wake only delays the reactor until its next tick.
+            let sent = done.send(message).is_ok();
             let _ = waker.wake();
-            if failed {
-                return;
+            sent && !failed
+        };
+        loop {
+            let job = match worker.idle_after() {
+                Some(wait) => jobs_rx.recv_timeout(wait),
+                None => jobs_rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            };
+            let ok = match job {
+                // The outcome goes out first: the next step of work must not delay it.
+                Ok(job) => report(worker.run(job)) && worker.after_job().map_err(|e| report(Err(e))).is_ok(),
+                Err(RecvTimeoutError::Timeout) => worker.idle().map_err(|e| report(Err(e))).is_ok(),
+                Err(RecvTimeoutError::Disconnected) => return,
+            };
+            if !ok {
+                return; // nothing more may be written after a storage failure
             }
         }
     })?;

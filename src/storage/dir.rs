@@ -1,11 +1,12 @@
 //! Directories of numbered files: the one lister and name parser that segments
 //! (`{seq:020}-{first_index:020}.wal`) and snapshots (`snap-{index:020}-{term:020}.snap`) share,
-//! and the directory fsync that makes renames and deletions durable.
+//! and the directory fsync that makes renames and deletions durable. All through the
+//! file-system seam (`fs`).
 
-use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
 use super::error::StorageError;
+use super::fs::FileSystem;
 
 /// How the files of one kind are named: `{prefix}{a:020}-{b:020}{suffix}`, and files being
 /// written end with `temp_suffix` (never part of the store).
@@ -35,18 +36,15 @@ impl Naming {
     }
 
     /// The numbered files of `dir`, sorted by (a, b), and the leftover temporary files, sorted.
-    pub fn list(&self, dir: &Path) -> Result<(Vec<Numbered>, Vec<PathBuf>), StorageError> {
+    pub fn list(&self, fs: &dyn FileSystem, dir: &Path) -> Result<(Vec<Numbered>, Vec<PathBuf>), StorageError> {
         let mut files = Vec::new();
         let mut temps = Vec::new();
-        let entries = fs::read_dir(dir).map_err(|e| StorageError::io("read directory", dir, e))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| StorageError::io("read directory", dir, e))?;
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
+        let names = fs.list_dir(dir).map_err(|e| StorageError::io("read directory", dir, e))?;
+        for name in names {
             if name.ends_with(self.temp_suffix) {
-                temps.push(entry.path());
-            } else if let Some((a, b)) = self.parse(name) {
-                files.push(Numbered { a, b, path: entry.path() });
+                temps.push(dir.join(&name));
+            } else if let Some((a, b)) = self.parse(&name) {
+                files.push(Numbered { a, b, path: dir.join(&name) });
             }
         }
         files.sort_by_key(|f| (f.a, f.b));
@@ -65,9 +63,8 @@ fn parse_number_pair(stem: &str) -> Option<(u64, u64)> {
 }
 
 /// Fsyncs a directory so that renames and deletions in it are durable.
-pub fn sync_dir(dir: &Path) -> Result<(), StorageError> {
-    let d = File::open(dir).map_err(|e| StorageError::io("open directory", dir, e))?;
-    d.sync_all().map_err(|e| StorageError::io("fsync directory", dir, e))
+pub fn sync_dir(fs: &dyn FileSystem, dir: &Path) -> Result<(), StorageError> {
+    fs.sync_dir(dir).map_err(|e| StorageError::io("fsync directory", dir, e))
 }
 
 #[cfg(test)]
@@ -84,9 +81,9 @@ mod tests {
         assert_eq!(naming.parse(&format!("{name}.tmp")), None);
         let dir = tempfile::tempdir().expect("dir");
         for file in [naming.name(9, 1), naming.name(2, 5), format!("{}.tmp", naming.name(1, 1)), "README".into()] {
-            fs::write(dir.path().join(file), b"x").expect("write");
+            std::fs::write(dir.path().join(file), b"x").expect("write");
         }
-        let (files, temps) = naming.list(dir.path()).expect("list");
+        let (files, temps) = naming.list(&super::super::fs::RealFs::new(), dir.path()).expect("list");
         assert_eq!(files.iter().map(|f| (f.a, f.b)).collect::<Vec<_>>(), vec![(2, 5), (9, 1)]);
         assert_eq!(temps.len(), 1);
     }

@@ -24,6 +24,11 @@ pub enum StorageError {
     Invalid(String),
     /// Another process holds the directory lock.
     Locked { path: PathBuf },
+    /// An earlier write or sync failed; the WAL (or meta store) refuses every later call, because
+    /// after a failed fsync nothing about the unsynced data may be assumed (see `wal`).
+    Poisoned { reason: String },
+    /// The data directory belongs to another node or cluster.
+    WrongNode { path: PathBuf, found_cluster: u64, found_node: u64, cluster: u64, node: u64 },
 }
 
 impl StorageError {
@@ -66,6 +71,14 @@ impl fmt::Display for StorageError {
             StorageError::Locked { path } => write!(
                 f,
                 "{} is locked by another process (is a node already running on this directory?)",
+                path.display()
+            ),
+            StorageError::Poisoned { reason } => {
+                write!(f, "storage refuses further use after an earlier failure: {reason}")
+            }
+            StorageError::WrongNode { path, found_cluster, found_node, cluster, node } => write!(
+                f,
+                "data directory {} belongs to node {found_node} of cluster {found_cluster}, not node {node} of cluster {cluster}",
                 path.display()
             ),
         }

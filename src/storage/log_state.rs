@@ -34,6 +34,8 @@ pub struct LogState {
     pub slots: VecDeque<Slot>,
     /// Sequence number of the last segment header applied, if any.
     pub seq: Option<u64>,
+    /// Sequence number of the last batch commit record applied (version 2 segments).
+    pub batch_seq: u64,
 }
 
 impl LogState {
@@ -88,7 +90,24 @@ impl LogState {
                     return Err(format!("compact to {index} not above floor {}", self.floor.0));
                 }
             }
+            Record::Commit(c) => self.check_commit(&c)?,
             Record::HardState(_) | Record::SegmentHeader(_) => {}
+        }
+        Ok(())
+    }
+
+    /// A Commit record must restate the state its batch left behind.
+    fn check_commit(&self, c: &super::record::Commit) -> Result<(), String> {
+        if c.batch_seq != self.batch_seq + 1 {
+            return Err(format!("commit of batch {} follows batch {}", c.batch_seq, self.batch_seq));
+        }
+        let last_term = self.term(self.last).unwrap_or(c.last_term);
+        let mine = (self.last, last_term, self.hard_state.term, self.hard_state.vote);
+        let theirs = (c.last_index, c.last_term, c.hs_term, c.hs_vote);
+        if mine != theirs {
+            return Err(format!(
+                "commit record (last index, term, hs term, vote) {theirs:?} disagrees with the replayed state {mine:?}"
+            ));
         }
         Ok(())
     }
@@ -107,9 +126,11 @@ impl LogState {
                     self.last = h.prev_index;
                     self.hard_state = h.hard_state;
                     self.slots.clear();
+                    self.batch_seq = h.batch_seq;
                 }
                 self.seq = Some(seq);
             }
+            Record::Commit(c) => self.batch_seq = c.batch_seq,
             Record::Entry { index, term, data, .. } => {
                 let offset = u32::try_from(offset).map_err(|_| "offset beyond 4 GiB".to_string())?;
                 self.slots.push_back(Slot { term, seq, offset, payload_len: data.len() as u32 });
@@ -151,9 +172,15 @@ impl LogState {
             None if h.prev_index < h.floor_index => Err("segment header prev_index below its floor".to_string()),
             None => Ok(()),
             Some(prev) if seq != prev + 1 => Err(format!("segment {seq} follows segment {prev}")),
+            Some(_) if h.version == super::record::SEGMENT_VERSION && h.batch_seq != self.batch_seq => Err(format!(
+                "segment header says the last batch before it was {}, the replayed log says {}",
+                h.batch_seq, self.batch_seq
+            )),
             Some(_) => {
-                let expect = (self.last, self.floor, self.hard_state);
-                let found = (h.prev_index, (h.floor_index, h.floor_term), h.hard_state);
+                // The term of the last index is unknown if its entry lived in a deleted segment.
+                let term = self.term(self.last).unwrap_or(h.prev_term);
+                let expect = (self.last, term, self.floor, self.hard_state);
+                let found = (h.prev_index, h.prev_term, (h.floor_index, h.floor_term), h.hard_state);
                 if expect != found {
                     return Err(format!("segment header {found:?} disagrees with the replayed state {expect:?}"));
                 }
@@ -186,12 +213,14 @@ impl LogState {
     /// Header describing the current state, for a new segment with sequence `seq`.
     pub fn header_for(&self, seq: u64) -> SegmentHeader {
         SegmentHeader {
+            version: super::record::SEGMENT_VERSION,
             seq,
             prev_index: self.last,
             prev_term: self.term(self.last).unwrap_or(0),
             floor_index: self.floor.0,
             floor_term: self.floor.1,
             hard_state: self.hard_state,
+            batch_seq: self.batch_seq,
         }
     }
 }

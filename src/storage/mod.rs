@@ -1,27 +1,41 @@
-//! Durable storage: the segmented, memory-mapped write-ahead log and snapshot files. This is the
-//! only layer that touches files.
+//! Durable storage: the segmented WAL (read through read-only mappings, written with one
+//! `pwrite` + `fdatasync` per batch), the meta file (term, vote, identity) and snapshot files.
+//! This is the only layer that touches files, and it does so only through the `fs` seam.
 //!
-//! - `record`: the byte layout of WAL records (documented there, offsets and byte order).
-//! - `segment`: segment files (`{seq:020}-{first_index:020}.wal`, preallocated, mmap'd for reads and
-//!   recovery; appends go through one `pwrite` per batch, see `Segment::append` for the measurement).
+//! - `fs`: the `FileSystem` / `FileHandle` traits, `RealFs` (std + memmap2) and `SimFs` (in
+//!   memory, deterministic, with power loss, latent errors, EIO and ENOSPC on request).
+//! - `record`: the byte layout of WAL records (documented there, offsets and byte order);
+//!   `scan`: walking the valid records of an image; `analyze`: judging a segment at recovery.
+//! - `segment`: segment files (`{seq:020}-{first_index:020}.wal`, allocated for real, created
+//!   atomically; appends are one `pwrite` per batch, see `segment` for the measurement).
 //! - `log_state`: the index rebuilt by replaying records; shared by writer, recovery, raft-dump.
-//! - `wal`: `Wal`, the durability contract (append / set_hard_state are durable only after
-//!   `sync`), group commit, truncation, compaction, recovery.
+//! - `wal` (+ `wal_open`, `wal_read`): `Wal`, the durability contract, batch commit records,
+//!   group commit, truncation, compaction, and the recovery rules (module doc of `wal`).
+//! - `meta`: the two-slot meta file that keeps term and vote through one bad sector.
 //! - `snapshot`: snapshot files, atomic install, chunked streaming.
 //!
 //! Guarantees (see DESIGN.md): a record is returned only if its CRC matches; a synced record
-//! survives a crash; a torn record can only be at the tail of the newest segment and recovery
-//! zeroes it and reports it; any other damage is a hard error naming file and offset.
+//! survives a crash; damage confined to the final, never-acknowledged batch is a torn tail,
+//! truncated and reported; damage in synced data is reported as a `Corruption` with the first lost
+//! index and a guard, never as a torn tail; a log with a hole is never served.
 
+pub mod analyze;
 pub mod dir;
 pub mod error;
+pub mod fs;
 pub mod log_state;
+pub mod meta;
 pub mod record;
+pub mod scan;
 pub mod segment;
 pub mod snapshot;
 pub mod wal;
+mod wal_open;
+mod wal_read;
 
 pub use error::StorageError;
-pub use segment::SyncMode;
+pub use fs::{FileHandle, FileSystem, OpenMode, RealFs, SimFs};
+pub use meta::{Meta, MetaStore, RecoveryGuard, RecoveryReason};
 pub use snapshot::{load_snapshot, verify_snapshot_file, SnapshotInfo, SnapshotReader, SnapshotStore, SnapshotWriter};
-pub use wal::{RecoveryReport, Wal, WalOptions};
+pub use wal::{Corruption, LogPosition, RecoveryRead, RecoveryReport, Wal, WalOptions};
+pub use wal_open::repair_after_corruption;

@@ -17,15 +17,22 @@
 //! 32+n   p    padding       zero bytes up to the next multiple of 8 (checked on read)
 //! ```
 //!
-//! SegmentHeader payload: magic `b"MRWALSEG"` (8), version u32 = 1, reserved u32 = 0, seq u64,
+//! SegmentHeader payload: magic `b"MRWALSEG"` (8), version u32, reserved u32 = 0, seq u64,
 //! prev_index u64, prev_term u64, floor_index u64, floor_term u64, hs_term u64, hs_vote u64,
-//! hs_commit u64.
+//! hs_commit u64 (80 bytes: version 1), then batch_seq u64 (88 bytes: version 2). Version 1
+//! segments (no commit records) are read with the legacy rules (see `analyze`); new segments are
+//! version 2. `batch_seq` of a version 2 header is the sequence number of the last batch
+//! committed before the segment was created (the first Commit record in it carries that + 1).
 //!
-//! Invariants this module guarantees: a decoded record's CRC matched, its reserved bytes and
-//! padding are zero, its type and kind are known, and its payload has the exact length its type
-//! requires. Type 0 is never valid, so an all-zero header is the end of the log. Every valid record
-//! has a non-zero byte among its first 16 bytes (the type byte), which `scan` uses to skip zeros.
-
+//! Commit record (type 6, version 2 segments only), the end of every synced batch: header
+//! `index` = the log's last index after the batch, `term` = its term; payload (40 bytes):
+//! batch_seq u64 (consecutive across segments), hs_term u64, hs_vote u64 (the hard state after
+//! the batch), batch_offset u32 (where the batch starts in this segment), batch_len u32 (bytes
+//! from batch_offset up to this record), batch_crc u32 (CRC-32 of those bytes), reserved u32 = 0.
+//! A confirmation is a Commit record for a batch of zeros: it sits at the next 4096-aligned
+//! offset after the batch it confirms, and its "batch" is the unwritten zero gap before it.
+//!
+pub use super::scan::{first_nonzero, is_zero, scan, ScanEnd, TailKind};
 use crate::raft::types::{EntryKind, HardState};
 use byteorder::{ByteOrder, LittleEndian as LE};
 
@@ -35,12 +42,21 @@ pub const HEADER_LEN: usize = 32;
 pub const RECORD_ALIGN: usize = 8;
 /// Largest payload any record may carry (an entry must also fit into one segment).
 pub const PAYLOAD_MAX_BYTES: usize = 1 << 30;
-/// Bytes of a SegmentHeader payload.
-pub const SEGMENT_HEADER_PAYLOAD_LEN: usize = 80;
+/// Bytes of a version 1 SegmentHeader payload.
+pub const SEGMENT_HEADER_V1_PAYLOAD_LEN: usize = 80;
+/// Bytes of a version 2 SegmentHeader payload (what new segments get).
+pub const SEGMENT_HEADER_PAYLOAD_LEN: usize = 88;
+/// Bytes of a Commit payload.
+pub const COMMIT_PAYLOAD_LEN: usize = 40;
+/// Bytes a Commit record occupies (header + payload).
+pub const COMMIT_RECORD_LEN: usize = HEADER_LEN + COMMIT_PAYLOAD_LEN;
+/// Segment format written by this code.
+pub const SEGMENT_VERSION: u32 = 2;
+/// The format without batch commit records, still read.
+pub const SEGMENT_VERSION_LEGACY: u32 = 1;
 /// Bytes of a HardState payload.
 pub const HARD_STATE_PAYLOAD_LEN: usize = 24;
 const SEGMENT_MAGIC: &[u8; 8] = b"MRWALSEG";
-const SEGMENT_VERSION: u32 = 1;
 
 /// The record types of the WAL. Numbers are part of the on-disk format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,6 +66,7 @@ pub enum RecordType {
     Truncate = 3,
     Compact = 4,
     SegmentHeader = 5,
+    Commit = 6,
 }
 
 impl RecordType {
@@ -60,6 +77,7 @@ impl RecordType {
             3 => Some(RecordType::Truncate),
             4 => Some(RecordType::Compact),
             5 => Some(RecordType::SegmentHeader),
+            6 => Some(RecordType::Commit),
             _ => None,
         }
     }
@@ -71,6 +89,7 @@ impl RecordType {
             RecordType::Truncate => "truncate",
             RecordType::Compact => "compact",
             RecordType::SegmentHeader => "segment_header",
+            RecordType::Commit => "commit",
         }
     }
 }
@@ -79,6 +98,8 @@ impl RecordType {
 /// state at the moment it was created, so that older segments can be deleted freely.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SegmentHeader {
+    /// SEGMENT_VERSION for new segments, SEGMENT_VERSION_LEGACY for old ones.
+    pub version: u32,
     pub seq: u64,
     /// Last log index when the segment was created; its first entry (if any) is prev_index + 1.
     pub prev_index: u64,
@@ -86,6 +107,24 @@ pub struct SegmentHeader {
     pub floor_index: u64,
     pub floor_term: u64,
     pub hard_state: HardState,
+    /// Version 2: sequence number of the last batch committed before this segment (0 in v1).
+    pub batch_seq: u64,
+}
+
+/// The end of a synced batch (see the module doc for the layout).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Commit {
+    pub batch_seq: u64,
+    /// Offset in this segment where the batch starts.
+    pub batch_offset: u32,
+    /// Bytes of the batch: it ends where this record starts.
+    pub batch_len: u32,
+    /// CRC-32 of the batch's bytes.
+    pub batch_crc: u32,
+    pub last_index: u64,
+    pub last_term: u64,
+    pub hs_term: u64,
+    pub hs_vote: u64,
 }
 
 /// One decoded record. Payload slices borrow from the segment bytes.
@@ -108,6 +147,7 @@ pub enum Record<'a> {
         term: u64,
     },
     SegmentHeader(SegmentHeader),
+    Commit(Commit),
 }
 
 impl Record<'_> {
@@ -118,6 +158,7 @@ impl Record<'_> {
             Record::Truncate { .. } => RecordType::Truncate,
             Record::Compact { .. } => RecordType::Compact,
             Record::SegmentHeader(_) => RecordType::SegmentHeader,
+            Record::Commit(_) => RecordType::Commit,
         }
     }
 }
@@ -215,7 +256,11 @@ pub fn encode(dst: &mut [u8], record: &Record<'_>) -> usize {
         Record::Compact { index, term } => encode_raw(dst, RecordType::Compact, 0, index, term, &[]),
         Record::SegmentHeader(h) => {
             let p = segment_header_payload(&h);
-            encode_raw(dst, RecordType::SegmentHeader, 0, 0, 0, &p)
+            encode_raw(dst, RecordType::SegmentHeader, 0, 0, 0, &p[..segment_header_len(h.version)])
+        }
+        Record::Commit(c) => {
+            let p = commit_payload(&c);
+            encode_raw(dst, RecordType::Commit, 0, c.last_index, c.last_term, &p)
         }
     }
 }
@@ -226,8 +271,33 @@ pub fn payload_len(record: &Record<'_>) -> usize {
         Record::Entry { data, .. } => data.len(),
         Record::HardState(_) => HARD_STATE_PAYLOAD_LEN,
         Record::Truncate { .. } | Record::Compact { .. } => 0,
-        Record::SegmentHeader(_) => SEGMENT_HEADER_PAYLOAD_LEN,
+        Record::SegmentHeader(h) => segment_header_len(h.version),
+        Record::Commit(_) => COMMIT_PAYLOAD_LEN,
     }
+}
+
+fn segment_header_len(version: u32) -> usize {
+    if version == SEGMENT_VERSION_LEGACY {
+        SEGMENT_HEADER_V1_PAYLOAD_LEN
+    } else {
+        SEGMENT_HEADER_PAYLOAD_LEN
+    }
+}
+
+/// CRC-32 of a batch's bytes, as a Commit record stores it.
+pub fn batch_crc(bytes: &[u8]) -> u32 {
+    crc32fast::hash(bytes)
+}
+
+fn commit_payload(c: &Commit) -> [u8; COMMIT_PAYLOAD_LEN] {
+    let mut p = [0u8; COMMIT_PAYLOAD_LEN];
+    LE::write_u64(&mut p[0..8], c.batch_seq);
+    LE::write_u64(&mut p[8..16], c.hs_term);
+    LE::write_u64(&mut p[16..24], c.hs_vote);
+    LE::write_u32(&mut p[24..28], c.batch_offset);
+    LE::write_u32(&mut p[28..32], c.batch_len);
+    LE::write_u32(&mut p[32..36], c.batch_crc);
+    p
 }
 
 fn hard_state_payload(hs: &HardState) -> [u8; HARD_STATE_PAYLOAD_LEN] {
@@ -240,8 +310,9 @@ fn hard_state_payload(hs: &HardState) -> [u8; HARD_STATE_PAYLOAD_LEN] {
 
 fn segment_header_payload(h: &SegmentHeader) -> [u8; SEGMENT_HEADER_PAYLOAD_LEN] {
     let mut p = [0u8; SEGMENT_HEADER_PAYLOAD_LEN];
+    assert!(matches!(h.version, SEGMENT_VERSION_LEGACY | SEGMENT_VERSION), "unknown segment version");
     p[0..8].copy_from_slice(SEGMENT_MAGIC);
-    LE::write_u32(&mut p[8..12], SEGMENT_VERSION);
+    LE::write_u32(&mut p[8..12], h.version);
     let fields = [
         h.seq,
         h.prev_index,
@@ -251,6 +322,7 @@ fn segment_header_payload(h: &SegmentHeader) -> [u8; SEGMENT_HEADER_PAYLOAD_LEN]
         h.hard_state.term,
         h.hard_state.vote,
         h.hard_state.commit,
+        h.batch_seq,
     ];
     for (i, v) in fields.iter().enumerate() {
         LE::write_u64(&mut p[16 + 8 * i..24 + 8 * i], *v);
@@ -342,116 +414,46 @@ fn interpret<'a>(rtype: RecordType, h: &[u8], payload: &'a [u8]) -> Result<Recor
             Ok(Record::Compact { index, term })
         }
         RecordType::SegmentHeader => decode_segment_header(payload, no_index),
+        RecordType::Commit => decode_commit(payload, index, term),
     }
 }
 
-fn decode_segment_header(p: &[u8], no_index: bool) -> Result<Record<'_>, DecodeError> {
-    if p.len() != SEGMENT_HEADER_PAYLOAD_LEN || !no_index {
-        return Err(DecodeError::BadPayload("segment header length"));
+fn decode_commit(p: &[u8], index: u64, term: u64) -> Result<Record<'_>, DecodeError> {
+    if p.len() != COMMIT_PAYLOAD_LEN || LE::read_u32(&p[36..40]) != 0 {
+        return Err(DecodeError::BadPayload("commit record length or reserved field"));
     }
-    if &p[0..8] != SEGMENT_MAGIC || LE::read_u32(&p[8..12]) != SEGMENT_VERSION {
-        return Err(DecodeError::BadPayload("segment header magic or version"));
+    Ok(Record::Commit(Commit {
+        batch_seq: LE::read_u64(&p[0..8]),
+        hs_term: LE::read_u64(&p[8..16]),
+        hs_vote: LE::read_u64(&p[16..24]),
+        batch_offset: LE::read_u32(&p[24..28]),
+        batch_len: LE::read_u32(&p[28..32]),
+        batch_crc: LE::read_u32(&p[32..36]),
+        last_index: index,
+        last_term: term,
+    }))
+}
+
+fn decode_segment_header(p: &[u8], no_index: bool) -> Result<Record<'_>, DecodeError> {
+    if p.len() < 16 || !no_index || &p[0..8] != SEGMENT_MAGIC || LE::read_u32(&p[12..16]) != 0 {
+        return Err(DecodeError::BadPayload("segment header magic"));
+    }
+    let version = LE::read_u32(&p[8..12]);
+    let ok = matches!(version, SEGMENT_VERSION_LEGACY | SEGMENT_VERSION) && p.len() == segment_header_len(version);
+    if !ok {
+        return Err(DecodeError::BadPayload("segment header version or length"));
     }
     let f = |i: usize| LE::read_u64(&p[16 + 8 * i..24 + 8 * i]);
     Ok(Record::SegmentHeader(SegmentHeader {
+        version,
         seq: f(0),
         prev_index: f(1),
         prev_term: f(2),
         floor_index: f(3),
         floor_term: f(4),
         hard_state: HardState { term: f(5), vote: f(6), commit: f(7) },
+        batch_seq: if version == SEGMENT_VERSION { f(8) } else { 0 },
     }))
-}
-
-/// True if every byte is zero. Written so that the compiler vectorizes it (recovery skips the
-/// unused part of the last segment with this, so it bounds the scan rate).
-pub fn is_zero(buf: &[u8]) -> bool {
-    let mut chunks = buf.chunks_exact(64);
-    for c in &mut chunks {
-        if c.iter().fold(0u8, |a, &b| a | b) != 0 {
-            return false;
-        }
-    }
-    chunks.remainder().iter().all(|&b| b == 0)
-}
-
-/// Offset of the first non-zero byte at or after `from`, if any.
-pub fn first_nonzero(buf: &[u8], from: usize) -> Option<usize> {
-    let mut pos = from;
-    while pos < buf.len() {
-        let end = (pos + 4096).min(buf.len());
-        if is_zero(&buf[pos..end]) {
-            pos = end;
-            continue;
-        }
-        return buf[pos..end].iter().position(|&b| b != 0).map(|i| pos + i);
-    }
-    None
-}
-
-/// How a segment's sequence of valid records ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum TailKind {
-    /// Only zero bytes follow (or the segment is full to the last byte).
-    Clean,
-    /// Invalid bytes follow, but no valid record after them: a torn write. `dirty_end` is one
-    /// past the last non-zero byte, so `dirty_end - end` bytes would be dropped.
-    Torn { reason: DecodeError, dirty_end: usize },
-    /// An invalid record is followed by a valid one: damage in the middle, never a torn write.
-    Hole { reason: DecodeError, valid_at: usize },
-}
-
-/// Where and how a scan stopped.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ScanEnd {
-    /// One past the last valid record.
-    pub end: usize,
-    pub tail: TailKind,
-}
-
-/// Walks the valid records of `buf` from `start`, calling `f(offset, decoded)` for each, then
-/// classifies what follows the last valid record. An error from `f` stops the scan.
-pub fn scan<'a, E>(
-    buf: &'a [u8],
-    start: usize,
-    mut f: impl FnMut(usize, &Decoded<'a>) -> Result<(), E>,
-) -> Result<ScanEnd, E> {
-    let mut off = start;
-    while off < buf.len() {
-        match decode(buf, off) {
-            Ok(d) => {
-                f(off, &d)?;
-                off += d.len;
-            }
-            Err(reason) => return Ok(ScanEnd { end: off, tail: classify_tail(buf, off, reason) }),
-        }
-    }
-    Ok(ScanEnd { end: off, tail: TailKind::Clean })
-}
-
-/// Decides whether the invalid bytes at `off` are a torn tail, a hole, or just the zero end.
-fn classify_tail(buf: &[u8], off: usize, reason: DecodeError) -> TailKind {
-    // A valid header has a non-zero byte in its first 16 bytes, so a header at x can only exist
-    // if some non-zero byte q satisfies x <= q < x + 16.
-    let mut candidate = if reason == DecodeError::Zero { off } else { off + RECORD_ALIGN };
-    let mut pos = off;
-    let mut last_nonzero = None;
-    while let Some(q) = first_nonzero(buf, pos) {
-        last_nonzero = Some(q);
-        let lowest = align_up((q + 1).saturating_sub(16));
-        candidate = candidate.max(lowest);
-        while candidate <= q {
-            if decode(buf, candidate).is_ok() {
-                return TailKind::Hole { reason, valid_at: candidate };
-            }
-            candidate += RECORD_ALIGN;
-        }
-        pos = q + 1;
-    }
-    match last_nonzero {
-        None => TailKind::Clean,
-        Some(q) => TailKind::Torn { reason, dirty_end: q + 1 },
-    }
 }
 
 #[cfg(test)]
@@ -465,8 +467,27 @@ mod tests {
     #[test]
     fn every_record_type_round_trips() {
         let hs = HardState { term: 3, vote: 2, commit: 9 };
-        let header =
-            SegmentHeader { seq: 4, prev_index: 10, prev_term: 2, floor_index: 5, floor_term: 1, hard_state: hs };
+        let header = SegmentHeader {
+            version: SEGMENT_VERSION,
+            seq: 4,
+            prev_index: 10,
+            prev_term: 2,
+            floor_index: 5,
+            floor_term: 1,
+            hard_state: hs,
+            batch_seq: 17,
+        };
+        let legacy = SegmentHeader { version: SEGMENT_VERSION_LEGACY, batch_seq: 0, ..header };
+        let commit = Commit {
+            batch_seq: 9,
+            batch_offset: 120,
+            batch_len: 4000,
+            batch_crc: 0xdead_beef,
+            last_index: 12,
+            last_term: 3,
+            hs_term: 3,
+            hs_vote: 2,
+        };
         let records = [
             entry(1, b"hello"),
             entry(2, b""),
@@ -474,6 +495,8 @@ mod tests {
             Record::Truncate { index: 3 },
             Record::Compact { index: 8, term: 2 },
             Record::SegmentHeader(header),
+            Record::SegmentHeader(legacy),
+            Record::Commit(commit),
         ];
         for r in records {
             let mut buf = vec![0u8; 256];

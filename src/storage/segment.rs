@@ -1,27 +1,38 @@
-//! Segment files: naming, listing, creation and the memory map of one segment.
+//! Segment files: naming, listing, creation, and appends of one segment.
 //!
-//! A segment is a fixed-size, preallocated file named `{seq:020}-{first_index:020}.wal`, where
-//! `first_index` is the index its first entry has (or would have). Creation is atomic: the file
-//! is preallocated under `NAME.tmp`, its SegmentHeader record is written and synced, then it is
-//! renamed and the directory synced. A `.tmp` file is therefore never part of the log, and a
-//! segment under its final name always starts with a durable header.
+//! A segment is a fixed-size file named `{seq:020}-{first_index:020}.wal`, where `first_index` is
+//! the index its first entry has (or would have), allocated for real (zeros written, see
+//! `fs::FileHandle::allocate`). Creation is atomic: the file is allocated under a `.wal.tmp`
+//! name (a spare prepared ahead of time by `Spare`, or synchronously), its SegmentHeader record is
+//! written with `write_at` and synced, then it is renamed and the directory synced. A `.wal.tmp`
+//! file is therefore never part of the log, and a segment under its final name always starts
+//! with a durable header and is full length.
+//!
+//! Appends: records of a batch collect in memory and reach the file in one `pwrite`, together
+//! with the batch's Commit record, right before the sync (`commit`). Why not store through a
+//! mapping: on this project's machines (Linux 6.18, ext4), stores through a shared mapping into a
+//! 64 MiB segment made every later msync/fdatasync ~4x slower once ~30 MB of the file were dirtied
+//! (65 us -> 245-290 us per 2 KiB sync), while `pwrite` + `fdatasync` stays at ~70 us. Reads and
+//! recovery of older segments use the read-only mapping behind `FileHandle::read_at`.
 
 pub use super::dir::sync_dir;
 use super::dir::Naming;
 use super::error::StorageError;
-use super::record::{self, Record};
-use memmap2::MmapMut;
-use std::fs::{self, File, OpenOptions};
+use super::fs::{FileHandle, FileSystem, OpenMode, PAGE_BYTES};
+use super::record::{self, Commit, Record, COMMIT_RECORD_LEN, HEADER_LEN, SEGMENT_HEADER_PAYLOAD_LEN};
+use bytes::Bytes;
 use std::path::{Path, PathBuf};
 
 /// Suffix of segment files.
 pub const SEGMENT_SUFFIX: &str = ".wal";
 /// Suffix of files being created (never part of the log).
 pub const TEMP_SUFFIX: &str = ".tmp";
-/// Smallest segment size we accept: a header plus a few records.
-pub const SEGMENT_BYTES_MIN: u64 = 4096;
+/// Smallest segment size the format allows: one page.
+pub const SEGMENT_BYTES_MIN: u64 = PAGE_BYTES;
 /// Largest segment size: offsets are stored as u32.
-pub const SEGMENT_BYTES_MAX: u64 = u32::MAX as u64 - 7;
+pub const SEGMENT_BYTES_MAX: u64 = (u32::MAX as u64 / PAGE_BYTES) * PAGE_BYTES;
+/// Name of the segment being allocated ahead of need.
+pub const SPARE_NAME: &str = "spare.wal.tmp";
 
 /// How segment files are named: `{seq:020}-{first_index:020}.wal`, `.wal.tmp` while created.
 pub const SEGMENT_NAMING: Naming = Naming { prefix: "", suffix: SEGMENT_SUFFIX, temp_suffix: ".wal.tmp" };
@@ -36,6 +47,20 @@ pub fn parse_segment_name(name: &str) -> Option<(u64, u64)> {
     SEGMENT_NAMING.parse(name)
 }
 
+/// Bytes of the smallest segment that holds a header, one entry of `entry_bytes_max` payload
+/// bytes and the Commit record of its batch, rounded up to a page.
+pub fn segment_bytes_min(entry_bytes_max: usize) -> u64 {
+    let need = record::record_len(SEGMENT_HEADER_PAYLOAD_LEN) + record::record_len(entry_bytes_max) + COMMIT_RECORD_LEN;
+    (need as u64).div_ceil(PAGE_BYTES) * PAGE_BYTES
+}
+
+/// The largest entry payload a segment of `segment_bytes` holds (the inverse of
+/// `segment_bytes_min`, rounded down to the record alignment).
+pub fn entry_bytes_max_for(segment_bytes: u64) -> usize {
+    let overhead = record::record_len(SEGMENT_HEADER_PAYLOAD_LEN) + COMMIT_RECORD_LEN + HEADER_LEN;
+    (segment_bytes as usize).saturating_sub(overhead) / record::RECORD_ALIGN * record::RECORD_ALIGN
+}
+
 /// A segment file found in a directory.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SegmentFile {
@@ -46,15 +71,15 @@ pub struct SegmentFile {
 
 /// Lists segment files (sorted by seq) and leftover temporary files of `dir`. Checks that the
 /// sequence numbers are consecutive: a missing middle segment is a hard error.
-pub fn list_segments(dir: &Path) -> Result<(Vec<SegmentFile>, Vec<PathBuf>), StorageError> {
-    let (segments, temps) = find_segment_files(dir)?;
+pub fn list_segments(fs: &dyn FileSystem, dir: &Path) -> Result<(Vec<SegmentFile>, Vec<PathBuf>), StorageError> {
+    let (segments, temps) = find_segment_files(fs, dir)?;
     check_consecutive(dir, &segments)?;
     Ok((segments, temps))
 }
 
 /// Lists segment files (sorted by seq) and temporary files without judging the sequence.
-pub fn find_segment_files(dir: &Path) -> Result<(Vec<SegmentFile>, Vec<PathBuf>), StorageError> {
-    let (files, temps) = SEGMENT_NAMING.list(dir)?;
+pub fn find_segment_files(fs: &dyn FileSystem, dir: &Path) -> Result<(Vec<SegmentFile>, Vec<PathBuf>), StorageError> {
+    let (files, temps) = SEGMENT_NAMING.list(fs, dir)?;
     let segments = files.into_iter().map(|f| SegmentFile { seq: f.a, first_index: f.b, path: f.path }).collect();
     Ok((segments, temps))
 }
@@ -74,113 +99,131 @@ pub fn check_consecutive(dir: &Path, segments: &[SegmentFile]) -> Result<(), Sto
     Ok(())
 }
 
-/// How `sync` makes a segment durable.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SyncMode {
-    /// `msync(MS_SYNC)` over the dirty byte range (page-rounded).
-    Msync,
-    /// `fdatasync` on the file.
-    Fdatasync,
-}
-
-/// One open segment: the file and its writable memory map.
+/// One open segment. Invariant (between calls): `[0, synced_pos)` is durable and equals the
+/// file; `pending` holds the records of the uncommitted batch, `[synced_pos, write_pos)`.
 pub struct Segment {
     pub seq: u64,
     pub first_index: u64,
     pub path: PathBuf,
-    file: File,
-    map: MmapMut,
-    /// One past the last record written.
+    /// Segment format (`record::SEGMENT_VERSION` for segments this code writes).
+    pub version: u32,
+    file: Box<dyn FileHandle>,
+    len: usize,
+    /// One past the last record appended.
     pub write_pos: usize,
     /// Bytes below this offset are durable.
     pub synced_pos: usize,
-    /// Records appended but not yet handed to the kernel: they cover `[write_pos - pending.len(),
-    /// write_pos)`. See `append` for why writes go through `pwrite` rather than the mapping.
     pending: Vec<u8>,
 }
 
 impl Segment {
-    /// Opens and maps an existing segment file read-write.
-    pub fn open(f: &SegmentFile) -> Result<Segment, StorageError> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&f.path)
-            .map_err(|e| StorageError::io("open segment", &f.path, e))?;
-        let len = file.metadata().map_err(|e| StorageError::io("stat segment", &f.path, e))?.len();
-        if !(record::HEADER_LEN as u64..=SEGMENT_BYTES_MAX).contains(&len) {
+    /// Opens an existing segment file read-write (recovery decides its positions).
+    pub fn open(fs: &dyn FileSystem, f: &SegmentFile) -> Result<Segment, StorageError> {
+        let file = fs.open(&f.path, OpenMode::ReadWrite).map_err(|e| StorageError::io("open segment", &f.path, e))?;
+        let len = file.len().map_err(|e| StorageError::io("stat segment", &f.path, e))?;
+        if !(HEADER_LEN as u64..=SEGMENT_BYTES_MAX).contains(&len) {
             return Err(StorageError::corrupt(&f.path, 0, format!("segment size {len} is outside the allowed range")));
         }
-        let map = map_file(&file, &f.path, true)?;
         Ok(Segment {
             seq: f.seq,
             first_index: f.first_index,
             path: f.path.clone(),
+            version: 0,
             file,
-            map,
+            len: len as usize,
             write_pos: 0,
             synced_pos: 0,
             pending: Vec::new(),
         })
     }
 
-    /// Creates segment `header.seq` atomically (see module doc) with `bytes` preallocated.
+    /// Creates segment `header.seq` atomically (module doc) from `spare` if it has the right
+    /// target size, or from a fresh temporary file allocated now.
     pub fn create(
+        fs: &dyn FileSystem,
         dir: &Path,
         header: record::SegmentHeader,
         bytes: u64,
-        prefill: bool,
+        spare: Option<Spare>,
     ) -> Result<Segment, StorageError> {
-        assert!((SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&bytes));
+        assert!((SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&bytes) && bytes.is_multiple_of(PAGE_BYTES));
+        assert_eq!(header.version, record::SEGMENT_VERSION, "only current-format segments are created");
         let first_index = header.prev_index + 1;
-        let name = segment_name(header.seq, first_index);
-        let path = dir.join(&name);
-        let tmp = dir.join(format!("{name}{TEMP_SUFFIX}"));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .map_err(|e| StorageError::io("create segment", &tmp, e))?;
-        preallocate(&file, &tmp, bytes, prefill)?;
-        let mut map = map_file(&file, &tmp, false)?;
-        let n = record::encode(&mut map[..], &Record::SegmentHeader(header));
-        map.flush_range(0, n).map_err(|e| StorageError::io("msync segment header", &tmp, e))?;
-        file.sync_all().map_err(|e| StorageError::io("fsync segment", &tmp, e))?;
-        fs::rename(&tmp, &path).map_err(|e| StorageError::io("rename segment", &tmp, e))?;
-        sync_dir(dir)?;
-        Ok(Segment { seq: header.seq, first_index, path, file, map, write_pos: n, synced_pos: n, pending: Vec::new() })
+        let path = dir.join(segment_name(header.seq, first_index));
+        let (tmp, file) = match spare.filter(|s| s.target == bytes) {
+            Some(s) => (s.path, s.file),
+            None => {
+                let tmp = dir.join(format!("{}{TEMP_SUFFIX}", segment_name(header.seq, first_index)));
+                let file =
+                    fs.open(&tmp, OpenMode::CreateTruncate).map_err(|e| StorageError::io("create segment", &tmp, e))?;
+                (tmp, file)
+            }
+        };
+        file.allocate(bytes).map_err(|e| StorageError::io("allocate segment", &tmp, e))?;
+        let mut buf = vec![0u8; record::record_len(SEGMENT_HEADER_PAYLOAD_LEN)];
+        let n = record::encode(&mut buf, &Record::SegmentHeader(header));
+        file.write_at(0, &buf[..n]).map_err(|e| StorageError::io("write segment header", &tmp, e))?;
+        file.sync_data().map_err(|e| StorageError::io("fdatasync new segment", &tmp, e))?;
+        let back = file.read_at(0, n).map_err(|e| StorageError::io("read back segment header", &tmp, e))?;
+        if back[..] != buf[..n] {
+            return Err(StorageError::corrupt(&tmp, 0, "segment header reads back differently"));
+        }
+        fs.rename(&tmp, &path).map_err(|e| StorageError::io("rename segment", &tmp, e))?;
+        sync_dir(fs, dir)?;
+        Ok(Segment {
+            seq: header.seq,
+            first_index,
+            path,
+            version: header.version,
+            file,
+            len: bytes as usize,
+            write_pos: n,
+            synced_pos: n,
+            pending: Vec::new(),
+        })
     }
 
-    pub fn bytes(&self) -> &[u8] {
-        &self.map[..]
+    /// The segment as the page cache shows it (zero-copy on `RealFs`).
+    pub fn image(&self) -> Result<Bytes, StorageError> {
+        self.file.read_at(0, self.len).map_err(|e| StorageError::io("read segment", &self.path, e))
+    }
+
+    /// The segment as the disk holds it (see `FileHandle::read_direct`).
+    pub fn read_direct(&self) -> Result<Vec<u8>, StorageError> {
+        let buf = self.file.read_direct().map_err(|e| StorageError::io("read segment (O_DIRECT)", &self.path, e))?;
+        if buf.len() != self.len {
+            let why = format!("segment reads {} bytes from disk, {} through the cache", buf.len(), self.len);
+            return Err(StorageError::corrupt(&self.path, 0, why));
+        }
+        Ok(buf)
+    }
+
+    /// Sets the positions after recovery kept `[0, keep_end)` of a segment of `version`.
+    pub fn set_recovered(&mut self, keep_end: usize, version: u32) {
+        assert!(keep_end <= self.len && self.pending.is_empty());
+        self.version = version;
+        self.write_pos = keep_end;
+        self.synced_pos = keep_end;
     }
 
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.len == 0
     }
 
     /// Bytes left after `write_pos`.
     pub fn remaining(&self) -> usize {
-        self.map.len() - self.write_pos
+        self.len - self.write_pos
     }
 
-    /// Encodes `record` at `write_pos` and advances it. The caller checked that it fits. The
-    /// bytes reach the file (and so the mapping, which shares the page cache) at the next
-    /// `write_out`, in one `pwrite` for the whole batch.
-    ///
-    /// Why not store through the mapping: on this project's machines (Linux 6.18, ext4), stores
-    /// through a shared mapping into a 64 MiB segment make every later msync/fdatasync ~4x
-    /// slower once ~30 MB of the file are dirtied (65 us -> 245-290 us per 2 KiB sync), while
-    /// `pwrite` + `fdatasync` stays at ~70 us. Reads and recovery still use the mapping.
+    /// Encodes `record` at `write_pos` (in memory until `commit`) and returns its offset.
     pub fn append(&mut self, rec: &Record<'_>) -> usize {
         let need = record::record_len(record::payload_len(rec));
         assert!(need <= self.remaining(), "record does not fit the segment");
+        debug_assert_eq!(self.pending.len(), self.write_pos - self.synced_pos);
         let off = self.write_pos;
         let start = self.pending.len();
         self.pending.resize(start + need, 0);
@@ -191,78 +234,110 @@ impl Segment {
         off
     }
 
-    /// Hands appended records to the kernel (one `pwrite`); afterwards the mapping shows them.
-    pub fn write_out(&mut self) -> Result<(), StorageError> {
-        if self.pending.is_empty() {
-            return Ok(());
+    /// `len` bytes at `offset` of records appended so far (pending or in the file).
+    pub fn read(&self, offset: usize, len: usize) -> Result<Bytes, StorageError> {
+        if offset >= self.synced_pos {
+            let from = offset - self.synced_pos;
+            let bytes = self.pending.get(from..from + len).ok_or_else(|| {
+                StorageError::Invalid(format!(
+                    "read of [{offset}, +{len}) beyond the records of {}",
+                    self.path.display()
+                ))
+            })?;
+            return Ok(Bytes::copy_from_slice(bytes));
         }
-        use std::os::unix::fs::FileExt;
-        let from = self.write_pos - self.pending.len();
-        self.file
-            .write_all_at(&self.pending, from as u64)
-            .map_err(|e| StorageError::io("write records", &self.path, e))?;
-        // Read back through the mapping: the page cache must now hold exactly what we encoded.
-        debug_assert!(self.map[from..self.write_pos] == self.pending[..]);
+        self.file.read_at(offset as u64, len).map_err(|e| StorageError::io("read segment", &self.path, e))
+    }
+
+    /// True if records were appended since the last commit.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Ends the batch with a Commit record (`c`'s batch fields are filled in here), writes the
+    /// batch in one `pwrite` and syncs it. The caller reserved room for the record.
+    pub fn commit(&mut self, mut c: Commit) -> Result<Commit, StorageError> {
+        assert!(self.has_pending(), "commit of an empty batch");
+        c.batch_offset = self.synced_pos as u32;
+        c.batch_len = (self.write_pos - self.synced_pos) as u32;
+        c.batch_crc = record::batch_crc(&self.pending);
+        self.append(&Record::Commit(c));
+        let from = self.synced_pos as u64;
+        self.file.write_at(from, &self.pending).map_err(|e| StorageError::io("write batch", &self.path, e))?;
+        self.file.sync_data().map_err(|e| StorageError::io("fdatasync", &self.path, e))?;
         self.pending.clear();
-        Ok(())
-    }
-
-    /// Overwrites `[from, to)` with zeros (dropping a torn tail) and makes that durable.
-    pub fn zero_range(&mut self, from: usize, to: usize) -> Result<(), StorageError> {
-        assert!(from <= to && to <= self.map.len());
-        self.map[from..to].fill(0);
-        self.map.flush_range(from, to - from).map_err(|e| StorageError::io("msync zeroed tail", &self.path, e))
-    }
-
-    /// Makes everything written since the last sync durable, with one msync or fdatasync.
-    pub fn sync(&mut self, mode: SyncMode) -> Result<(), StorageError> {
-        self.write_out()?;
-        if self.write_pos == self.synced_pos {
-            return Ok(());
-        }
-        debug_assert!(self.synced_pos < self.write_pos);
-        match mode {
-            SyncMode::Msync => self
-                .map
-                .flush_range(self.synced_pos, self.write_pos - self.synced_pos)
-                .map_err(|e| StorageError::io("msync", &self.path, e))?,
-            SyncMode::Fdatasync => self.file.sync_data().map_err(|e| StorageError::io("fdatasync", &self.path, e))?,
-        }
         self.synced_pos = self.write_pos;
+        Ok(c)
+    }
+
+    /// Writes and syncs a confirmation (module doc of `record`) at the next page boundary.
+    /// Returns its offset and content, or None if the segment has no room for it.
+    pub fn confirm(&mut self, mut c: Commit) -> Result<Option<(usize, Commit)>, StorageError> {
+        assert!(!self.has_pending(), "confirmation with an uncommitted batch");
+        let at = self.write_pos.div_ceil(PAGE_BYTES as usize) * PAGE_BYTES as usize;
+        if at + COMMIT_RECORD_LEN > self.len {
+            return Ok(None);
+        }
+        c.batch_offset = self.write_pos as u32;
+        c.batch_len = (at - self.write_pos) as u32;
+        c.batch_crc = record::batch_crc(&vec![0u8; at - self.write_pos]);
+        let mut buf = [0u8; COMMIT_RECORD_LEN];
+        record::encode(&mut buf, &Record::Commit(c));
+        self.file.write_at(at as u64, &buf).map_err(|e| StorageError::io("write confirmation", &self.path, e))?;
+        self.file.sync_data().map_err(|e| StorageError::io("fdatasync", &self.path, e))?;
+        self.write_pos = at + COMMIT_RECORD_LEN;
+        self.synced_pos = self.write_pos;
+        Ok(Some((at, c)))
+    }
+
+    /// Overwrites `[from, to)` with zeros and makes that durable (dropping a torn tail or a
+    /// damaged suffix).
+    pub fn zero_range(&mut self, from: usize, to: usize) -> Result<(), StorageError> {
+        assert!(from <= to && to <= self.len && !self.has_pending());
+        let zeros = vec![0u8; (to - from).min(1 << 20)];
+        let mut pos = from;
+        while pos < to {
+            let n = (to - pos).min(zeros.len());
+            self.file
+                .write_at(pos as u64, &zeros[..n])
+                .map_err(|e| StorageError::io("zero segment tail", &self.path, e))?;
+            pos += n;
+        }
+        self.file.sync_data().map_err(|e| StorageError::io("fdatasync zeroed tail", &self.path, e))
+    }
+}
+
+/// The next segment, allocated ahead of need in steps under `SPARE_NAME` (see `Wal`).
+pub struct Spare {
+    pub path: PathBuf,
+    file: Box<dyn FileHandle>,
+    /// Bytes allocated and synced so far.
+    pub allocated: u64,
+    /// The size it grows to.
+    pub target: u64,
+}
+
+impl Spare {
+    /// Starts a fresh spare (truncating any leftover one).
+    pub fn start(fs: &dyn FileSystem, dir: &Path, target: u64) -> Result<Spare, StorageError> {
+        let path = dir.join(SPARE_NAME);
+        let file =
+            fs.open(&path, OpenMode::CreateTruncate).map_err(|e| StorageError::io("create spare segment", &path, e))?;
+        Ok(Spare { path, file, allocated: 0, target })
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.allocated >= self.target
+    }
+
+    /// Allocates up to `step_bytes` more and syncs them, so that rotation has little left to do.
+    pub fn step(&mut self, step_bytes: u64) -> Result<(), StorageError> {
+        let next = (self.allocated + step_bytes).min(self.target);
+        self.file.allocate(next).map_err(|e| StorageError::io("allocate spare segment", &self.path, e))?;
+        self.file.sync_data().map_err(|e| StorageError::io("fdatasync spare segment", &self.path, e))?;
+        self.allocated = next;
         Ok(())
     }
-}
-
-/// Maps `file` read-write. `populate` prefaults every page in one call (MAP_POPULATE): recovery
-/// reads the whole segment anyway, and one call is much cheaper than a fault per 4 KiB page.
-fn map_file(file: &File, path: &Path, populate: bool) -> Result<MmapMut, StorageError> {
-    let mut opts = memmap2::MmapOptions::new();
-    if populate {
-        opts.populate();
-    }
-    // SAFETY: the directory lock (see `wal`) makes this process the only writer of the file, and
-    // we never shrink a mapped segment, so the mapping stays backed by the file. Readers such as
-    // raft-dump read with `read(2)`, not through this mapping.
-    unsafe { opts.map_mut(file) }.map_err(|e| StorageError::io("mmap segment", path, e))
-}
-
-/// Sizes a new segment. With `prefill`, writes zeros so that the blocks are allocated now and
-/// later syncs overwrite in place instead of also committing allocation metadata.
-fn preallocate(file: &File, path: &Path, bytes: u64, prefill: bool) -> Result<(), StorageError> {
-    if prefill {
-        use std::io::Write;
-        let zeros = vec![0u8; 1 << 20];
-        let mut w = file;
-        let mut left = bytes;
-        while left > 0 {
-            let n = left.min(zeros.len() as u64) as usize;
-            w.write_all(&zeros[..n]).map_err(|e| StorageError::io("prefill segment", path, e))?;
-            left -= n as u64;
-        }
-    } else {
-        file.set_len(bytes).map_err(|e| StorageError::io("preallocate segment", path, e))?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -276,5 +351,14 @@ mod tests {
         assert_eq!(parse_segment_name(&n), Some((1, 1)));
         assert_eq!(parse_segment_name("1-1.wal"), None);
         assert_eq!(parse_segment_name(&format!("{n}.tmp")), None);
+    }
+
+    #[test]
+    fn minimum_segment_holds_the_largest_entry_and_inverts() {
+        for entry in [0usize, 1, 100, 4000, 2 << 20] {
+            let seg = segment_bytes_min(entry);
+            assert!(entry_bytes_max_for(seg) >= entry, "{entry} in {seg}");
+            assert!(seg.is_multiple_of(PAGE_BYTES));
+        }
     }
 }

@@ -28,14 +28,15 @@
 
 use super::dir::{sync_dir, Naming};
 use super::error::StorageError;
+use super::fs::{FileHandle, FileSystem, OpenMode};
 use crate::limits::VOTERS_MAX;
 use crate::raft::types::{ConfState, Snapshot, SnapshotMeta};
 use byteorder::{ByteOrder, LittleEndian as LE};
 use bytes::Bytes;
-use std::fs::{self, File, OpenOptions};
-use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 const MAGIC: &[u8; 8] = b"MRSNAP01";
 const END_MAGIC: &[u8; 4] = b"MRSE";
@@ -81,8 +82,8 @@ pub struct SnapshotFile {
 }
 
 /// Lists snapshot files (oldest first) and leftover temporary files of `dir`.
-pub fn list_snapshots(dir: &Path) -> Result<(Vec<SnapshotFile>, Vec<PathBuf>), StorageError> {
-    let (files, temps) = SNAPSHOT_NAMING.list(dir)?;
+pub fn list_snapshots(fs: &dyn FileSystem, dir: &Path) -> Result<(Vec<SnapshotFile>, Vec<PathBuf>), StorageError> {
+    let (files, temps) = SNAPSHOT_NAMING.list(fs, dir)?;
     Ok((files.into_iter().map(|f| SnapshotFile { index: f.a, term: f.b, path: f.path }).collect(), temps))
 }
 
@@ -104,17 +105,36 @@ fn encode_header(meta: &SnapshotMeta) -> Result<Vec<u8>, StorageError> {
     Ok(h)
 }
 
+/// Sequential reads of a file through a `FileHandle`.
+struct Reader<'a> {
+    file: &'a dyn FileHandle,
+    path: &'a Path,
+    pos: u64,
+}
+
+impl Reader<'_> {
+    fn read(&mut self, n: usize) -> Result<Bytes, StorageError> {
+        let b = self.file.read_at(self.pos, n).map_err(|e| StorageError::io("read snapshot", self.path, e))?;
+        self.pos += n as u64;
+        Ok(b)
+    }
+}
+
 /// Reads and verifies a whole snapshot file in bounded chunks. If `image` is given, the image
 /// bytes are also collected into it.
-fn verify_file(path: &Path, mut image: Option<&mut Vec<u8>>) -> Result<SnapshotInfo, StorageError> {
-    let mut f = File::open(path).map_err(|e| StorageError::io("open snapshot", path, e))?;
-    let size = f.metadata().map_err(|e| StorageError::io("stat snapshot", path, e))?.len();
+fn verify_file(
+    fs: &dyn FileSystem,
+    path: &Path,
+    mut image: Option<&mut Vec<u8>>,
+) -> Result<SnapshotInfo, StorageError> {
+    let file = fs.open(path, OpenMode::ReadOnly).map_err(|e| StorageError::io("open snapshot", path, e))?;
+    let size = file.len().map_err(|e| StorageError::io("stat snapshot", path, e))?;
     let bad = |off: u64, why: String| StorageError::corrupt(path, off, why);
     if size < FIXED_HEADER_LEN + TRAILER_LEN {
         return Err(bad(0, format!("snapshot is truncated: only {size} bytes")));
     }
-    let mut fixed = [0u8; FIXED_HEADER_LEN as usize];
-    f.read_exact(&mut fixed).map_err(|e| StorageError::io("read snapshot", path, e))?;
+    let mut r = Reader { file: file.as_ref(), path, pos: 0 };
+    let fixed = r.read(FIXED_HEADER_LEN as usize)?;
     if &fixed[0..8] != MAGIC || LE::read_u32(&fixed[8..12]) != VERSION {
         return Err(bad(0, "bad snapshot magic or version".to_string()));
     }
@@ -125,27 +145,24 @@ fn verify_file(path: &Path, mut image: Option<&mut Vec<u8>>) -> Result<SnapshotI
     }
     let mut hasher = crc32fast::Hasher::new();
     hasher.update(&fixed);
-    let mut voters_raw = vec![0u8; 8 * voters_n as usize];
-    f.read_exact(&mut voters_raw).map_err(|e| StorageError::io("read snapshot", path, e))?;
+    let voters_raw = r.read(8 * voters_n as usize)?;
     hasher.update(&voters_raw);
     let image_bytes = size - header_len - TRAILER_LEN;
     if let Some(img) = image.as_deref_mut() {
         img.clear();
         img.reserve(image_bytes as usize);
     }
-    let mut buf = vec![0u8; READ_BUF_BYTES];
     let mut left = image_bytes;
     while left > 0 {
-        let n = left.min(buf.len() as u64) as usize;
-        f.read_exact(&mut buf[..n]).map_err(|e| StorageError::io("read snapshot", path, e))?;
-        hasher.update(&buf[..n]);
+        let n = left.min(READ_BUF_BYTES as u64) as usize;
+        let chunk = r.read(n)?;
+        hasher.update(&chunk);
         if let Some(img) = image.as_deref_mut() {
-            img.extend_from_slice(&buf[..n]);
+            img.extend_from_slice(&chunk);
         }
         left -= n as u64;
     }
-    let mut trailer = [0u8; TRAILER_LEN as usize];
-    f.read_exact(&mut trailer).map_err(|e| StorageError::io("read snapshot", path, e))?;
+    let trailer = r.read(TRAILER_LEN as usize)?;
     hasher.update(&trailer[0..8]);
     let trailer_at = size - TRAILER_LEN;
     if &trailer[12..16] != END_MAGIC {
@@ -177,8 +194,8 @@ fn verify_file(path: &Path, mut image: Option<&mut Vec<u8>>) -> Result<SnapshotI
 }
 
 /// Verifies a snapshot file (size, CRC, and that its name matches its header).
-pub fn verify_snapshot_file(path: &Path) -> Result<SnapshotInfo, StorageError> {
-    let info = verify_file(path, None)?;
+pub fn verify_snapshot_file(fs: &dyn FileSystem, path: &Path) -> Result<SnapshotInfo, StorageError> {
+    let info = verify_file(fs, path, None)?;
     check_name(&info)?;
     Ok(info)
 }
@@ -196,32 +213,39 @@ fn check_name(info: &SnapshotInfo) -> Result<(), StorageError> {
 }
 
 /// Loads and verifies a snapshot file completely into memory.
-pub fn load_snapshot(path: &Path) -> Result<Snapshot, StorageError> {
+pub fn load_snapshot(fs: &dyn FileSystem, path: &Path) -> Result<Snapshot, StorageError> {
     let mut image = Vec::new();
-    let info = verify_file(path, Some(&mut image))?;
+    let info = verify_file(fs, path, Some(&mut image))?;
     check_name(&info)?;
     Ok(Snapshot { meta: info.meta, data: Bytes::from(image) })
 }
 
 /// The snapshot directory.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct SnapshotStore {
+    fs: Arc<dyn FileSystem>,
     dir: PathBuf,
+}
+
+impl fmt::Debug for SnapshotStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SnapshotStore").field("dir", &self.dir).finish()
+    }
 }
 
 impl SnapshotStore {
     /// Opens `dir` (creating it) and removes leftovers of interrupted writes.
-    pub fn open(dir: &Path) -> Result<(SnapshotStore, Vec<PathBuf>), StorageError> {
-        fs::create_dir_all(dir).map_err(|e| StorageError::io("create directory", dir, e))?;
-        let (_, temps) = list_snapshots(dir)?;
+    pub fn open(fs: Arc<dyn FileSystem>, dir: &Path) -> Result<(SnapshotStore, Vec<PathBuf>), StorageError> {
+        fs.create_dir_all(dir).map_err(|e| StorageError::io("create directory", dir, e))?;
+        let (_, temps) = list_snapshots(fs.as_ref(), dir)?;
         for t in &temps {
             log::warn!("removing interrupted snapshot write {}", t.display());
-            fs::remove_file(t).map_err(|e| StorageError::io("remove temp snapshot", t, e))?;
+            fs.remove_file(t).map_err(|e| StorageError::io("remove temp snapshot", t, e))?;
         }
         if !temps.is_empty() {
-            sync_dir(dir)?;
+            sync_dir(fs.as_ref(), dir)?;
         }
-        let store = SnapshotStore { dir: dir.to_path_buf() };
+        let store = SnapshotStore { fs, dir: dir.to_path_buf() };
         Ok((store, temps))
     }
 
@@ -231,7 +255,7 @@ impl SnapshotStore {
 
     /// Snapshot files by name, oldest first.
     pub fn list(&self) -> Result<Vec<SnapshotFile>, StorageError> {
-        Ok(list_snapshots(&self.dir)?.0)
+        Ok(list_snapshots(self.fs.as_ref(), &self.dir)?.0)
     }
 
     /// Loads the newest snapshot. A damaged newest snapshot is an error naming the file (the
@@ -239,7 +263,7 @@ impl SnapshotStore {
     pub fn latest(&self) -> Result<Option<Snapshot>, StorageError> {
         match self.list()?.last() {
             None => Ok(None),
-            Some(f) => load_snapshot(&f.path).map(Some),
+            Some(f) => load_snapshot(self.fs.as_ref(), &f.path).map(Some),
         }
     }
 
@@ -254,12 +278,12 @@ impl SnapshotStore {
 
     /// A writer that receives a snapshot file's raw bytes in chunks (from the transport).
     pub fn writer(&self) -> Result<SnapshotWriter, StorageError> {
-        SnapshotWriter::create(&self.dir, None)
+        SnapshotWriter::create(Arc::clone(&self.fs), &self.dir, None)
     }
 
     /// A writer that builds a snapshot from metadata and image chunks (from the state machine).
     pub fn image_writer(&self, meta: &SnapshotMeta) -> Result<SnapshotWriter, StorageError> {
-        SnapshotWriter::create(&self.dir, Some(meta))
+        SnapshotWriter::create(Arc::clone(&self.fs), &self.dir, Some(meta))
     }
 
     /// Deletes all but the newest `keep` snapshots.
@@ -267,7 +291,7 @@ impl SnapshotStore {
         let files = self.list()?;
         let excess = files.len().saturating_sub(keep);
         for f in &files[..excess] {
-            match fs::remove_file(&f.path) {
+            match self.fs.remove_file(&f.path) {
                 Ok(()) => {}
                 // Another thread pruned it first (the node's snapshot and WAL threads both prune).
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -275,7 +299,7 @@ impl SnapshotStore {
             }
         }
         if excess > 0 {
-            sync_dir(&self.dir)?;
+            sync_dir(self.fs.as_ref(), &self.dir)?;
         }
         Ok(excess)
     }
@@ -284,9 +308,13 @@ impl SnapshotStore {
 /// Writes one snapshot under a temporary name; `finish` verifies and installs it. Dropping an
 /// unfinished writer removes the temporary file.
 pub struct SnapshotWriter {
+    fs: Arc<dyn FileSystem>,
     dir: PathBuf,
     tmp: PathBuf,
-    out: Option<BufWriter<File>>,
+    out: Option<Box<dyn FileHandle>>,
+    /// Bytes not yet written (flushed at READ_BUF_BYTES and at `finish`).
+    buf: Vec<u8>,
+    /// Bytes accepted so far (written or in `buf`).
     written: u64,
     /// Some in image mode: the running CRC and image length; None in raw mode.
     image: Option<(crc32fast::Hasher, u64)>,
@@ -295,20 +323,20 @@ pub struct SnapshotWriter {
 }
 
 impl SnapshotWriter {
-    fn create(dir: &Path, meta: Option<&SnapshotMeta>) -> Result<SnapshotWriter, StorageError> {
+    fn create(
+        fs: Arc<dyn FileSystem>,
+        dir: &Path,
+        meta: Option<&SnapshotMeta>,
+    ) -> Result<SnapshotWriter, StorageError> {
         let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
         let tmp = dir.join(format!("snap-incoming-{}-{n}{TEMP_SUFFIX}", std::process::id()));
-        let file = OpenOptions::new()
-            .write(true)
-            .read(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .map_err(|e| StorageError::io("create snapshot", &tmp, e))?;
+        let file = fs.open(&tmp, OpenMode::CreateTruncate).map_err(|e| StorageError::io("create snapshot", &tmp, e))?;
         let mut w = SnapshotWriter {
+            fs,
             dir: dir.to_path_buf(),
             tmp,
-            out: Some(BufWriter::with_capacity(READ_BUF_BYTES, file)),
+            out: Some(file),
+            buf: Vec::with_capacity(READ_BUF_BYTES),
             written: 0,
             image: None,
             installed: false,
@@ -324,9 +352,22 @@ impl SnapshotWriter {
     }
 
     fn put(&mut self, bytes: &[u8]) -> Result<(), StorageError> {
-        let out = self.out.as_mut().ok_or_else(finished)?;
-        out.write_all(bytes).map_err(|e| StorageError::io("write snapshot", &self.tmp, e))?;
+        if self.out.is_none() {
+            return Err(finished());
+        }
+        self.buf.extend_from_slice(bytes);
         self.written += bytes.len() as u64;
+        if self.buf.len() >= READ_BUF_BYTES {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), StorageError> {
+        let out = self.out.as_ref().ok_or_else(finished)?;
+        let at = self.written - self.buf.len() as u64;
+        out.write_at(at, &self.buf).map_err(|e| StorageError::io("write snapshot", &self.tmp, e))?;
+        self.buf.clear();
         Ok(())
     }
 
@@ -383,18 +424,19 @@ impl SnapshotWriter {
             trailer[12..16].copy_from_slice(END_MAGIC);
             self.put(&trailer)?;
         }
+        self.flush()?;
         let out = self.out.take().ok_or_else(finished)?;
-        let file = out.into_inner().map_err(|e| StorageError::io("flush snapshot", &self.tmp, e.into_error()))?;
-        file.sync_all().map_err(|e| StorageError::io("fsync snapshot", &self.tmp, e))?;
-        drop(file);
-        let mut info = verify_file(&self.tmp, None)?;
+        out.sync_data().map_err(|e| StorageError::io("fsync snapshot", &self.tmp, e))?;
+        drop(out);
+        let fs = Arc::clone(&self.fs);
+        let mut info = verify_file(fs.as_ref(), &self.tmp, None)?;
         let checked = check(&self.tmp).map_err(|why| StorageError::corrupt(&self.tmp, 0, why))?;
         let path = self.dir.join(snapshot_name(info.meta.index, info.meta.term));
-        fs::rename(&self.tmp, &path).map_err(|e| StorageError::io("rename snapshot", &path, e))?;
+        fs.rename(&self.tmp, &path).map_err(|e| StorageError::io("rename snapshot", &path, e))?;
         self.installed = true;
-        sync_dir(&self.dir)?;
+        sync_dir(fs.as_ref(), &self.dir)?;
         info.path = path;
-        let store = SnapshotStore { dir: self.dir.clone() };
+        let store = SnapshotStore { fs, dir: self.dir.clone() };
         store.prune(KEEP_SNAPSHOTS)?;
         Ok((info, checked))
     }
@@ -406,7 +448,7 @@ impl Drop for SnapshotWriter {
             // Unfinished or failed: best effort cleanup; a crash leaves the file, which
             // SnapshotStore::open removes.
             self.out = None;
-            let _ = fs::remove_file(&self.tmp);
+            let _ = self.fs.remove_file(&self.tmp);
         }
     }
 }
@@ -418,14 +460,14 @@ fn finished() -> StorageError {
 /// Reads a verified snapshot file in chunks for the transport.
 pub struct SnapshotReader {
     info: SnapshotInfo,
-    file: File,
+    file: Box<dyn FileHandle>,
 }
 
 impl SnapshotReader {
     /// Opens and verifies `path` (a damaged file is an error naming it).
-    pub fn open(path: &Path) -> Result<SnapshotReader, StorageError> {
-        let info = verify_snapshot_file(path)?;
-        let file = File::open(path).map_err(|e| StorageError::io("open snapshot", path, e))?;
+    pub fn open(fs: &dyn FileSystem, path: &Path) -> Result<SnapshotReader, StorageError> {
+        let info = verify_snapshot_file(fs, path)?;
+        let file = fs.open(path, OpenMode::ReadOnly).map_err(|e| StorageError::io("open snapshot", path, e))?;
         Ok(SnapshotReader { info, file })
     }
 
@@ -449,25 +491,24 @@ impl SnapshotReader {
 
     /// Up to `max_bytes` bytes of the image starting at `offset` within the image (what a
     /// leader streams to a follower; the receiver rebuilds the file with `image_writer`).
-    pub fn read_image(&mut self, offset: u64, max_bytes: usize) -> Result<Vec<u8>, StorageError> {
+    pub fn read_image(&mut self, offset: u64, max_bytes: usize) -> Result<Bytes, StorageError> {
         let image_start = self.info.size_bytes - TRAILER_LEN - self.info.image_bytes;
         let n = self.info.image_bytes.saturating_sub(offset).min(max_bytes as u64) as usize;
-        let mut buf = vec![0u8; n];
+        if n == 0 {
+            return Ok(Bytes::new());
+        }
         let path = &self.info.path;
-        self.file
-            .seek(SeekFrom::Start(image_start + offset))
-            .map_err(|e| StorageError::io("seek snapshot", path, e))?;
-        self.file.read_exact(&mut buf).map_err(|e| StorageError::io("read snapshot", path, e))?;
-        Ok(buf)
+        self.file.read_at(image_start + offset, n).map_err(|e| StorageError::io("read snapshot", path, e))
     }
 
     /// Up to `max_bytes` raw bytes starting at `offset`; empty at the end of the file.
     pub fn read_chunk(&mut self, offset: u64, max_bytes: usize) -> Result<Vec<u8>, StorageError> {
         let n = self.info.size_bytes.saturating_sub(offset).min(max_bytes as u64) as usize;
-        let mut buf = vec![0u8; n];
+        if n == 0 {
+            return Ok(Vec::new());
+        }
         let path = &self.info.path;
-        self.file.seek(SeekFrom::Start(offset)).map_err(|e| StorageError::io("seek snapshot", path, e))?;
-        self.file.read_exact(&mut buf).map_err(|e| StorageError::io("read snapshot", path, e))?;
-        Ok(buf)
+        let b = self.file.read_at(offset, n).map_err(|e| StorageError::io("read snapshot", path, e))?;
+        Ok(b.to_vec())
     }
 }

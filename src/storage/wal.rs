@@ -1,230 +1,209 @@
-//! The write-ahead log: a sequence of preallocated, memory-mapped segment files.
+//! The write-ahead log: a sequence of preallocated segment files, read through read-only
+//! mappings, written with one `pwrite` + `fdatasync` per batch.
 //!
 //! Contract with the node layer:
-//! - `append` and `set_hard_state` only write into the page cache. Nothing they wrote may be
-//!   relied on (acknowledged, voted with) until `sync` returns: one msync/fdatasync per batch.
-//!   `synced_hard_state` tells what is durable.
+//! - `append` and `set_hard_state` only collect records in memory. Nothing they wrote may be
+//!   relied on (acknowledged, voted with) until `sync` returns. `synced_hard_state` tells what is
+//!   durable. `sync` ends the batch with a Commit record, writes batch + record in one `pwrite`
+//!   and syncs once (group commit: one sync per batch, never per entry).
 //! - `append` whose first index is <= `last_index` first writes a Truncate record, so the
 //!   conflicting suffix is replaced; recovery replays the same records and reaches the same log.
 //! - `compact(i, t)` may only be called after a snapshot covering `i` is durable. It writes a
 //!   Compact record, syncs it, and only then deletes whole segments below the first live entry.
+//! - `confirm_if_idle` should be called when no batch arrived for a short while (the storage
+//!   thread: 10 ms); `allocate_ahead` after a batch was reported durable. Both are cheap no-ops
+//!   when there is nothing to do.
+//! - Any failed write or sync poisons the WAL: every later call fails (`StorageError::Poisoned`).
+//!   After a failed fsync Linux marks the dirty pages clean and reports the error once
+//!   (fsyncgate): retrying the sync would "succeed" without the data ever reaching the disk, and
+//!   the page cache keeps showing it. So the error is never retried; the node stops, and the next
+//!   start reads the newest segment with `read_direct` (the disk's content, not the cache's).
+//! - If `open` reported a `Corruption`, the WAL serves the good prefix for reading but refuses to
+//!   write until the caller made the recovery guard durable (`MetaStore`) and called `repair`
+//!   (`repair_after_corruption` does both in that order). Truncating first and recording the guard
+//!   second would let a crash in between forget that entries were lost.
 //!
 //! Invariants:
-//! - Every record before `synced_pos` of the newest segment, and every record of older segments,
-//!   is durable: a segment is synced completely before its successor is created (so a torn write
-//!   can only be at the tail of the newest segment).
+//! - One batch in flight: the Commit record of batch n+1 is written only after batch n's sync
+//!   returned; a segment is synced completely (ending in a Commit) before its successor is
+//!   created. So a Commit record that is on disk and whose batch CRC matches proves that every
+//!   earlier byte of the log was synced.
 //! - The in-memory `LogState` is exactly what replaying the files gives (`apply` is shared).
-//! - Every segment starts with a header that checkpoints floor, last index and hard state, so
-//!   deleting older segments never loses the hard state or the floor.
-//! - On open: a bad record in the newest segment with no valid record after it is a torn write
-//!   and is zeroed (reported in `RecoveryReport`); any other bad record, a missing segment or an
-//!   index gap is a hard error naming file and offset.
+//! - Every segment starts with a header that checkpoints floor, last index, hard state and the
+//!   batch sequence, so deleting older segments never loses them.
+//!
+//! Recovery rules (version 2 segments; implemented in `analyze`, applied in `wal_open`):
+//! 1. Recovery keeps the records up to the end of the last Commit record that validates in the
+//!    chain (record CRC, batch offset, length, batch CRC, sequence number).
+//! 2. Damage (bad CRC, bad padding, zeros where a record should be, an inconsistent record)
+//!    *before* any Commit record that validates on its own is damage in synced data: corruption,
+//!    never a torn tail. Argument: that Commit was written after the previous batch's sync
+//!    returned, so every byte before its batch was synced.
+//! 3. Damage only after the last validating Commit (the final batch) in the newest segment is a
+//!    torn tail if a crash can explain it: each 512-byte sector of the batch is either what was
+//!    written or unwritten zeros (the batch went into the zero tail of a preallocated segment), so
+//!    every stretch that is not a valid record must touch a sector that is all zero from the batch
+//!    start on. Then the whole final batch is dropped (it was never acknowledged), even if valid
+//!    records follow a missing sector (pages written back out of order): never a "hole". Damage a
+//!    crash cannot produce (a non-zero sector that is not what was written, e.g. a flipped bit,
+//!    while the batch's Commit record is intact) is corruption.
+//! 4. Any non-zero byte after the last Commit of a segment that is not the newest is corruption.
+//! 5. Corruption does not fail `open`: the log is cut at the start of the damaged batch (later
+//!    records and segments are dropped) and the report carries a `Corruption` with the first lost
+//!    index and a guard (the highest (index, term) any valid record in the dropped part shows).
+//!    `repair` makes the cut durable, crash-safely: delete later segments newest first with a
+//!    directory sync each (a crash leaves a shorter suffix with the same damage, found again),
+//!    then zero the damaged segment from the cut and sync (a crash leaves the damage, or zeros:
+//!    either way the log ends at the cut). A damaged header of the first segment cannot be cut
+//!    around: that fails `open` with the file and offset.
+//! 6. Version 1 segments (no Commit records) keep the legacy rules: a bad record followed only by
+//!    non-records in the newest segment is a torn tail; anything else is corruption as in 5. The
+//!    first start after an upgrade continues in a new version 2 segment.
+//!
+//! Residual window (what rule 3 cannot tell apart): a *synced and acknowledged* final batch whose
+//! damage looks like a crash (a zeroed sector, or garbage only in a stretch that also touches a
+//! zero sector) is treated as torn and dropped. The window closes when the next Commit record is
+//! durable: the next batch, or a confirmation (`confirm_if_idle`: an empty-batch Commit at the next
+//! 4096-byte boundary, so that a zeroed 4 KiB page cannot destroy both it and the batch it
+//! confirms). So it spans from each sync until the next batch or ~10 ms of idleness, plus, when a
+//! segment has no room left for a confirmation, until its rotation. Losing such a batch on one
+//! node is survivable in Raft only because a majority also holds it; rule 2 covers all older data.
 //!
 //! Back of the envelope: a 100-byte entry costs a 136-byte record; a 64 MiB segment holds about
-//! 490k of them; a sync per batch of 256 entries flushes ~35 KB (9 pages).
+//! 490k of them; each batch adds a 72-byte Commit record (batch of 1: 208 bytes per sync, still
+//! one page); a confirmation costs one sync and up to 4 KiB of segment space per idle period.
 
 use super::error::StorageError;
+use super::fs::{FileSystem, LockGuard};
 use super::log_state::LogState;
-use super::record::{self, Record, TailKind};
-use super::segment::{self, Segment, SegmentFile, SyncMode};
+use super::record::{self, Commit, Record, COMMIT_RECORD_LEN};
+use super::segment::{self, Segment, Spare};
 use crate::raft::types::{Entry, HardState};
-use bytes::Bytes;
 use std::collections::VecDeque;
-use std::fs::{self, File, OpenOptions};
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub use super::wal_open::{Corruption, LogPosition, RecoveryReport};
 
 /// Name of the lock file that keeps two nodes off one directory.
 pub const LOCK_FILE: &str = "LOCK";
 
+/// Where recovery reads the newest segment from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecoveryRead {
+    /// `read_direct`: the disk's content (the only safe choice; see the module doc).
+    Direct,
+    /// Through the page cache. Unsafe after a failed sync; exists so tests can show the
+    /// difference.
+    Cached,
+}
+
 /// Knobs of the WAL.
 #[derive(Clone, Copy, Debug)]
 pub struct WalOptions {
-    /// Size of each segment file (default 64 MiB). Must be a multiple of 8 within
-    /// [SEGMENT_BYTES_MIN, SEGMENT_BYTES_MAX].
+    /// Size of each new segment file (default 64 MiB): a multiple of 4096, at least
+    /// `segment::segment_bytes_min(entry_bytes_max)`.
     pub segment_bytes: u64,
-    pub sync_mode: SyncMode,
-    /// Write zeros into new segments instead of making them sparse (see `wal-bench`).
-    pub prefill: bool,
+    /// Largest entry payload accepted (default `limits::ENTRY_BYTES_MAX`).
+    pub entry_bytes_max: usize,
+    /// Bytes allocated per step of the spare segment (`allocate_ahead`); 0 allocates every
+    /// segment at rotation instead.
+    pub spare_step_bytes: u64,
+    pub recovery_read: RecoveryRead,
 }
 
 impl Default for WalOptions {
     fn default() -> Self {
-        WalOptions { segment_bytes: 64 << 20, sync_mode: SyncMode::Msync, prefill: false }
+        WalOptions {
+            segment_bytes: 64 << 20,
+            entry_bytes_max: crate::limits::ENTRY_BYTES_MAX,
+            spare_step_bytes: 1 << 20,
+            recovery_read: RecoveryRead::Direct,
+        }
     }
 }
 
-/// What `Wal::open` found and did.
-#[derive(Clone, Debug, Default)]
-pub struct RecoveryReport {
-    pub segments: usize,
-    pub records: u64,
-    pub entries: u64,
-    /// Bytes of segment files examined (including the zero tail of the newest segment).
-    pub bytes_scanned: u64,
-    /// Bytes of a torn tail that were zeroed (0 if the log ended cleanly).
-    pub bytes_truncated: u64,
-    /// File and offset where the torn tail started, if any.
-    pub truncated_at: Option<(PathBuf, u64)>,
-    /// Leftover `.tmp` segment files (interrupted creations) that were removed.
-    pub temp_files_removed: Vec<PathBuf>,
-    pub elapsed: Duration,
+impl WalOptions {
+    /// Options for `segment_bytes`-sized segments that accept the largest entry that fits.
+    pub fn with_segment_bytes(segment_bytes: u64) -> WalOptions {
+        WalOptions { segment_bytes, entry_bytes_max: segment::entry_bytes_max_for(segment_bytes), ..Default::default() }
+    }
+}
+
+/// A cut that `open` decided on but has not made durable (see `repair`).
+pub(super) struct Repair {
+    pub cut: usize,
+    pub zero_to: usize,
+    /// Segments after the cut, oldest first (deleted newest first).
+    pub delete: Vec<PathBuf>,
+    pub corruption: Corruption,
 }
 
 /// The log. See the module documentation for the durability contract.
 pub struct Wal {
-    dir: PathBuf,
-    opts: WalOptions,
-    segments: VecDeque<Segment>,
-    state: LogState,
-    synced_hard_state: HardState,
-    _lock: File,
+    pub(super) fs: Arc<dyn FileSystem>,
+    pub(super) dir: PathBuf,
+    pub(super) opts: WalOptions,
+    pub(super) segments: VecDeque<Segment>,
+    pub(super) state: LogState,
+    pub(super) synced_hard_state: HardState,
+    /// The last synced batch has no later durable Commit record yet.
+    pub(super) unconfirmed: bool,
+    pub(super) spare: Option<Spare>,
+    /// A spare step failed for the current segment; rotation allocates synchronously.
+    pub(super) spare_failed: bool,
+    pub(super) poisoned: Option<String>,
+    pub(super) repair: Option<Repair>,
+    pub(super) _lock: Box<dyn LockGuard>,
 }
 
 impl Wal {
-    /// Opens (or creates) the WAL in `dir`, recovering as described in the module doc.
-    pub fn open(dir: &Path, opts: WalOptions) -> Result<(Wal, RecoveryReport), StorageError> {
-        let bytes = opts.segment_bytes;
-        if !(segment::SEGMENT_BYTES_MIN..=segment::SEGMENT_BYTES_MAX).contains(&bytes)
-            || !bytes.is_multiple_of(record::RECORD_ALIGN as u64)
-        {
-            return Err(StorageError::Invalid(format!(
-                "segment_bytes {bytes} must be a multiple of 8 in [{}, {}]",
-                segment::SEGMENT_BYTES_MIN,
-                segment::SEGMENT_BYTES_MAX
-            )));
+    /// Fails if the WAL is poisoned or waits for `repair`.
+    pub(super) fn usable(&self) -> Result<(), StorageError> {
+        if let Some(reason) = &self.poisoned {
+            return Err(StorageError::Poisoned { reason: reason.clone() });
         }
-        let started = Instant::now();
-        if !dir.is_dir() {
-            fs::create_dir_all(dir).map_err(|e| StorageError::io("create directory", dir, e))?;
-            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-                segment::sync_dir(parent)?;
-            }
+        if self.repair.is_some() {
+            return Err(StorageError::Invalid(
+                "the log has unrepaired corruption: persist the recovery guard, then call Wal::repair".into(),
+            ));
         }
-        let lock = lock_dir(dir)?;
-        let (files, temps) = segment::list_segments(dir)?;
-        let mut report = RecoveryReport::default();
-        for t in temps {
-            log::warn!("removing interrupted segment creation {}", t.display());
-            fs::remove_file(&t).map_err(|e| StorageError::io("remove temp segment", &t, e))?;
-            report.temp_files_removed.push(t);
-        }
-        if !report.temp_files_removed.is_empty() {
-            segment::sync_dir(dir)?;
-        }
-        let mut wal = Wal {
-            dir: dir.to_path_buf(),
-            opts,
-            segments: VecDeque::new(),
-            state: LogState::default(),
-            synced_hard_state: HardState::default(),
-            _lock: lock,
-        };
-        if files.is_empty() {
-            wal.create_segment(1)?;
-        } else {
-            for (i, f) in files.iter().enumerate() {
-                let seg = wal.recover_segment(f, i + 1 == files.len(), &mut report)?;
-                wal.segments.push_back(seg);
-            }
-        }
-        let first = &wal.segments[0].path;
-        wal.state.validate().map_err(|reason| StorageError::corrupt(first, 0, reason))?;
-        if wal.state.hard_state.commit > wal.state.last {
-            log::warn!(
-                "{}: commit index {} is beyond the last index {} (unsynced tail lost?)",
-                dir.display(),
-                wal.state.hard_state.commit,
-                wal.state.last
-            );
-        }
-        wal.synced_hard_state = wal.state.hard_state;
-        report.segments = wal.segments.len();
-        report.elapsed = started.elapsed();
-        wal.check_invariants();
-        Ok((wal, report))
-    }
-
-    /// Scans one segment, applying its records, and handles its tail.
-    fn recover_segment(
-        &mut self,
-        f: &SegmentFile,
-        is_last: bool,
-        report: &mut RecoveryReport,
-    ) -> Result<Segment, StorageError> {
-        let mut seg = Segment::open(f)?;
-        let state = &mut self.state;
-        let end = record::scan(seg.bytes(), 0, |off, d| {
-            if let Record::SegmentHeader(h) = d.record {
-                if h.prev_index + 1 != f.first_index {
-                    let why = format!("header says first index {}", h.prev_index + 1);
-                    return Err(StorageError::corrupt(&f.path, off as u64, why));
-                }
-            }
-            if let Record::Entry { .. } = d.record {
-                report.entries += 1;
-            }
-            report.records += 1;
-            state.apply(f.seq, off, &d.record).map_err(|why| StorageError::corrupt(&f.path, off as u64, why))
-        })?;
-        report.bytes_scanned += seg.len() as u64;
-        if self.state.seq != Some(f.seq) {
-            return Err(StorageError::corrupt(&f.path, 0, "segment does not start with a valid header"));
-        }
-        match end.tail {
-            TailKind::Clean => {}
-            TailKind::Torn { reason, dirty_end } if is_last => {
-                let dropped = dirty_end - end.end;
-                log::warn!(
-                    "{}: dropping torn tail of {dropped} bytes at offset {} ({reason}); \
-                     records after the last sync of a crashed node",
-                    f.path.display(),
-                    end.end
-                );
-                seg.zero_range(end.end, dirty_end)?;
-                report.bytes_truncated += dropped as u64;
-                report.truncated_at = Some((f.path.clone(), end.end as u64));
-            }
-            TailKind::Torn { reason, .. } => {
-                let why = format!("{reason} in a segment that is not the newest");
-                return Err(StorageError::corrupt(&f.path, end.end as u64, why));
-            }
-            TailKind::Hole { reason, valid_at } => {
-                let why = format!("{reason}, but a valid record follows at offset {valid_at}");
-                return Err(StorageError::corrupt(&f.path, end.end as u64, why));
-            }
-        }
-        seg.write_pos = end.end;
-        seg.synced_pos = end.end;
-        Ok(seg)
-    }
-
-    /// Creates segment `seq` with a header describing the current state and makes it current.
-    fn create_segment(&mut self, seq: u64) -> Result<(), StorageError> {
-        let header = self.state.header_for(seq);
-        let seg = Segment::create(&self.dir, header, self.opts.segment_bytes, self.opts.prefill)?;
-        self.state
-            .apply(seq, 0, &Record::SegmentHeader(header))
-            .map_err(|why| StorageError::corrupt(&seg.path, 0, why))?;
-        self.segments.push_back(seg);
         Ok(())
+    }
+
+    /// Poisons the WAL if `r` is an I/O or data error (not a caller's contract violation).
+    pub(super) fn poison_on<T>(&mut self, r: Result<T, StorageError>) -> Result<T, StorageError> {
+        if let Err(e) = &r {
+            if !matches!(e, StorageError::Invalid(_) | StorageError::Poisoned { .. }) {
+                log::error!("{}: WAL poisoned, no further writes: {e}", self.dir.display());
+                self.poisoned = Some(e.to_string());
+            }
+        }
+        r
     }
 
     /// Appends a batch of contiguous entries (not yet durable: call `sync`). If the first index
     /// is <= `last_index`, the suffix from there is replaced.
     pub fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
+        self.usable()?;
         let Some(first) = entries.first() else {
             return Ok(());
         };
         self.check_batch(entries)?;
-        if first.index <= self.state.last {
-            self.write(&Record::Truncate { index: first.index - 1 })?;
+        let truncate = first.index <= self.state.last;
+        let r = self.append_checked(entries, truncate);
+        self.poison_on(r)
+    }
+
+    fn append_checked(&mut self, entries: &[Entry], truncate: bool) -> Result<(), StorageError> {
+        if truncate {
+            self.write(&Record::Truncate { index: entries[0].index - 1 })?;
         }
         for e in entries {
             self.write(&Record::Entry { index: e.index, term: e.term, kind: e.kind, data: &e.data })?;
         }
         debug_assert_eq!(self.state.last, entries[entries.len() - 1].index);
-        self.write_out()
+        Ok(())
     }
 
     fn check_batch(&self, entries: &[Entry]) -> Result<(), StorageError> {
@@ -242,7 +221,6 @@ impl Wal {
                 first.index, first.term
             )));
         }
-        let capacity = self.segment_capacity();
         for (i, e) in entries.iter().enumerate() {
             if i > 0 && (e.index != entries[i - 1].index + 1 || e.term < entries[i - 1].term) {
                 return Err(StorageError::Invalid(format!(
@@ -250,12 +228,12 @@ impl Wal {
                     e.index
                 )));
             }
-            if record::record_len(e.data.len()) > capacity {
+            if e.data.len() > self.opts.entry_bytes_max {
                 return Err(StorageError::Invalid(format!(
-                    "entry {} of {} bytes does not fit a {}-byte segment",
+                    "entry {} of {} bytes exceeds the largest entry, {} bytes",
                     e.index,
                     e.data.len(),
-                    self.opts.segment_bytes
+                    self.opts.entry_bytes_max
                 )));
             }
         }
@@ -267,13 +245,14 @@ impl Wal {
         self.opts.segment_bytes as usize - record::record_len(record::SEGMENT_HEADER_PAYLOAD_LEN)
     }
 
-    /// Writes one record to the newest segment, rotating first if it does not fit.
+    /// Writes one record to the newest segment, rotating first if it and a Commit record do not
+    /// fit.
     fn write(&mut self, rec: &Record<'_>) -> Result<(), StorageError> {
         let need = record::record_len(record::payload_len(rec));
-        assert!(need <= self.segment_capacity());
+        assert!(need + COMMIT_RECORD_LEN <= self.segment_capacity(), "checked by open and check_batch");
         let seq = self.current().seq;
         self.state.check(seq, rec).map_err(StorageError::Invalid)?;
-        if need > self.current().remaining() {
+        if need + COMMIT_RECORD_LEN > self.current().remaining() {
             self.rotate()?;
         }
         let seg = self.segments.back_mut().ok_or_else(no_segment)?;
@@ -282,24 +261,63 @@ impl Wal {
         self.state.apply(seq, off, rec).map_err(|why| StorageError::corrupt(path, off as u64, why))
     }
 
-    /// Syncs the full segment, then creates its successor (so a torn write can only ever be in
-    /// the newest segment). Costs two extra syncs per segment, i.e. per 64 MiB by default.
-    fn rotate(&mut self) -> Result<(), StorageError> {
-        let mode = self.opts.sync_mode;
-        let cur = self.segments.back_mut().ok_or_else(no_segment)?;
-        cur.sync(mode)?;
-        let next = cur.seq + 1;
-        self.synced_hard_state = self.state.hard_state;
-        self.create_segment(next)
+    /// A Commit record describing the current state (batch fields filled in by the segment).
+    fn next_commit(&self) -> Commit {
+        let last_term = self.state.term(self.state.last);
+        debug_assert!(last_term.is_some(), "the last index always has a known term after open");
+        Commit {
+            batch_seq: self.state.batch_seq + 1,
+            batch_offset: 0,
+            batch_len: 0,
+            batch_crc: 0,
+            last_index: self.state.last,
+            last_term: last_term.unwrap_or(0),
+            hs_term: self.state.hard_state.term,
+            hs_vote: self.state.hard_state.vote,
+        }
     }
 
-    fn current(&self) -> &Segment {
+    /// Ends the pending batch with a Commit record and syncs it (no-op without a batch).
+    fn commit_batch(&mut self) -> Result<(), StorageError> {
+        let c = self.next_commit();
+        let seg = self.segments.back_mut().ok_or_else(no_segment)?;
+        if !seg.has_pending() {
+            return Ok(());
+        }
+        let (seq, off, c) = (seg.seq, seg.write_pos, seg.commit(c)?);
+        let path = seg.path.clone();
+        self.state.apply(seq, off, &Record::Commit(c)).map_err(|why| StorageError::corrupt(&path, off as u64, why))?;
+        self.synced_hard_state = self.state.hard_state;
+        self.unconfirmed = true;
+        Ok(())
+    }
+
+    /// Commits and syncs the full segment, then creates its successor (from the spare if it is
+    /// ready). Costs two extra syncs and a directory sync per segment.
+    pub(super) fn rotate(&mut self) -> Result<(), StorageError> {
+        self.commit_batch()?;
+        let next = self.current().seq + 1;
+        let header = self.state.header_for(next);
+        let spare = self.spare.take().filter(|s| s.target == self.opts.segment_bytes);
+        let seg = Segment::create(self.fs.as_ref(), &self.dir, header, self.opts.segment_bytes, spare)?;
+        self.state
+            .apply(next, 0, &Record::SegmentHeader(header))
+            .map_err(|why| StorageError::corrupt(&seg.path, 0, why))?;
+        self.segments.push_back(seg);
+        // The new segment's durable header proves the old segment's last batch was synced.
+        self.unconfirmed = false;
+        self.spare_failed = false;
+        Ok(())
+    }
+
+    pub(super) fn current(&self) -> &Segment {
         // Invariant: there is always at least one segment after `open`.
         &self.segments[self.segments.len() - 1]
     }
 
     /// Records a new hard state (not yet durable: call `sync`). Term and commit never decrease.
     pub fn set_hard_state(&mut self, hs: HardState) -> Result<(), StorageError> {
+        self.usable()?;
         let old = self.state.hard_state;
         if hs == old {
             return Ok(());
@@ -313,26 +331,80 @@ impl Wal {
                 hs.term, old.vote, hs.vote
             )));
         }
-        self.write(&Record::HardState(hs))?;
-        self.write_out()
+        let r = self.write(&Record::HardState(hs));
+        self.poison_on(r)
     }
 
-    /// Hands the newest segment's appended records to the kernel, so that reads (through the
-    /// mapping) see them. Called at the end of every public operation that writes: one `pwrite`
-    /// per batch, not one per record.
-    fn write_out(&mut self) -> Result<(), StorageError> {
-        self.segments.back_mut().ok_or_else(no_segment)?.write_out()
-    }
-
-    /// Makes everything written since the last sync durable with one msync/fdatasync (older
-    /// segments were already synced at rotation).
+    /// Makes everything appended since the last sync durable: one Commit record, one `pwrite`,
+    /// one fdatasync (older segments were synced at rotation).
     pub fn sync(&mut self) -> Result<(), StorageError> {
-        let mode = self.opts.sync_mode;
-        let seg = self.segments.back_mut().ok_or_else(no_segment)?;
-        seg.sync(mode)?;
-        self.synced_hard_state = self.state.hard_state;
-        debug_assert!(self.segments.iter().all(|s| s.synced_pos == s.write_pos));
-        Ok(())
+        self.usable()?;
+        let r = self.commit_batch();
+        let r = self.poison_on(r);
+        debug_assert!(r.is_err() || self.is_synced());
+        r
+    }
+
+    /// If the last synced batch is not yet confirmed by a later durable Commit record, writes
+    /// and syncs a confirmation (see the module doc: it closes the window in which damage to that
+    /// batch would look like a torn write). Also takes one `allocate_ahead` step. Returns true if
+    /// it wrote a confirmation. Call when no batch arrived for a short while.
+    pub fn confirm_if_idle(&mut self) -> Result<bool, StorageError> {
+        self.usable()?;
+        let mut wrote = false;
+        if self.unconfirmed && !self.current().has_pending() {
+            let c = self.next_commit();
+            let seg = self.segments.back_mut().ok_or_else(no_segment)?;
+            let (seq, path) = (seg.seq, seg.path.clone());
+            let r = seg.confirm(c);
+            match self.poison_on(r)? {
+                Some((off, c)) => {
+                    let r = self.state.apply(seq, off, &Record::Commit(c));
+                    r.map_err(|why| StorageError::corrupt(&path, off as u64, why))?;
+                    wrote = true;
+                }
+                None => log::debug!("{}: no room for a confirmation", path.display()),
+            }
+            self.unconfirmed = false;
+        }
+        self.allocate_ahead()?;
+        Ok(wrote)
+    }
+
+    /// One step of allocating the next segment ahead of need (`spare_step_bytes`, synced), once
+    /// the current segment is half full, so that rotation does not stall for a whole segment of
+    /// zero-writing. A failure here is not fatal: it is logged, the spare is dropped, and
+    /// rotation allocates synchronously (where ENOSPC is an error). Returns true if it did work.
+    pub fn allocate_ahead(&mut self) -> Result<bool, StorageError> {
+        self.usable()?;
+        let step = self.opts.spare_step_bytes;
+        let cur = self.current();
+        if step == 0 || self.spare_failed || cur.write_pos < cur.len() / 2 {
+            return Ok(false);
+        }
+        if self.spare.as_ref().is_some_and(Spare::is_ready) {
+            return Ok(false);
+        }
+        if self.spare.is_none() {
+            match Spare::start(self.fs.as_ref(), &self.dir, self.opts.segment_bytes) {
+                Ok(s) => self.spare = Some(s),
+                Err(e) => return Ok(self.drop_spare(e)),
+            }
+        }
+        let r = self.spare.as_mut().map_or(Ok(()), |s| s.step(step));
+        match r {
+            Ok(()) => Ok(true),
+            Err(e) => Ok(self.drop_spare(e)),
+        }
+    }
+
+    fn drop_spare(&mut self, e: StorageError) -> bool {
+        log::warn!("{}: allocating the next segment ahead failed ({e}); rotation will allocate it", self.dir.display());
+        self.spare_failed = true;
+        if let Some(s) = self.spare.take() {
+            let _ = self.fs.remove_file(&s.path);
+        }
+        false
     }
 
     /// Folds everything up to `snapshot_index` into a snapshot the caller has made durable:
@@ -341,16 +413,22 @@ impl Wal {
     /// Figure 13, steps 6-7). A snapshot beyond the log empties it: the next append is at
     /// `snapshot_index + 1`.
     pub fn compact(&mut self, snapshot_index: u64, snapshot_term: u64) -> Result<(), StorageError> {
+        self.usable()?;
         if snapshot_index <= self.state.floor.0 {
             return Ok(());
         }
+        let r = self.compact_checked(snapshot_index, snapshot_term);
+        self.poison_on(r)
+    }
+
+    fn compact_checked(&mut self, snapshot_index: u64, snapshot_term: u64) -> Result<(), StorageError> {
         if let Some(t) = self.state.term(snapshot_index) {
             if t != snapshot_term {
                 self.write(&Record::Truncate { index: snapshot_index - 1 })?;
             }
         }
         self.write(&Record::Compact { index: snapshot_index, term: snapshot_term })?;
-        self.sync()?;
+        self.commit_batch()?;
         self.delete_compacted_segments()
     }
 
@@ -367,136 +445,15 @@ impl Wal {
             };
             let path = seg.path.clone();
             drop(seg);
-            fs::remove_file(&path).map_err(|e| StorageError::io("remove segment", &path, e))?;
+            self.fs.remove_file(&path).map_err(|e| StorageError::io("remove segment", &path, e))?;
             // One directory sync per deletion: unlinks must reach the disk oldest first, or a
             // power failure could leave a gap in the sequence (a hard error on open).
-            segment::sync_dir(&self.dir)?;
+            segment::sync_dir(self.fs.as_ref(), &self.dir)?;
         }
         Ok(())
     }
-
-    /// Entries in `[lo, hi)`, at most `max_bytes` (by `Entry::size_bytes`) but at least one if
-    /// the range is non-empty. Every record's CRC is checked again before it is returned.
-    pub fn entries(&self, lo: u64, hi: u64, max_bytes: usize) -> Result<Vec<Entry>, StorageError> {
-        if lo < self.first_index() {
-            return Err(StorageError::Compacted { index: lo, first_index: self.first_index() });
-        }
-        if hi > self.state.last + 1 {
-            return Err(StorageError::Unavailable { index: hi - 1, last_index: self.state.last });
-        }
-        if lo > hi {
-            return Err(StorageError::Invalid(format!("range [{lo}, {hi}) is inverted")));
-        }
-        let mut out = Vec::with_capacity((hi - lo).min(1024) as usize);
-        let mut total = 0usize;
-        for index in lo..hi {
-            let e = self.read_entry(index)?;
-            total += e.size_bytes();
-            if !out.is_empty() && total > max_bytes {
-                break;
-            }
-            out.push(e);
-        }
-        Ok(out)
-    }
-
-    fn read_entry(&self, index: u64) -> Result<Entry, StorageError> {
-        let slot = *self.state.slot(index).ok_or(StorageError::Unavailable { index, last_index: self.state.last })?;
-        let first_seq = self.segments[0].seq;
-        let seg = &self.segments[(slot.seq - first_seq) as usize];
-        debug_assert_eq!(seg.seq, slot.seq);
-        let off = slot.offset as usize;
-        let d = record::decode(seg.bytes(), off)
-            .map_err(|e| StorageError::corrupt(&seg.path, off as u64, e.to_string()))?;
-        match d.record {
-            Record::Entry { index: i, term, kind, data } if i == index && term == slot.term => {
-                Ok(Entry { index, term, kind, data: Bytes::copy_from_slice(data) })
-            }
-            other => Err(StorageError::corrupt(
-                &seg.path,
-                off as u64,
-                format!("expected entry {index} term {}, found {other:?}", slot.term),
-            )),
-        }
-    }
-
-    /// Term of `index` if it is in the log or is the snapshot floor.
-    pub fn term(&self, index: u64) -> Option<u64> {
-        self.state.term(index)
-    }
-
-    /// Index of the first entry still in the log (snapshot index + 1).
-    pub fn first_index(&self) -> u64 {
-        self.state.floor.0 + 1
-    }
-
-    /// Index of the last entry (== snapshot index if the log is empty).
-    pub fn last_index(&self) -> u64 {
-        self.state.last
-    }
-
-    /// The latest hard state written (maybe not yet durable).
-    pub fn hard_state(&self) -> HardState {
-        self.state.hard_state
-    }
-
-    /// The hard state as of the last completed sync: what may be relied on by peers.
-    pub fn synced_hard_state(&self) -> HardState {
-        self.synced_hard_state
-    }
-
-    /// (index, term) of the compaction floor.
-    pub fn snapshot_floor(&self) -> (u64, u64) {
-        self.state.floor
-    }
-
-    /// True if everything written has been synced.
-    pub fn is_synced(&self) -> bool {
-        self.segments.iter().all(|s| s.synced_pos == s.write_pos)
-    }
-
-    /// The newest segment and the offset up to which it is durable; a power failure can only
-    /// lose bytes after it (older segments are fully durable).
-    pub fn durable_tail(&self) -> (PathBuf, u64) {
-        let seg = self.current();
-        (seg.path.clone(), seg.synced_pos as u64)
-    }
-
-    /// Paths of the segment files, oldest first.
-    pub fn segment_paths(&self) -> Vec<PathBuf> {
-        self.segments.iter().map(|s| s.path.clone()).collect()
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    fn check_invariants(&self) {
-        self.state.check_invariants();
-        assert!(!self.segments.is_empty());
-        assert_eq!(self.state.seq, Some(self.current().seq));
-        debug_assert!(self.segments.iter().zip(self.segments.iter().skip(1)).all(|(a, b)| a.seq + 1 == b.seq));
-    }
 }
 
-fn no_segment() -> StorageError {
+pub(super) fn no_segment() -> StorageError {
     StorageError::Invalid("WAL has no open segment".to_string())
-}
-
-/// Takes an exclusive, non-blocking lock on `dir/LOCK` for the life of the WAL. Readers such
-/// as raft-dump never take it.
-fn lock_dir(dir: &Path) -> Result<File, StorageError> {
-    let path = dir.join(LOCK_FILE);
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(|e| StorageError::io("open lock file", &path, e))?;
-    match f.try_lock() {
-        Ok(()) => Ok(f),
-        Err(std::fs::TryLockError::WouldBlock) => Err(StorageError::Locked { path }),
-        Err(std::fs::TryLockError::Error(e)) => Err(StorageError::io("lock", &path, e)),
-    }
 }

@@ -1,9 +1,10 @@
-//! Helpers shared by the storage integration tests: a seeded RNG, entry builders, file surgery.
+//! Helpers shared by the storage integration tests: a seeded RNG, entry builders, file surgery,
+//! WALs over the real file system and over `SimFs`.
 #![allow(dead_code)]
 
 use bytes::Bytes;
 use mini_raft::raft::types::{Entry, EntryKind};
-use mini_raft::storage::{Wal, WalOptions};
+use mini_raft::storage::{fs, RecoveryReport, SimFs, Wal, WalOptions};
 use std::path::{Path, PathBuf};
 
 /// The project's PRNG (`mini_raft::raft::rng::Rng`) with the conventions these tests use:
@@ -53,15 +54,31 @@ pub fn entries(lo: u64, hi: u64, term: u64, size: usize) -> Vec<Entry> {
         .collect()
 }
 
+/// Options for small test segments that accept the largest entry that fits.
 pub fn opts(segment_bytes: u64) -> WalOptions {
-    WalOptions { segment_bytes, ..WalOptions::default() }
+    WalOptions::with_segment_bytes(segment_bytes)
 }
 
 pub fn open(dir: &Path, segment_bytes: u64) -> Wal {
-    match Wal::open(dir, opts(segment_bytes)) {
+    match Wal::open(fs::real(), dir, opts(segment_bytes)) {
         Ok((w, _)) => w,
         Err(e) => panic!("open {}: {e}", dir.display()),
     }
+}
+
+/// Opens a WAL on the real file system.
+pub fn open_real(dir: &Path, segment_bytes: u64) -> Result<(Wal, RecoveryReport), mini_raft::storage::StorageError> {
+    Wal::open(fs::real(), dir, opts(segment_bytes))
+}
+
+/// The WAL directory tests use inside a `SimFs`.
+pub fn sim_dir() -> PathBuf {
+    PathBuf::from("/node/wal")
+}
+
+/// Opens (or recovers) the WAL at `sim_dir()` of `sim`.
+pub fn open_sim(sim: &SimFs, segment_bytes: u64) -> Result<(Wal, RecoveryReport), mini_raft::storage::StorageError> {
+    Wal::open(sim.handle(), &sim_dir(), opts(segment_bytes))
 }
 
 /// All entries of the log, read back through `entries`.
@@ -87,4 +104,12 @@ pub fn flip_bit(path: &Path, byte: u64, bit: u8) {
     let mut b = std::fs::read(path).expect("read");
     b[byte as usize] ^= 1 << bit;
     std::fs::write(path, b).expect("write");
+}
+
+/// Path of the `i`-th segment file (oldest first) of the WAL in `sim_dir()`.
+pub fn sim_segment(sim: &SimFs, i: usize) -> PathBuf {
+    use mini_raft::storage::FileSystem;
+    let names = sim.list_dir(&sim_dir()).expect("list");
+    let segs: Vec<&String> = names.iter().filter(|n| n.ends_with(".wal")).collect();
+    sim_dir().join(segs[i])
 }

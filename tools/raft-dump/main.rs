@@ -2,10 +2,15 @@
 //!
 //! It reads files with read(2) into memory (no mmap, no writes, no truncation, no locks), so it
 //! is safe on the directory of a running node; the newest segment of a live node may show a torn
-//! tail (a record being written), reported as such.
+//! tail (a batch being written), reported as such; a write caught in the middle of copying a
+//! sector can even look like damage, so re-run before acting on a live node's newest segment.
+//! Segments are judged by the same code as recovery (`storage::analyze`, rules in the
+//! `storage::wal` module doc).
 //!
-//! Exit codes: 0 healthy, 1 corruption (the node would refuse to start), 2 usage or I/O error,
-//! 3 torn tail in the newest segment (recovery would drop it; normal after a crash).
+//! Exit codes: 0 healthy, 1 corruption (synced data is damaged: recovery would cut the log and
+//! the node must re-fetch the lost entries; the index range is shown), 2 usage or I/O error,
+//! 3 torn tail (the final, never-synced batch of the newest segment, or a torn meta slot;
+//! recovery drops or rewrites it; normal after a crash).
 
 #[path = "../common/json.rs"]
 mod json;
@@ -13,10 +18,12 @@ mod json;
 use getopts::Options;
 use json::json_str;
 use mini_raft::raft::types::EntryKind;
+use mini_raft::storage::analyze::{self, Seen, Verdict};
 use mini_raft::storage::log_state::LogState;
-use mini_raft::storage::record::{self, Record, TailKind};
+use mini_raft::storage::meta;
+use mini_raft::storage::record::{self, Record};
 use mini_raft::storage::segment::{self, SegmentFile};
-use mini_raft::storage::snapshot;
+use mini_raft::storage::{snapshot, RealFs};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -166,18 +173,20 @@ fn file_name(p: &Path) -> String {
     p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| p.display().to_string())
 }
 
-/// Pass 1: scans every segment, replaying records into a LogState.
+/// Where recovery would cut the log: file, offset, why, and what the dropped part shows.
+type Cut = (PathBuf, u64, String, Seen);
+
+/// Pass 1: judges every segment as recovery would, replaying the kept records into a LogState.
 fn scan_segments(files: &[SegmentFile], problems: &mut Vec<Problem>) -> (LogState, Vec<SegmentSummary>) {
     let mut state = LogState::default();
     let mut out = Vec::new();
-    let mut broken = false;
+    let mut cut: Option<Cut> = None;
     for (i, f) in files.iter().enumerate() {
         let buf = match std::fs::read(&f.path) {
             Ok(b) => b,
             Err(e) => {
                 let reason = format!("cannot read: {e} (compacted by a running node?)");
                 problems.push(problem(Severity::Corrupt, &f.path, 0, reason));
-                broken = true;
                 continue;
             }
         };
@@ -190,60 +199,123 @@ fn scan_segments(files: &[SegmentFile], problems: &mut Vec<Problem>) -> (LogStat
             last_entry: None,
             tail: "clean".to_string(),
         };
-        let end = record::scan(&buf, 0, |off, d| {
+        if let Some((_, _, _, seen)) = cut.as_mut() {
+            seen.merge(analyze::seen_in(&buf, 0, buf.len()));
+            s.tail = "dropped (after the damage)".to_string();
+            out.push(s);
+            continue;
+        }
+        let is_last = i + 1 == files.len();
+        let result = analyze::analyze(&buf, is_last, None, &mut |off, rec| {
             s.records += 1;
-            if let Record::Entry { index, .. } = d.record {
-                s.first_entry.get_or_insert(index);
-                s.last_entry = Some(index);
+            if let Record::Entry { index, .. } = rec {
+                s.first_entry.get_or_insert(*index);
+                s.last_entry = Some(*index);
             }
-            if broken {
-                return Ok(());
-            }
-            state.apply(f.seq, off, &d.record).map_err(|why| (off as u64, why))
+            state.apply(f.seq, off, rec)
         });
-        let end = match end {
-            Ok(end) => end,
-            Err((off, why)) => {
-                problems.push(problem(Severity::Corrupt, &f.path, off, why));
-                broken = true;
-                s.tail = format!("inconsistent at {off}");
+        let a = match result {
+            Ok(a) => a,
+            Err(e) => {
+                let why = format!("inconsistent record at {}: {}", e.offset, e.reason);
+                s.tail = format!("inconsistent at {}", e.offset);
+                cut = Some((f.path.clone(), e.offset as u64, why, analyze::seen_in(&buf, e.batch_start, buf.len())));
                 out.push(s);
                 continue;
             }
         };
-        s.bytes_used = end.end as u64;
-        let is_last = i + 1 == files.len();
-        classify(&end, is_last, &f.path, &mut s, problems);
+        s.bytes_used = a.keep_end as u64;
+        match &a.verdict {
+            Verdict::Clean => {}
+            Verdict::Torn { reason } => {
+                let n = a.dirty_end.saturating_sub(a.keep_end);
+                s.tail = format!("torn({n} bytes at {}: {reason})", a.keep_end);
+                let why =
+                    format!("torn tail of {n} bytes ({reason}); the final batch was never synced, recovery drops it");
+                problems.push(problem(Severity::TornTail, &f.path, a.keep_end as u64, why));
+            }
+            Verdict::Corrupt { at, reason } => {
+                s.tail = format!("corrupt({at}: {reason})");
+                cut = Some((f.path.clone(), *at as u64, reason.clone(), analyze::seen_in(&buf, a.keep_end, buf.len())));
+            }
+        }
         out.push(s);
     }
-    if !broken {
-        if let Err(why) = state.validate() {
-            let first = files.first().map(|f| f.path.clone()).unwrap_or_default();
-            problems.push(problem(Severity::Corrupt, &first, 0, why));
-        }
-    }
+    report_cut(cut, &state, files, problems);
     (state, out)
 }
 
-fn classify(end: &record::ScanEnd, is_last: bool, path: &Path, s: &mut SegmentSummary, problems: &mut Vec<Problem>) {
-    let at = end.end as u64;
-    match &end.tail {
-        TailKind::Clean => {}
-        TailKind::Torn { reason, dirty_end } if is_last => {
-            let n = *dirty_end as u64 - at;
-            s.tail = format!("torn({n} bytes at {at}: {reason})");
-            let why = format!("torn tail of {n} bytes ({reason}); recovery would drop it");
-            problems.push(problem(Severity::TornTail, path, at, why));
+/// The corruption problem with the index range recovery drops, or an index-gap problem.
+fn report_cut(cut: Option<Cut>, state: &LogState, files: &[SegmentFile], problems: &mut Vec<Problem>) {
+    match cut {
+        Some((path, offset, reason, seen)) => {
+            let upto = seen.position.map_or_else(|| "unknown".to_string(), |(t, i)| format!("index {i} (term {t})"));
+            let why = format!(
+                "{reason}; synced data is damaged: recovery cuts the log and drops entries {}.. (up to at least {upto})",
+                state.last + 1
+            );
+            problems.push(problem(Severity::Corrupt, &path, offset, why));
         }
-        TailKind::Torn { reason, .. } => {
-            s.tail = format!("bad({at}: {reason})");
-            let why = format!("{reason} in a segment that is not the newest");
-            problems.push(problem(Severity::Corrupt, path, at, why));
+        None => {
+            if let Err(why) = state.validate() {
+                let first = files.first().map(|f| f.path.clone()).unwrap_or_default();
+                problems.push(problem(Severity::Corrupt, &first, 0, why));
+            }
         }
-        TailKind::Hole { reason, valid_at } => {
-            s.tail = format!("bad({at}: {reason})");
-            let why = format!("{reason}, but a valid record follows at offset {valid_at}");
-            problems.push(problem(Severity::Corrupt, path, at, why));
+    }
+}
+
+/// Shows both slots of the meta file and which one is current.
+fn print_meta(path: &Path, json: bool, problems: &mut Vec<Problem>) {
+    let image = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) => {
+            problems.push(problem(Severity::Corrupt, path, 0, format!("cannot read the meta file: {e}")));
+            return;
+        }
+    };
+    let slots = meta::decode_slots(&image);
+    let current = meta::current_slot(&slots);
+    for (i, slot) in slots.iter().enumerate() {
+        let offset = meta::SLOT_OFFSETS[i];
+        let mut fields =
+            vec![("file", V::S(file_name(path))), ("offset", V::N(offset)), ("current", V::B(current == Some(i)))];
+        match slot {
+            Ok(s) => {
+                let m = s.meta;
+                fields.extend([
+                    ("ok", V::B(true)),
+                    ("generation", V::N(s.generation)),
+                    ("term", V::N(m.term)),
+                    ("vote", V::N(m.vote)),
+                    ("cluster", V::N(m.cluster_id)),
+                    ("node", V::N(m.node_id)),
+                    ("data_dir_id", V::N(m.data_dir_id)),
+                ]);
+                if let Some(g) = m.recovering {
+                    fields.push((
+                        "recovering",
+                        V::S(format!("guard index={} term={} reason={:?}", g.index, g.term, g.reason)),
+                    ));
+                }
+            }
+            Err(e) => fields.extend([("ok", V::B(false)), ("error", V::S(e.clone()))]),
+        }
+        emit(json, "meta_slot", &fields);
+    }
+    match (&slots[0], &slots[1], current) {
+        (_, _, None) => {
+            problems.push(problem(
+                Severity::Corrupt,
+                path,
+                0,
+                "both meta slots are damaged: the node refuses to start".into(),
+            ));
+        }
+        (Ok(a), Ok(b), _) if a == b => {}
+        _ => {
+            let why = "the meta slots differ (an update torn by a crash, or one damaged slot); the node rewrites both at start";
+            problems.push(problem(Severity::TornTail, path, 0, why.into()));
         }
     }
 }
@@ -274,6 +346,34 @@ fn print_segment(json: bool, s: &SegmentSummary) {
 }
 
 /// Pass 2 (--records): prints each record of the segments, and the first bad one per file.
+/// The fields `--records` shows for one record, after file, offset and type.
+fn record_fields(rec: &Record<'_>) -> Vec<(&'static str, V)> {
+    match *rec {
+        Record::Entry { index, term, kind, data } => {
+            vec![("index", V::N(index)), ("term", V::N(term)), ("payload", V::S(format_payload(kind, data)))]
+        }
+        Record::HardState(hs) => {
+            vec![("payload", V::S(format!("term={} vote={} commit={}", hs.term, hs.vote, hs.commit)))]
+        }
+        Record::Truncate { index } => vec![("index", V::N(index))],
+        Record::Compact { index, term } => vec![("index", V::N(index)), ("term", V::N(term))],
+        Record::SegmentHeader(h) => {
+            let v = format!(
+                "version={} seq={} prev_index={} floor={}/{} batch_seq={}",
+                h.version, h.seq, h.prev_index, h.floor_index, h.floor_term, h.batch_seq
+            );
+            vec![("payload", V::S(v))]
+        }
+        Record::Commit(c) => {
+            let v = format!(
+                "batch={} offset={} len={} crc={:#010x} last={}/{} hs={}/{}",
+                c.batch_seq, c.batch_offset, c.batch_len, c.batch_crc, c.last_index, c.last_term, c.hs_term, c.hs_vote
+            );
+            vec![("payload", V::S(v))]
+        }
+    }
+}
+
 fn print_records(args: &Args, files: &[SegmentFile]) {
     for f in files {
         let Ok(buf) = std::fs::read(&f.path) else {
@@ -281,7 +381,13 @@ fn print_records(args: &Args, files: &[SegmentFile]) {
         };
         let name = file_name(&f.path);
         let filtered = args.from > 0 || args.to < u64::MAX;
-        let end = record::scan::<()>(&buf, 0, |off, d| {
+        let mut prev_end = 0usize;
+        let mut gaps: Vec<usize> = Vec::new();
+        analyze::for_each_valid(&buf, 0, buf.len(), &mut |off, d| {
+            if off > prev_end && !record::is_zero(&buf[prev_end..off]) {
+                gaps.push(prev_end);
+            }
+            prev_end = off + d.len;
             let size = d.len as u64;
             let mut fields = vec![
                 ("file", V::S(name.clone())),
@@ -289,61 +395,41 @@ fn print_records(args: &Args, files: &[SegmentFile]) {
                 ("record_type", V::S(d.record.record_type().name().to_string())),
             ];
             match d.record {
-                Record::Entry { index, term, kind, data } => {
-                    if index < args.from || index > args.to {
-                        return Ok(());
-                    }
-                    fields.push(("index", V::N(index)));
-                    fields.push(("term", V::N(term)));
-                    fields.push(("payload", V::S(format_payload(kind, data))));
-                }
-                _ if filtered => return Ok(()),
-                Record::HardState(hs) => {
-                    let v = format!("term={} vote={} commit={}", hs.term, hs.vote, hs.commit);
-                    fields.push(("payload", V::S(v)));
-                }
-                Record::Truncate { index } => fields.push(("index", V::N(index))),
-                Record::Compact { index, term } => {
-                    fields.push(("index", V::N(index)));
-                    fields.push(("term", V::N(term)));
-                }
-                Record::SegmentHeader(h) => {
-                    let v =
-                        format!("seq={} prev_index={} floor={}/{}", h.seq, h.prev_index, h.floor_index, h.floor_term);
-                    fields.push(("payload", V::S(v)));
-                }
+                Record::Entry { index, .. } if index < args.from || index > args.to => return,
+                Record::Entry { .. } => {}
+                _ if filtered => return,
+                _ => {}
             }
+            fields.extend(record_fields(&d.record));
             fields.push(("size", V::N(size)));
             fields.push(("crc_ok", V::B(true)));
             emit(args.json, "record", &fields);
-            Ok(())
         });
-        if let Ok(end) = end {
-            if end.tail != TailKind::Clean {
-                let reason = match &end.tail {
-                    TailKind::Torn { reason, .. } | TailKind::Hole { reason, .. } => reason.to_string(),
-                    TailKind::Clean => String::new(),
-                };
-                emit(
-                    args.json,
-                    "record",
-                    &[
-                        ("file", V::S(name.clone())),
-                        ("offset", V::N(end.end as u64)),
-                        ("record_type", V::S("invalid".to_string())),
-                        ("crc_ok", V::B(false)),
-                        ("error", V::S(reason)),
-                    ],
-                );
-            }
+        if analyze::dirty_end(&buf) > prev_end {
+            gaps.push(prev_end);
+        }
+        for at in gaps {
+            let reason = record::decode(&buf, at).err().map_or_else(String::new, |e| e.to_string());
+            emit(
+                args.json,
+                "record",
+                &[
+                    ("file", V::S(name.clone())),
+                    ("offset", V::N(at as u64)),
+                    ("record_type", V::S("invalid".to_string())),
+                    ("crc_ok", V::B(false)),
+                    ("error", V::S(reason)),
+                ],
+            );
         }
     }
 }
 
 fn print_snapshots(dir: &Path, json: bool, problems: &mut Vec<Problem>) -> Result<(), String> {
-    let (snaps, temps) = snapshot::list_snapshots(dir).map_err(|e| e.to_string())?;
+    let fs = RealFs::without_mmap();
+    let (snaps, temps) = snapshot::list_snapshots(&fs, dir).map_err(|e| e.to_string())?;
     for s in snaps {
-        match snapshot::verify_snapshot_file(&s.path) {
+        match snapshot::verify_snapshot_file(&fs, &s.path) {
             Ok(info) => emit(
                 json,
                 "snapshot",
@@ -397,7 +483,7 @@ fn layout(dir: &Path) -> (PathBuf, PathBuf) {
 fn run(args: &Args) -> Result<u8, String> {
     let mut problems = Vec::new();
     let (wal_dir, snap_dir) = layout(&args.dir);
-    let (files, temps) = segment::find_segment_files(&wal_dir).map_err(|e| e.to_string())?;
+    let (files, temps) = segment::find_segment_files(&RealFs::without_mmap(), &wal_dir).map_err(|e| e.to_string())?;
     if files.is_empty() {
         // Pointing the tool at the wrong directory must not look like a healthy, empty log.
         problems.push(problem(Severity::Corrupt, &wal_dir, 0, "no WAL segment files in this directory".into()));
@@ -431,6 +517,10 @@ fn run(args: &Args) -> Result<u8, String> {
     }
     if snap_dir.is_dir() {
         print_snapshots(&snap_dir, args.json, &mut problems)?;
+    }
+    let meta_path = args.dir.join(meta::META_FILE);
+    if meta_path.is_file() {
+        print_meta(&meta_path, args.json, &mut problems);
     }
     if args.records {
         print_records(args, &files);

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use log::LevelFilter;
+use mini_raft::limits::ENTRY_BYTES_MAX;
 use mini_raft::server::{parse_peers, Node, NodeConfig};
+use mini_raft::storage::segment::segment_bytes_min;
 use simplelog::{ColorChoice, CombinedLogger, ConfigBuilder, SharedLogger, TermLogger, TerminalMode, WriteLogger};
 
 fn main() -> ExitCode {
@@ -96,8 +98,15 @@ fn config_from(matches: &getopts::Matches) -> Result<NodeConfig, String> {
     let peers = parse_peers(&required(matches, "peers")?)?;
     let data_dir = PathBuf::from(required(matches, "data-dir")?);
     let segment_mib: u64 = number(matches, "segment-mib", 64)?;
-    if !(1..=1024).contains(&segment_mib) {
-        return Err(format!("--segment-mib must be between 1 and 1024, got {segment_mib}"));
+    // A segment must hold the largest entry the state machine accepts, or a replicated entry
+    // could be impossible to persist.
+    let min_bytes = segment_bytes_min(ENTRY_BYTES_MAX);
+    let min_mib = min_bytes.div_ceil(1 << 20);
+    if !(min_mib..=1024).contains(&segment_mib) {
+        return Err(format!(
+            "--segment-mib must be between {min_mib} and 1024, got {segment_mib} (a segment must hold the largest \
+             entry, {ENTRY_BYTES_MAX} bytes, with its header and commit record: at least {min_bytes} bytes)"
+        ));
     }
     let cfg = NodeConfig {
         id,

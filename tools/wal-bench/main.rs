@@ -1,16 +1,18 @@
-//! wal-bench: group-commit throughput and recovery speed of the WAL.
+//! wal-bench: group-commit throughput, rotation cost and recovery speed of the WAL.
 //!
 //! For each batch size, appends N entries of `--entry-bytes` in batches with one sync per batch
-//! into a fresh directory, reports entries/s and MB/s (payload and on-disk record bytes), then
-//! reopens the directory and reports recovery time and scan rate. The page cache is warm at
-//! reopen (dropping caches would disturb other users of the machine), so the scan rate measures
-//! CPU (CRC, parsing, index building), not the disk.
+//! into a fresh directory (each sync writes the batch and its Commit record in one `pwrite`, then
+//! one fdatasync), calling `allocate_ahead` after each batch as the node's WAL thread does. It
+//! reports entries/s and MB/s (payload and on-disk record bytes), the mean and worst latency of
+//! the batches that rotated to a new segment, then reopens the directory and reports recovery
+//! time and scan rate. The page cache is warm at reopen (dropping caches would disturb other users
+//! of the machine), so the rate of the older segments measures CPU (CRC, parsing, index
+//! building), not the disk; the newest segment is read with O_DIRECT (from the disk).
 
 use bytes::Bytes;
 use getopts::Options;
 use mini_raft::raft::types::{Entry, EntryKind};
-use mini_raft::storage::record;
-use mini_raft::storage::{SyncMode, Wal, WalOptions};
+use mini_raft::storage::{fs, record, Wal, WalOptions};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -33,8 +35,12 @@ fn parse() -> Result<Option<Config>, String> {
     o.optopt("", "entry-bytes", "payload bytes per entry (default 100)", "B");
     o.optopt("", "batches", "comma-separated batch sizes (default 1,16,256)", "LIST");
     o.optopt("", "segment-bytes", "segment size (default 64 MiB)", "B");
-    o.optopt("", "sync", "msync or fdatasync (default msync)", "MODE");
-    o.optflag("", "prefill", "write zeros into new segments instead of sparse files");
+    o.optopt(
+        "",
+        "spare-step",
+        "bytes per step of allocating the next segment ahead; 0 = at rotation (default 1 MiB)",
+        "B",
+    );
     o.optopt("", "reopens", "times to reopen after writing (default 1)", "K");
     o.optflag("h", "help", "print this help");
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -57,46 +63,54 @@ fn parse() -> Result<Option<Config>, String> {
     if batches.contains(&0) || entries == 0 {
         return Err("batch sizes and --entries must be positive".to_string());
     }
-    let sync_mode = match m.opt_str("sync").as_deref() {
-        None | Some("msync") => SyncMode::Msync,
-        Some("fdatasync") => SyncMode::Fdatasync,
-        Some(other) => return Err(format!("--sync: expected msync or fdatasync, got {other:?}")),
-    };
+    let mut opts = WalOptions::with_segment_bytes(num("segment-bytes", 64 << 20)?);
+    opts.spare_step_bytes = num("spare-step", 1 << 20)?;
     Ok(Some(Config {
         dir: PathBuf::from(m.opt_str("dir").unwrap_or_else(|| "target/wal-bench".into())),
         entries,
         entries_batch1: num("entries-batch1", entries.min(20_000))?,
         entry_bytes: num("entry-bytes", 100)? as usize,
         batches,
-        opts: WalOptions {
-            segment_bytes: num("segment-bytes", 64 << 20)?,
-            sync_mode,
-            prefill: m.opt_present("prefill"),
-        },
+        opts,
         reopens: num("reopens", 1)?.max(1),
     }))
+}
+
+/// Latency of the batches that rotated to a new segment.
+#[derive(Default)]
+struct Rotations {
+    count: u64,
+    total_us: f64,
+    max_us: f64,
 }
 
 fn run_one(cfg: &Config, batch: u64) -> Result<(), String> {
     let n = if batch == 1 { cfg.entries_batch1 } else { cfg.entries };
     let dir = cfg.dir.join(format!("batch-{batch}"));
     let _ = std::fs::remove_dir_all(&dir);
-    let (mut wal, _) = Wal::open(&dir, cfg.opts).map_err(|e| e.to_string())?;
+    let (mut wal, _) = Wal::open(fs::real(), &dir, cfg.opts).map_err(|e| e.to_string())?;
     let data = Bytes::from(vec![b'x'; cfg.entry_bytes]);
     let mut buf: Vec<Entry> = Vec::with_capacity(batch as usize);
     let started = Instant::now();
-    let mut next = 1u64;
-    let mut sync_secs = 0.0;
+    let (mut next, mut sync_secs, mut rot) = (1u64, 0.0, Rotations::default());
     while next <= n {
         buf.clear();
         let end = (next + batch - 1).min(n);
         for index in next..=end {
             buf.push(Entry { index, term: 1, kind: EntryKind::Normal, data: data.clone() });
         }
-        wal.append(&buf).map_err(|e| e.to_string())?;
+        let segments = wal.segment_paths().len();
         let t = Instant::now();
+        wal.append(&buf).map_err(|e| e.to_string())?;
         wal.sync().map_err(|e| e.to_string())?;
-        sync_secs += t.elapsed().as_secs_f64();
+        let us = t.elapsed().as_secs_f64() * 1e6;
+        sync_secs += us / 1e6;
+        if wal.segment_paths().len() != segments {
+            rot.count += 1;
+            rot.total_us += us;
+            rot.max_us = rot.max_us.max(us);
+        }
+        wal.allocate_ahead().map_err(|e| e.to_string())?;
         next = end + 1;
     }
     let secs = started.elapsed().as_secs_f64();
@@ -105,14 +119,22 @@ fn run_one(cfg: &Config, batch: u64) -> Result<(), String> {
     let disk_mb = (n as f64 * record::record_len(cfg.entry_bytes) as f64) / 1e6;
     println!(
         "batch {batch:>4}: {n:>8} entries, {syncs:>7} syncs, {secs:7.2} s, {:>9.0} entries/s, \
-         {:>7.2} MB/s payload, {:>7.2} MB/s on disk, {:>7.1} us/batch ({:.1} us in sync), {} B/sync on disk",
+         {:>7.2} MB/s payload, {:>7.2} MB/s on disk, {:>7.1} us/batch ({:.1} us in append+sync), {} B/sync on disk",
         n as f64 / secs,
         payload_mb / secs,
         disk_mb / secs,
         secs * 1e6 / syncs as f64,
         sync_secs * 1e6 / syncs as f64,
-        record::record_len(cfg.entry_bytes) as u64 * batch,
+        record::record_len(cfg.entry_bytes) as u64 * batch + record::COMMIT_RECORD_LEN as u64,
     );
+    if rot.count > 0 {
+        println!(
+            "            rotations: {}, batch latency at rotation mean {:.0} us, max {:.0} us",
+            rot.count,
+            rot.total_us / rot.count as f64,
+            rot.max_us
+        );
+    }
     drop(wal);
     for _ in 0..cfg.reopens {
         reopen(cfg, &dir, n, disk_mb)?;
@@ -122,17 +144,21 @@ fn run_one(cfg: &Config, batch: u64) -> Result<(), String> {
 }
 
 fn reopen(cfg: &Config, dir: &std::path::Path, n: u64, disk_mb: f64) -> Result<(), String> {
-    let (wal, report) = Wal::open(dir, cfg.opts).map_err(|e| e.to_string())?;
+    let (wal, report) = Wal::open(fs::real(), dir, cfg.opts).map_err(|e| e.to_string())?;
     let rsecs = report.elapsed.as_secs_f64();
+    let older = report.older_elapsed.as_secs_f64();
     println!(
         "            recovery: {} segments, {} records, {:.1} MB scanned in {:.1} ms = {:.0} MB/s \
-         (log bytes only: {:.0} MB/s), last index {}",
+         (log bytes only: {:.0} MB/s; older segments: {:.1} MB in {:.1} ms = {:.0} MB/s), last index {}",
         report.segments,
         report.records,
         report.bytes_scanned as f64 / 1e6,
         rsecs * 1e3,
         report.bytes_scanned as f64 / 1e6 / rsecs,
         disk_mb / rsecs,
+        report.older_bytes as f64 / 1e6,
+        older * 1e3,
+        if older > 0.0 { report.older_bytes as f64 / 1e6 / older } else { 0.0 },
         wal.last_index()
     );
     if wal.last_index() != n {
@@ -151,12 +177,11 @@ fn main() -> ExitCode {
         }
     };
     println!(
-        "wal-bench: {} B entries, segment {} B, sync {:?}, prefill {}, dir {}; batch 1 uses {} \
-         entries (--entries-batch1), others {}",
+        "wal-bench: {} B entries, segment {} B, spare step {} B, dir {}; batch 1 uses {} entries \
+         (--entries-batch1), others {}",
         cfg.entry_bytes,
         cfg.opts.segment_bytes,
-        cfg.opts.sync_mode,
-        cfg.opts.prefill,
+        cfg.opts.spare_step_bytes,
         cfg.dir.display(),
         cfg.entries_batch1,
         cfg.entries
