@@ -22,3 +22,14 @@ pub const ENTRIES_PER_APPEND_MAX: usize = 8192;
 
 /// Largest snapshot image a receiver reassembles (1 GiB).
 pub const SNAPSHOT_BYTES_MAX: u64 = 1024 * 1024 * 1024;
+
+/// Cached replies one client session keeps, and the widest spread `seq - first_outstanding` a
+/// write may have: the state machine refuses a write beyond it (`SessionWindowFull`), and the
+/// pipelined client never has more writes of one session in flight.
+pub const SESSION_REPLIES_MAX: usize = 1024;
+
+/// Default of `raftd --sessions-max`: client sessions the state machine remembers.
+pub const SESSIONS_MAX_DEFAULT: u32 = 10_000;
+
+/// Highest `--sessions-max` a node accepts, and the most sessions a snapshot image may hold.
+pub const SESSIONS_MAX_LIMIT: u32 = 1_000_000;

@@ -15,6 +15,7 @@ use mini_raft::client::frames;
 use mini_raft::kv::Command as KvCommand;
 use mini_raft::wire::{
     ClientReply, ClientRequest, ErrorCode, ErrorReply, Frame, FrameBody, FrameDecoder, HelloOk, NodeRole, StatusReport,
+    PROTOCOL_VERSION,
 };
 
 fn raftctl(args: &[&str]) -> Output {
@@ -132,7 +133,7 @@ fn serve(mut stream: TcpStream, store: &Store) {
     while let Some(frame) = frames::read_frame(&mut stream, &mut decoder) {
         let body = match frame.body {
             FrameBody::Hello(hello) if hello.cluster_id == 1 => {
-                FrameBody::HelloOk(HelloOk { cluster_id: 1, node_id: 1, protocol_version: 1 })
+                FrameBody::HelloOk(HelloOk { cluster_id: 1, node_id: 1, protocol_version: PROTOCOL_VERSION })
             }
             FrameBody::Hello(_) => {
                 let error = ErrorReply::new(ErrorCode::ClusterMismatch, "this node belongs to cluster 1");
@@ -149,6 +150,8 @@ fn serve(mut stream: TcpStream, store: &Store) {
 fn answer(request: ClientRequest, store: &Store) -> ClientReply {
     let mut map = store.lock().expect("lock");
     match request {
+        ClientRequest::RegisterClient => ClientReply::Registered { session_id: 1 },
+        ClientRequest::Write(KvCommand::Register { .. }) => ClientReply::NotFound,
         ClientRequest::Write(KvCommand::Set { key, value, .. }) => {
             map.insert(key, value);
             ClientReply::Ok
