@@ -19,7 +19,7 @@
 //!   [`ClientError::is_outcome_unknown`] also covers a write that gave up at its deadline.
 //! - Every call ends by its deadline ([`ClientOptions::deadline`]); until then the client follows
 //!   `NotLeader` redirects and retries with exponential backoff and jitter on timeouts, connection
-//!   errors, `Overloaded`, `OutcomeUnknown`, `ShuttingDown` and an unknown leader,
+//!   errors, `Overloaded`, `OutcomeUnknown`, `ShuttingDown` and an unknown or unreachable leader,
 //!   cycling through the cluster's addresses. The final error names every node and what it said last.
 //! - Nothing the network sends can make the client panic.
 //! - Each successful call reports which node answered ([`Answered`]).

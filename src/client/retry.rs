@@ -3,7 +3,10 @@
 //!
 //! Per failed attempt (`protocol.md` §11): follow a `NotLeader` redirect at once (a second one in
 //! a row after a backoff); back off and retry the same node on `Overloaded` / `OutcomeUnknown`;
-//! back off and try the next address on anything else.
+//! back off and try the next address on anything else. A redirect to the address that just
+//! refused a connection is not followed: during a failover the followers keep naming the dead
+//! leader for an election timeout, and following them would bounce between a follower and a
+//! refused port without pause. The client backs off and asks the other nodes instead.
 
 use std::thread;
 use std::time::{Duration, Instant};
@@ -43,6 +46,8 @@ struct CallState {
     failures_in_a_row: u32,
     redirects_in_a_row: u32,
     write_sent: bool,
+    /// The last address a connection to it failed; cleared once it answers.
+    unreachable: Option<String>,
 }
 
 impl Client {
@@ -63,6 +68,7 @@ impl Client {
             failures_in_a_row: 0,
             redirects_in_a_row: 0,
             write_sent: false,
+            unreachable: None,
         };
         let mut addr = self.connected_to().map_or_else(|| self.cluster[self.cursor].clone(), str::to_string);
         let is_write = matches!(request, Some(ClientRequest::Write(_)));
@@ -80,6 +86,11 @@ impl Client {
                     failure
                 }
             };
+            if matches!(failure, Failure::Connect { .. } | Failure::Resolve(_)) {
+                call.unreachable = Some(addr.clone());
+            } else if call.unreachable.as_deref() == Some(addr.as_str()) {
+                call.unreachable = None;
+            }
             call.log.record(&addr, &failure);
             call.failures_in_a_row += 1;
             let next = self.next_step(failure, &addr, &call);
@@ -140,7 +151,10 @@ impl Client {
     fn next_step(&self, failure: Failure, addr: &str, call: &CallState) -> Next {
         match failure {
             Failure::NotLeader { leader_addr, .. }
-                if !leader_addr.is_empty() && leader_addr != addr && !call.excluded.contains(&leader_addr) =>
+                if !leader_addr.is_empty()
+                    && leader_addr != addr
+                    && !call.excluded.contains(&leader_addr)
+                    && call.unreachable.as_deref() != Some(leader_addr.as_str()) =>
             {
                 Next::Redirect(leader_addr)
             }

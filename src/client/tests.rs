@@ -369,6 +369,26 @@ fn reads_and_status_need_no_session() {
 }
 
 #[test]
+fn a_dead_leader_named_by_followers_is_not_hammered() {
+    // Both nodes keep naming a leader that refuses connections (a failover in progress).
+    let dead = closed_addr();
+    let redirect_to = dead.clone();
+    let name_dead = move |_: usize, _: &ClientRequest| {
+        Action::Reply(ClientReply::NotLeader { leader_id: 3, leader_addr: redirect_to.clone() })
+    };
+    let (a, b) = (FakeNode::spawn(1, accept(), name_dead.clone()), FakeNode::spawn(2, accept(), name_dead));
+    let mut client = Client::new(vec![a.addr.clone(), b.addr.clone()], options(600)).expect("client");
+    let error = client.get(b"k", ReadConsistency::Linearizable).expect_err("no leader");
+    let ClientError::GaveUp { nodes, attempts, .. } = error else { panic!("expected GaveUp, got {error:?}") };
+    let dead_attempts = nodes.iter().find(|n| n.addr == dead).map_or(0, |n| n.attempts);
+    // It is tried once; after that the client backs off and asks the followers instead of
+    // bouncing between a follower and the refused port.
+    assert_eq!(dead_attempts, 1, "{nodes:?}");
+    assert!((3..40).contains(&attempts), "{attempts} attempts in 600 ms: {nodes:?}");
+    assert!(a.requests().len() + b.requests().len() >= 2);
+}
+
+#[test]
 fn garbage_from_a_node_is_survived_and_the_next_node_answers() {
     let liar = FakeNode::spawn(1, accept(), |_, _| Action::Garbage);
     let good = FakeNode::spawn(2, accept(), |_, _| Action::Reply(ClientReply::Ok));
