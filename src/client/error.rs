@@ -32,9 +32,14 @@ pub enum ClientError {
     Refused { addr: String, code: ErrorCode, message: String },
     /// The write's outcome is **unknown**: it may or may not have been applied, and the caller
     /// must not assume either (read the key back if it matters). Raised when the cluster forgot
-    /// the session (`SessionExpired`) while the write was being retried. A
-    /// [`Client`](super::Client) registers a new session before its next write.
+    /// the session (`SessionExpired`) while the write was being retried, or, in a
+    /// [`PipelinedSession`](super::PipelinedSession), when a write sent at least once got no
+    /// definite answer by its deadline. A [`Client`](super::Client) registers a new session
+    /// before its next write.
     OutcomeUnknown { op: String, addr: String, reason: String },
+    /// A [`PipelinedSession`](super::PipelinedSession) already has as many writes in flight as a
+    /// session may: wait for some of them (from `first_outstanding` up) before submitting more.
+    WindowFull { in_flight: usize, first_outstanding: u64 },
     /// A single-node call (`status`) failed.
     Node { addr: String, failure: String },
 }
@@ -94,6 +99,10 @@ impl fmt::Display for ClientError {
             ClientError::OutcomeUnknown { op, addr, reason } => {
                 write!(f, "{op}: the write may or may not have taken effect ({addr}: {reason})")
             }
+            ClientError::WindowFull { in_flight, first_outstanding } => write!(
+                f,
+                "{in_flight} writes in flight: wait for the replies from seq {first_outstanding} on before submitting more"
+            ),
             ClientError::Node { addr, failure } => write!(f, "{addr} {failure}"),
         }
     }
@@ -167,7 +176,7 @@ impl fmt::Display for Failure {
 }
 
 /// Per-address record of a call's attempts, in the order the addresses were first seen.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct AttemptLog {
     nodes: Vec<NodeReport>,
     attempts: usize,

@@ -2,6 +2,7 @@
 //!
 //! [`Client`] keeps one connection to its current target node and speaks the wire protocol of
 //! `protocol.md`: the `Hello` handshake (role client, node id 0), then one request at a time.
+//! [`PipelinedSession`] keeps many writes of one session in flight on one connection.
 //!
 //! Guarantees:
 //! - Writes carry a session registered through the log (`protocol.md` §7.1). The client registers
@@ -27,10 +28,14 @@
 mod conn;
 mod error;
 pub mod frames;
+mod pipeline;
 mod retry;
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod pipeline_tests;
 
 use std::time::{Duration, Instant};
 
@@ -42,6 +47,7 @@ use crate::wire::{ClientReply, ClientRequest, ReadConsistency, StatusReport};
 use conn::Connection;
 use error::Failure;
 pub use error::{ClientError, NodeReport};
+pub use pipeline::{Completion, PipelinedSession, WriteHandle, WriteOp, WriteReply, PIPELINE_WRITES_IN_FLIGHT_MAX};
 
 /// First backoff after a failed attempt; it doubles per consecutive failure up to [`BACKOFF_MAX`].
 const BACKOFF_MIN: Duration = Duration::from_millis(10);
