@@ -30,3 +30,14 @@ pub const SNAPSHOT_BYTES_MAX: u64 = 1024 * 1024 * 1024;
 /// wider framing without a format change. The WAL refuses segments that cannot hold one such
 /// entry (`storage::segment::segment_bytes_min`).
 pub const ENTRY_BYTES_MAX: usize = 2 * VALUE_BYTES_MAX + KEY_BYTES_MAX + 64 * 1024;
+
+/// Cached replies one client session keeps, and the widest spread `seq - first_outstanding` a
+/// write may have: the state machine refuses a write beyond it (`SessionWindowFull`), and the
+/// pipelined client never has more writes of one session in flight.
+pub const SESSION_REPLIES_MAX: usize = 1024;
+
+/// Default of `raftd --sessions-max`: client sessions the state machine remembers.
+pub const SESSIONS_MAX_DEFAULT: u32 = 10_000;
+
+/// Highest `--sessions-max` a node accepts, and the most sessions a snapshot image may hold.
+pub const SESSIONS_MAX_LIMIT: u32 = 1_000_000;

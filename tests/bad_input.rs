@@ -6,7 +6,9 @@ mod support;
 use std::time::Duration;
 
 use mini_raft::kv::{Command, Session};
-use mini_raft::wire::{ClientReply, ClientRequest, ErrorCode, Frame, FrameBody, Hello, ReadConsistency, Role};
+use mini_raft::wire::{
+    ClientReply, ClientRequest, ErrorCode, Frame, FrameBody, Hello, ReadConsistency, Role, PROTOCOL_VERSION,
+};
 use support::{RawConn, TestCluster};
 
 fn node() -> TestCluster {
@@ -19,8 +21,8 @@ fn node() -> TestCluster {
 fn assert_still_serving(cluster: &TestCluster, tag: &str) {
     let mut conn = RawConn::connect(&cluster.addrs[0]).unwrap_or_else(|| panic!("after {tag}: cannot connect"));
     // A fresh session per check: each is a new client.
-    let client_id = tag.bytes().fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64)) | 1;
-    let set = Command::Set { session: Session { client_id, seq: 1 }, key: tag.to_string().into(), value: "ok".into() };
+    let session_id = conn.register().unwrap_or_else(|| panic!("after {tag}: cannot register"));
+    let set = Command::Set { session: Session::serial(session_id, 1), key: tag.to_string().into(), value: "ok".into() };
     let reply = conn.request(ClientRequest::Write(set));
     assert!(matches!(reply, Some(FrameBody::Reply(ClientReply::Ok))), "after {tag}: set got {reply:?}");
     let get =
@@ -53,7 +55,7 @@ fn oversized_length_is_refused_before_buffering() {
 fn unknown_type_and_version_are_refused() {
     let cluster = node();
     let mut conn = handshaken(&cluster);
-    conn.send_bytes(&[0, 0, 0, 10, 1, 0x7f, 0, 0, 0, 0, 0, 0, 0, 1]);
+    conn.send_bytes(&[0, 0, 0, 10, 2, 0x7f, 0, 0, 0, 0, 0, 0, 0, 1]);
     expect_error_and_close(&mut conn, ErrorCode::UnknownMessageType, "unknown type");
     let mut conn = handshaken(&cluster);
     conn.send_bytes(&[0, 0, 0, 10, 9, 0x24, 0, 0, 0, 0, 0, 0, 0, 1]);
@@ -70,7 +72,7 @@ fn truncated_payload_is_refused() {
     payload.extend_from_slice(&100u32.to_be_bytes());
     payload.extend_from_slice(b"abc");
     let mut frame = ((10 + payload.len()) as u32).to_be_bytes().to_vec();
-    frame.extend_from_slice(&[1, 0x21, 0, 0, 0, 0, 0, 0, 0, 5]);
+    frame.extend_from_slice(&[2, 0x21, 0, 0, 0, 0, 0, 0, 0, 5]);
     frame.extend_from_slice(&payload);
     conn.send_bytes(&frame);
     expect_error_and_close(&mut conn, ErrorCode::MalformedFrame, "truncated payload");
@@ -96,7 +98,7 @@ fn garbage_never_takes_the_node_down() {
 fn a_client_that_stops_mid_frame_does_not_block_others() {
     let cluster = node();
     let mut stalled = handshaken(&cluster);
-    stalled.send_bytes(&[0, 0, 0, 40, 1, 0x20, 0, 0]); // half a header, then silence
+    stalled.send_bytes(&[0, 0, 0, 40, 2, 0x20, 0, 0]); // half a header, then silence
     assert_still_serving(&cluster, "stalled-neighbour");
     drop(stalled);
     assert_still_serving(&cluster, "stalled-gone");
@@ -110,12 +112,12 @@ fn handshake_is_required_and_other_clusters_are_refused() {
     expect_error_and_close(&mut conn, ErrorCode::HandshakeRequired, "no hello");
 
     let mut conn = RawConn::open(&cluster.addrs[0]).expect("connect");
-    let hello = Hello { role: Role::Peer, cluster_id: 999, node_id: 2, protocol_version: 1 };
+    let hello = Hello { role: Role::Peer, cluster_id: 999, node_id: 2, protocol_version: PROTOCOL_VERSION };
     conn.send(&Frame::new(1, FrameBody::Hello(hello)));
     expect_error_and_close(&mut conn, ErrorCode::ClusterMismatch, "wrong cluster peer");
 
     let mut conn = RawConn::open(&cluster.addrs[0]).expect("connect");
-    let hello = Hello { role: Role::Peer, cluster_id: 1, node_id: 9, protocol_version: 1 };
+    let hello = Hello { role: Role::Peer, cluster_id: 1, node_id: 9, protocol_version: PROTOCOL_VERSION };
     conn.send(&Frame::new(1, FrameBody::Hello(hello)));
     expect_error_and_close(&mut conn, ErrorCode::BadHello, "unknown peer id");
     assert_still_serving(&cluster, "handshake");
@@ -154,7 +156,8 @@ fn raftd_rejects_bad_flags_and_occupied_ports() {
 fn a_half_closed_client_still_gets_its_replies() {
     let cluster = node();
     let mut conn = handshaken(&cluster);
-    let set = Command::Set { session: Session { client_id: 99, seq: 1 }, key: "half".into(), value: "closed".into() };
+    let session_id = conn.register().expect("a session");
+    let set = Command::Set { session: Session::serial(session_id, 1), key: "half".into(), value: "closed".into() };
     conn.send(&Frame::new(1, FrameBody::Request(ClientRequest::Write(set))));
     conn.send(&Frame::new(2, FrameBody::Request(ClientRequest::Status)));
     conn.stream.shutdown(std::net::Shutdown::Write).expect("half-close");
@@ -178,7 +181,7 @@ fn an_undecodable_frame_is_refused_with_its_own_request_id() {
     payload.extend_from_slice(&(key.len() as u32).to_be_bytes());
     payload.extend_from_slice(&key);
     let mut frame = ((10 + payload.len()) as u32).to_be_bytes().to_vec();
-    frame.extend_from_slice(&[1, 0x21, 0, 0, 0, 0, 0, 0, 0, 7]);
+    frame.extend_from_slice(&[2, 0x21, 0, 0, 0, 0, 0, 0, 0, 7]);
     frame.extend_from_slice(&payload);
     conn.send_bytes(&frame);
     let reply = conn.recv().expect("an error frame");
@@ -191,7 +194,7 @@ fn an_undecodable_frame_is_refused_with_its_own_request_id() {
 fn a_hello_trickled_byte_by_byte_is_cut_off_at_the_handshake_timeout() {
     let cluster = node();
     let mut conn = RawConn::open(&cluster.addrs[0]).expect("connect");
-    let hello = Hello { role: Role::Client, cluster_id: 1, node_id: 0, protocol_version: 1 };
+    let hello = Hello { role: Role::Client, cluster_id: 1, node_id: 0, protocol_version: PROTOCOL_VERSION };
     let bytes = Frame::new(1, FrameBody::Hello(hello)).to_bytes().expect("encode");
     let started = std::time::Instant::now();
     // One byte every 300 ms: each byte resets an idle timer, but not a handshake deadline.
@@ -278,4 +281,27 @@ fn forged_peer_frames_are_refused_and_the_node_keeps_serving() {
         assert!(cluster.status(id).is_some(), "node {id} is still up");
     }
     cluster.kill(1);
+}
+
+#[test]
+fn a_version_1_client_is_told_the_version_this_node_speaks() {
+    let cluster = node();
+    let mut conn = RawConn::open(&cluster.addrs[0]).expect("connect");
+    // A protocol-1 Hello (version byte 1, protocol_version 1), request id 1.
+    let mut hello = vec![0, 0, 0, 28, 1, 0x01, 0, 0, 0, 0, 0, 0, 0, 1, 1];
+    hello.extend_from_slice(&1u64.to_be_bytes());
+    hello.extend_from_slice(&0u64.to_be_bytes());
+    hello.push(1);
+    conn.send_bytes(&hello);
+    let reply = conn.recv().expect("an error frame");
+    assert_eq!(reply.request_id, 0, "the header was not parsed (protocol.md §2.1)");
+    match reply.body {
+        FrameBody::Error(e) => {
+            assert_eq!(e.code, ErrorCode::UnsupportedVersion);
+            assert_eq!(e.message, "unsupported protocol version 1; this node speaks 2");
+        }
+        other => panic!("expected an error, got {other:?}"),
+    }
+    assert!(conn.is_closed_by_server());
+    assert_still_serving(&cluster, "version-1");
 }

@@ -115,14 +115,19 @@ fn a_retried_write_is_applied_exactly_once() {
     let cluster = TestCluster::start(3, &[]);
     let (leader, _) = cluster.wait_leader(Duration::from_secs(10)).expect("leader");
     let mut conn = RawConn::connect(&cluster.addrs[leader - 1]).expect("connect to leader");
-    let session = Session { client_id: 4242, seq: 1 };
-    let create = Command::Cas { session, key: "once".into(), expected: None, new: "first".into() };
+    let session_id = conn.register().expect("a session");
+    let create = Command::Cas {
+        session: Session::serial(session_id, 1),
+        key: "once".into(),
+        expected: None,
+        new: "first".into(),
+    };
     assert_eq!(conn.request(ClientRequest::Write(create.clone())), Some(FrameBody::Reply(ClientReply::Ok)));
     // The same write again (a client retry after a lost reply): executing it again would fail the
     // CAS, because the key now exists. The session answers with the first outcome instead.
     assert_eq!(conn.request(ClientRequest::Write(create)), Some(FrameBody::Reply(ClientReply::Ok)));
     let next = Command::Cas {
-        session: Session { client_id: 4242, seq: 2 },
+        session: Session::serial(session_id, 2),
         key: "once".into(),
         expected: None,
         new: "second".into(),

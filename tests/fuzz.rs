@@ -67,7 +67,7 @@ fn peer(from: u64, to: u64, term: u64, body: MessageBody) -> Frame {
 
 /// Valid frames of every kind the node reads, to be mutated.
 fn corpus() -> Vec<Bytes> {
-    let session = Session { client_id: 5, seq: 1 };
+    let session = Session { session_id: 5, seq: 1, first_outstanding: 1 };
     let set = Command::Set { session, key: Bytes::from_static(b"k"), value: Bytes::from_static(b"v") };
     let meta = SnapshotMeta { index: 3, term: 2, conf: ConfState { voters: vec![1, 2, 3] } };
     let hello = Hello { role: WireRole::Peer, cluster_id: 1, node_id: 1, protocol_version: PROTOCOL_VERSION };

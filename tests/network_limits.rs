@@ -103,15 +103,17 @@ fn sigterm_drains_a_leader_and_loses_nothing() {
 /// request must get an answer (Ok, or ShuttingDown while draining).
 fn writer_against(addr: &str, w: usize, stop: &AtomicBool, acked: &Mutex<Vec<String>>, answered: &AtomicU64) {
     use mini_raft::kv::{Command, Session};
+    let _ = w;
     let Some(mut conn) = RawConn::connect(addr) else { return };
-    let client_id = 0xC0FFEE + w as u64;
+    let Some(session_id) = conn.register() else { return };
     for seq in 1.. {
         if stop.load(Ordering::Relaxed) {
             return;
         }
         let key = format!("w{w}-{seq}");
-        let set = Command::Set { session: Session { client_id, seq }, key: key.clone().into(), value: "v".into() };
-        conn.send(&Frame::new(seq, FrameBody::Request(ClientRequest::Write(set))));
+        let session = Session { session_id, seq, first_outstanding: seq };
+        let set = Command::Set { session, key: key.clone().into(), value: "v".into() };
+        conn.send(&Frame::new(1_000 + seq, FrameBody::Request(ClientRequest::Write(set))));
         match conn.recv().map(|f| f.body) {
             Some(FrameBody::Reply(ClientReply::Ok)) => {
                 answered.fetch_add(1, Ordering::Relaxed);

@@ -15,6 +15,7 @@ use mini_raft::client::frames;
 use mini_raft::kv::Command as KvCommand;
 use mini_raft::wire::{
     ClientReply, ClientRequest, ErrorCode, ErrorReply, Frame, FrameBody, FrameDecoder, HelloOk, NodeRole, StatusReport,
+    PROTOCOL_VERSION,
 };
 
 fn raftctl(args: &[&str]) -> Output {
@@ -73,9 +74,15 @@ fn help_exits_0_and_documents_commands_and_exit_codes() {
     let output = raftctl(&["--help"]);
     assert_eq!(output.status.code(), Some(0));
     let text = stdout(&output);
-    for needle in
-        ["set KEY VALUE", "get KEY [--stale]", "cas --absent KEY NEW", "cluster up --nodes N", "bench", "Exit status"]
-    {
+    for needle in [
+        "set KEY VALUE",
+        "get KEY [--stale]",
+        "cas --absent KEY NEW",
+        "cluster up --nodes N",
+        "bench",
+        "Exit status",
+        "4 outcome unknown",
+    ] {
         assert!(text.contains(needle), "help lacks {needle:?}:\n{text}");
     }
 }
@@ -132,23 +139,36 @@ fn serve(mut stream: TcpStream, store: &Store) {
     while let Some(frame) = frames::read_frame(&mut stream, &mut decoder) {
         let body = match frame.body {
             FrameBody::Hello(hello) if hello.cluster_id == 1 => {
-                FrameBody::HelloOk(HelloOk { cluster_id: 1, node_id: 1, protocol_version: 1 })
+                FrameBody::HelloOk(HelloOk { cluster_id: 1, node_id: 1, protocol_version: PROTOCOL_VERSION })
             }
             FrameBody::Hello(_) => {
                 let error = ErrorReply::new(ErrorCode::ClusterMismatch, "this node belongs to cluster 1");
                 write_frame(&mut stream, Frame::new(frame.request_id, FrameBody::Error(error)));
                 return;
             }
-            FrameBody::Request(request) => FrameBody::Reply(answer(request, store)),
+            FrameBody::Request(request) => answer(request, store),
             _ => return,
         };
         write_frame(&mut stream, Frame::new(frame.request_id, body));
     }
 }
 
-fn answer(request: ClientRequest, store: &Store) -> ClientReply {
+/// The fake leader's answer. A write to a key starting with `expired` gets `SessionExpired`.
+fn answer(request: ClientRequest, store: &Store) -> FrameBody {
+    if let ClientRequest::Write(command) = &request {
+        if command.key().is_some_and(|key| key.starts_with(b"expired")) {
+            let error = ErrorReply::new(ErrorCode::SessionExpired, "session 1 is unknown");
+            return FrameBody::Error(error);
+        }
+    }
+    FrameBody::Reply(answer_reply(request, store))
+}
+
+fn answer_reply(request: ClientRequest, store: &Store) -> ClientReply {
     let mut map = store.lock().expect("lock");
     match request {
+        ClientRequest::RegisterClient => ClientReply::Registered { session_id: 1 },
+        ClientRequest::Write(KvCommand::Register { .. }) => ClientReply::NotFound,
         ClientRequest::Write(KvCommand::Set { key, value, .. }) => {
             map.insert(key, value);
             ClientReply::Ok
@@ -229,6 +249,20 @@ fn kv_commands_against_a_fake_leader() {
     let row = table.lines().nth(1).expect("a row per node");
     let cells: Vec<&str> = row.split_whitespace().collect();
     assert_eq!(cells, vec!["1", addr.as_str(), "leader", "2", "1", "5", "5", "6", "1234", "0", "0"], "{table}");
+}
+
+#[test]
+fn an_unknown_outcome_has_its_own_exit_code() {
+    let addr = spawn_fake_leader();
+    let output = raftctl(&["--cluster", &addr, "--timeout", "5", "set", "expired-key", "v"]);
+    assert_eq!(output.status.code(), Some(4), "{}", stderr(&output));
+    let message = stderr(&output);
+    assert!(message.starts_with("raftctl: outcome unknown:"), "{message}");
+    assert!(message.contains("may or may not have taken effect"), "{message}");
+    assert_eq!(stdout(&output), "");
+    // An unreachable cluster never got the write: that is exit 3, not 4.
+    let output = raftctl(&["--cluster", &closed_addr(), "--timeout", "0.3", "set", "k", "v"]);
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
 }
 
 #[test]

@@ -1,4 +1,5 @@
-//! One blocking connection to one node: connect, handshake, send a request, wait for its reply.
+//! One blocking connection to one node: connect, handshake, send a request, wait for its reply
+//! (or, for pipelining, send requests and take replies as they come).
 //!
 //! Every blocking call is bounded by an `Instant` the caller passes in; no call waits past it.
 //! Replies are matched by request id; a stray reply (for an id this connection no longer waits for)
@@ -86,6 +87,35 @@ impl Connection {
             FrameBody::Reply(reply) => Ok(reply),
             FrameBody::Error(error) => Err(Failure::Server { code: error.code, message: error.message }),
             other => Err(Failure::Unexpected(format!("{} in answer to a request", other.name()))),
+        }
+    }
+
+    /// Sends `request` without waiting for its reply (pipelining); returns its request id.
+    pub fn send_request(&mut self, request: &ClientRequest, until: Instant) -> Result<u64, Failure> {
+        let request_id = self.next_request_id;
+        self.next_request_id += 1;
+        self.send(&Frame::new(request_id, FrameBody::Request(request.clone())), until)?;
+        Ok(request_id)
+    }
+
+    /// The next frame that arrives before `until`, whatever request it answers; `Ok(None)` if none
+    /// did. A read timeout leaves the connection usable (a partial frame stays buffered).
+    pub fn next_frame(&mut self, until: Instant) -> Result<Option<Frame>, Failure> {
+        loop {
+            if let Some(raw) = self.decoder.next_frame().map_err(Failure::Malformed)? {
+                return Frame::decode(raw).map(Some).map_err(Failure::Malformed);
+            }
+            let Some(timeout) = remaining(until) else { return Ok(None) };
+            self.stream.set_read_timeout(Some(timeout)).map_err(Failure::Io)?;
+            match self.stream.read(&mut self.read_buffer) {
+                Ok(0) => return Err(Failure::Closed),
+                Ok(n) => self.decoder.feed(&self.read_buffer[..n]).map_err(Failure::Malformed)?,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) if matches!(error.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                    return Ok(None)
+                }
+                Err(error) => return Err(io_failure(error, timeout)),
+            }
         }
     }
 

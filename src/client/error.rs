@@ -30,9 +30,16 @@ pub enum ClientError {
     /// A node refused the request for a reason retrying cannot fix (`LimitExceeded`, `BadHello`,
     /// `StaleSequence`, ...).
     Refused { addr: String, code: ErrorCode, message: String },
-    /// The server forgot this client's session: the write's outcome is unknown. The client has
-    /// started a new session, so the next call works; read the key back if the outcome matters.
-    SessionExpired { addr: String, message: String },
+    /// The write's outcome is **unknown**: it may or may not have been applied, and the caller
+    /// must not assume either (read the key back if it matters). Raised when the cluster forgot
+    /// the session (`SessionExpired`) while the write was being retried, or, in a
+    /// [`PipelinedSession`](super::PipelinedSession), when a write sent at least once got no
+    /// definite answer by its deadline. A [`Client`](super::Client) registers a new session
+    /// before its next write.
+    OutcomeUnknown { op: String, addr: String, reason: String },
+    /// A [`PipelinedSession`](super::PipelinedSession) already has as many writes in flight as a
+    /// session may: wait for some of them (from `first_outstanding` up) before submitting more.
+    WindowFull { in_flight: usize, first_outstanding: u64 },
     /// A single-node call (`status`) failed.
     Node { addr: String, failure: String },
 }
@@ -89,10 +96,12 @@ impl fmt::Display for ClientError {
             ClientError::Refused { addr, code, message } => {
                 write!(f, "{addr} refused the request: {code:?}: {message}")
             }
-            ClientError::SessionExpired { addr, message } => write!(
+            ClientError::OutcomeUnknown { op, addr, reason } => {
+                write!(f, "{op}: the write may or may not have taken effect ({addr}: {reason})")
+            }
+            ClientError::WindowFull { in_flight, first_outstanding } => write!(
                 f,
-                "{addr} no longer remembers this client's session ({message}); the write may or may not have taken \
-                 effect"
+                "{in_flight} writes in flight: wait for the replies from seq {first_outstanding} on before submitting more"
             ),
             ClientError::Node { addr, failure } => write!(f, "{addr} {failure}"),
         }
@@ -100,6 +109,14 @@ impl fmt::Display for ClientError {
 }
 
 impl std::error::Error for ClientError {}
+
+impl ClientError {
+    /// True if a write may or may not have taken effect: [`ClientError::OutcomeUnknown`], or a
+    /// write that was sent and then gave up at its deadline.
+    pub fn is_outcome_unknown(&self) -> bool {
+        matches!(self, ClientError::OutcomeUnknown { .. } | ClientError::GaveUp { outcome_unknown: true, .. })
+    }
+}
 
 /// What went wrong in one attempt against one node.
 #[derive(Debug)]
@@ -159,7 +176,7 @@ impl fmt::Display for Failure {
 }
 
 /// Per-address record of a call's attempts, in the order the addresses were first seen.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct AttemptLog {
     nodes: Vec<NodeReport>,
     attempts: usize,

@@ -2,38 +2,52 @@
 //!
 //! [`Client`] keeps one connection to its current target node and speaks the wire protocol of
 //! `protocol.md`: the `Hello` handshake (role client, node id 0), then one request at a time.
+//! [`PipelinedSession`] keeps many writes of one session in flight on one connection.
 //!
 //! Guarantees:
-//! - Writes carry a session (section 7.1): a random non-zero client id and `seq` = 1, 2, 3, ... A
-//!   write is retried with the **same** client id and seq until a definite answer arrives, so a
-//!   retry never applies a write twice. `seq` moves on only after a definite answer. After a write
-//!   that failed with an unknown outcome the client starts a fresh session (new client id, seq 1),
-//!   so a later, different write can never be mistaken for the retried one.
+//! - Writes carry a session registered through the log (`protocol.md` §7.1). The client registers
+//!   lazily, before its first write, and keeps the session across calls; reads and `status` need
+//!   none. A registration whose answer is lost is simply sent again: the duplicate only opens a
+//!   session nobody uses, which the cluster evicts in time.
+//! - Writes use `seq` = 1, 2, 3, ... with `first_outstanding` = the seq being sent (one write at a
+//!   time). A write is retried with the **same** seq until a definite answer arrives, so a retry
+//!   never applies a write twice. One seq names one write: after any failure the next write takes
+//!   the next seq, and its `first_outstanding` seals the abandoned one (a delayed copy of it can
+//!   no longer apply once the next write has).
+//! - [`ClientError::OutcomeUnknown`]: the cluster forgot the session (`SessionExpired`) while the
+//!   write was being retried. The write may or may not have been applied; the caller must not
+//!   assume either. The client drops the session and registers a new one before its next write.
+//!   [`ClientError::is_outcome_unknown`] also covers a write that gave up at its deadline.
 //! - Every call ends by its deadline ([`ClientOptions::deadline`]); until then the client follows
 //!   `NotLeader` redirects and retries with exponential backoff and jitter on timeouts, connection
-//!   errors, `Overloaded`, `OutcomeUnknown`, `ShuttingDown` and an unknown leader, cycling through
-//!   the cluster's addresses. The final error names every node and what it said last.
+//!   errors, `Overloaded`, `OutcomeUnknown`, `ShuttingDown` and an unknown or unreachable leader,
+//!   cycling through the cluster's addresses. The final error names every node and what it said last.
 //! - Nothing the network sends can make the client panic.
 //! - Each successful call reports which node answered ([`Answered`]).
 
 mod conn;
 mod error;
 pub mod frames;
+mod pipeline;
+mod retry;
 
 #[cfg(test)]
 mod tests;
 
-use std::thread;
+#[cfg(test)]
+mod pipeline_tests;
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use crate::kv::{Command, Session, FIRST_SEQ, KEY_BYTES_MAX};
 use crate::raft::rng::Rng;
-use crate::wire::{ClientReply, ClientRequest, ErrorCode, ReadConsistency, StatusReport};
+use crate::wire::{ClientReply, ClientRequest, ReadConsistency, StatusReport};
 use conn::Connection;
-use error::{AttemptLog, Failure};
+use error::Failure;
 pub use error::{ClientError, NodeReport};
+pub use pipeline::{Completion, PipelinedSession, WriteHandle, WriteOp, WriteReply, PIPELINE_WRITES_IN_FLIGHT_MAX};
 
 /// First backoff after a failed attempt; it doubles per consecutive failure up to [`BACKOFF_MAX`].
 const BACKOFF_MIN: Duration = Duration::from_millis(10);
@@ -82,18 +96,11 @@ pub struct CasFailed {
     pub current: Option<Bytes>,
 }
 
-/// What the retry loop does after a failed attempt.
-enum Next {
-    /// Go to this address (a `NotLeader` redirect).
-    Redirect(String),
-    /// Back off, then try the same node again (it is busy, or its write's fate is still open).
-    Same,
-    /// Back off, then try the next address of the cluster.
-    Other,
-    /// This node belongs to another cluster: never try it again during this call.
-    Exclude,
-    /// Give up now: retrying cannot help.
-    Fail(ClientError),
+/// The registered session of a [`Client`] and the seq its next write takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct OpenSession {
+    session_id: u64,
+    next_seq: u64,
 }
 
 /// A blocking client with one session. Not `Sync`: one thread per client (each has its own session).
@@ -103,7 +110,8 @@ pub struct Client {
     connection: Option<Connection>,
     /// Index in `cluster` of the address tried when there is no connection.
     cursor: usize,
-    session: Session,
+    /// `None` until the first write registers, and again after the session expired.
+    session: Option<OpenSession>,
     rng: Rng,
 }
 
@@ -120,15 +128,15 @@ impl Client {
             return Err(ClientError::InvalidArgument("deadline and timeouts must be above zero".to_string()));
         }
         let mut rng = Rng::new(entropy_seed());
-        let session = Session { client_id: rng.next_nonzero(), seq: FIRST_SEQ };
         let cursor = rng.range(0, cluster.len() as u64) as usize;
-        Ok(Client { cluster, options, connection: None, cursor, session, rng })
+        Ok(Client { cluster, options, connection: None, cursor, session: None, rng })
     }
 
     /// A client connected (handshake done) to some node of `cluster`.
     pub fn connect(cluster: Vec<String>, options: ClientOptions) -> Result<Client, ClientError> {
         let mut client = Client::new(cluster, options)?;
-        client.run(|| "connect".to_string(), None, false, |_| true)?;
+        let deadline = Instant::now() + client.options.deadline;
+        client.run(|| "connect".to_string(), None, false, |_| true, deadline)?;
         Ok(client)
     }
 
@@ -140,9 +148,18 @@ impl Client {
         &self.options
     }
 
-    /// The session the next write will carry.
-    pub fn session(&self) -> Session {
-        self.session
+    /// The session the next write will carry (`first_outstanding` = `seq`), or `None` if the next
+    /// write registers a session first.
+    pub fn session(&self) -> Option<Session> {
+        self.session.map(|open| Session::serial(open.session_id, open.next_seq))
+    }
+
+    /// Registers a new session now (the next write uses it, from seq 1), replacing the current
+    /// one, and returns its id. Writes register on their own; this is for callers that want the
+    /// round trip out of their first write's latency.
+    pub fn register(&mut self) -> Result<Answered<u64>, ClientError> {
+        let deadline = Instant::now() + self.options.deadline;
+        self.register_until("register", deadline)
     }
 
     /// The address of the current connection, if any.
@@ -169,7 +186,8 @@ impl Client {
         let needs_leader = consistency == ReadConsistency::Linearizable;
         let request = ClientRequest::Get { key, consistency };
         let accept = |reply: &ClientReply| matches!(reply, ClientReply::Value(_) | ClientReply::NotFound);
-        let answer = self.run(|| op, Some(&request), needs_leader, accept)?;
+        let deadline = Instant::now() + self.options.deadline;
+        let answer = self.run(|| op, Some(&request), needs_leader, accept, deadline)?;
         Ok(map_answer(answer, |reply| match reply {
             Some(ClientReply::Value(value)) => Some(value),
             _ => None,
@@ -222,222 +240,57 @@ impl Client {
         }
     }
 
-    /// Sends the write that `make` builds for the current session; retries it unchanged.
+    /// Sends the write that `make` builds for the current session (registering one first if
+    /// there is none); retries it unchanged until a definite answer or the deadline.
     fn write(
         &mut self,
         op: String,
         make: impl FnOnce(Session) -> Command,
         accept: impl Fn(&ClientReply) -> bool,
     ) -> Result<Answered<Option<ClientReply>>, ClientError> {
-        let command = make(self.session);
+        let deadline = Instant::now() + self.options.deadline;
+        // Arguments are checked before anything goes out (a registration included).
+        let mut command = make(Session::serial(1, FIRST_SEQ));
         command.validate().map_err(|error| ClientError::InvalidArgument(error.to_string()))?;
-        let request = ClientRequest::Write(command);
-        match self.run(|| op, Some(&request), true, accept) {
-            Ok(answer) => {
-                self.session.seq += 1;
-                Ok(answer)
+        let open = match self.session {
+            Some(open) => open,
+            None => {
+                self.register_until(&format!("{op}: registering a session"), deadline)?;
+                self.session.ok_or_else(|| ClientError::InvalidArgument("registration left no session".into()))?
             }
-            Err(error) => {
-                // The write may still commit later: never reuse its (client id, seq) for another write.
-                self.session = Session { client_id: self.rng.next_nonzero(), seq: FIRST_SEQ };
-                Err(error)
-            }
-        }
-    }
-
-    /// The retry loop: attempts `request` (or only a handshake, if `None`) until a reply that
-    /// `accept`s arrives, a non-retryable error, or the deadline.
-    fn run(
-        &mut self,
-        op: impl FnOnce() -> String,
-        request: Option<&ClientRequest>,
-        needs_leader: bool,
-        accept: impl Fn(&ClientReply) -> bool,
-    ) -> Result<Answered<Option<ClientReply>>, ClientError> {
-        let started = Instant::now();
-        let deadline = started + self.options.deadline;
-        let mut log = AttemptLog::new(&self.cluster);
-        let mut excluded: Vec<String> = Vec::new();
-        let mut failures_in_a_row = 0u32;
-        let mut redirects_in_a_row = 0u32;
-        let mut write_sent = false;
-        let mut addr = self.connected_to().map_or_else(|| self.cluster[self.cursor].clone(), str::to_string);
-        let is_write = matches!(request, Some(ClientRequest::Write(_)));
-        loop {
-            let failure = match self.attempt(&addr, request, deadline) {
-                Ok(reply) if reply.as_ref().is_none_or(&accept) => return Ok(self.answered(reply)),
-                Ok(reply) => {
-                    // The node answered, so a write reached it; drop a connection that talks nonsense.
-                    write_sent |= is_write;
-                    self.connection = None;
-                    Failure::Unexpected(format!("reply {}", reply_name(reply.as_ref())))
-                }
-                Err((failure, sent)) => {
-                    write_sent |= is_write && sent;
-                    failure
-                }
-            };
-            log.record(&addr, &failure);
-            let next = self.next_step(failure, &addr, &excluded);
-            failures_in_a_row += 1;
-            let mut pause = true;
-            match next {
-                Next::Fail(error) => return Err(error),
-                Next::Redirect(leader) => {
-                    redirects_in_a_row += 1;
-                    pause = redirects_in_a_row > 1;
-                    addr = leader;
-                }
-                Next::Same => redirects_in_a_row = 0,
-                Next::Other => {
-                    redirects_in_a_row = 0;
-                    addr = self.next_address(&addr, &excluded);
-                }
-                Next::Exclude => {
-                    excluded.push(addr.clone());
-                    if self.cluster.iter().all(|a| excluded.contains(a)) {
-                        let nodes = log.into_nodes();
-                        return Err(ClientError::ClusterMismatch { cluster_id: self.options.cluster_id, nodes });
-                    }
-                    addr = self.next_address(&addr, &excluded);
-                    pause = false;
-                }
-            }
-            let now = Instant::now();
-            if pause && now < deadline {
-                thread::sleep(self.backoff(failures_in_a_row).min(deadline - now));
-            }
-            // An attempt started at the deadline could only fail: give up instead.
-            let now = Instant::now();
-            if now >= deadline {
-                let attempts = log.attempts();
-                let nodes = log.into_nodes();
-                let elapsed = now - started;
-                let outcome_unknown = write_sent;
-                return Err(ClientError::GaveUp { op: op(), needs_leader, elapsed, attempts, nodes, outcome_unknown });
-            }
-        }
-    }
-
-    /// Decides what follows a failed attempt against `addr`.
-    fn next_step(&self, failure: Failure, addr: &str, excluded: &[String]) -> Next {
-        match failure {
-            Failure::NotLeader { leader_addr, .. }
-                if !leader_addr.is_empty() && leader_addr != addr && !excluded.contains(&leader_addr) =>
-            {
-                Next::Redirect(leader_addr)
-            }
-            Failure::NotLeader { .. } => Next::Other,
-            Failure::WrongCluster { .. } => Next::Exclude,
-            Failure::Server { code, message } => match code {
-                ErrorCode::Overloaded | ErrorCode::OutcomeUnknown => Next::Same,
-                ErrorCode::ShuttingDown | ErrorCode::Internal | ErrorCode::Unknown(_) => Next::Other,
-                ErrorCode::ClusterMismatch | ErrorCode::UnsupportedVersion => Next::Exclude,
-                ErrorCode::SessionExpired => {
-                    Next::Fail(ClientError::SessionExpired { addr: addr.to_string(), message })
-                }
-                ErrorCode::MalformedFrame
-                | ErrorCode::FrameTooLarge
-                | ErrorCode::UnknownMessageType
-                | ErrorCode::LimitExceeded
-                | ErrorCode::HandshakeRequired
-                | ErrorCode::BadHello
-                | ErrorCode::UnexpectedMessage
-                | ErrorCode::StaleSequence => {
-                    Next::Fail(ClientError::Refused { addr: addr.to_string(), code, message })
-                }
-            },
-            Failure::Resolve(_)
-            | Failure::Connect { .. }
-            | Failure::Timeout(_)
-            | Failure::Closed
-            | Failure::Io(_)
-            | Failure::Malformed(_)
-            | Failure::Unexpected(_) => Next::Other,
-        }
-    }
-
-    /// One attempt against `addr`, reusing the current connection if it goes there.
-    fn attempt(
-        &mut self,
-        addr: &str,
-        request: Option<&ClientRequest>,
-        deadline: Instant,
-    ) -> Result<Option<ClientReply>, (Failure, bool)> {
-        let reused = self.connection.take_if_to(addr);
-        self.connection = None;
-        let (connection, reply) = self.attempt_on(reused, addr, request, deadline)?;
-        self.connection = Some(connection);
-        Ok(reply)
-    }
-
-    /// Sends `request` on `reused` if given, else on a new connection to `addr`. A reused connection
-    /// that turns out to be closed (the node dropped it while idle) is replaced once, at once. Hands
-    /// the connection back only on success; the error says whether the request may have been sent.
-    fn attempt_on(
-        &self,
-        reused: Option<Connection>,
-        addr: &str,
-        request: Option<&ClientRequest>,
-        deadline: Instant,
-    ) -> Result<(Connection, Option<ClientReply>), (Failure, bool)> {
-        let mut sent_before = false;
-        if let Some(connection) = reused {
-            match self.send_on(connection, request, deadline) {
-                Err((Failure::Closed | Failure::Io(_), sent)) => sent_before = sent,
-                other => return other,
-            }
-        }
-        let until = deadline.min(Instant::now() + self.options.connect_timeout + self.options.request_timeout);
-        let connection = Connection::open(addr, self.options.cluster_id, self.options.connect_timeout, until)
-            .map_err(|failure| (failure, sent_before))?;
-        self.send_on(connection, request, deadline)
-    }
-
-    fn send_on(
-        &self,
-        mut connection: Connection,
-        request: Option<&ClientRequest>,
-        deadline: Instant,
-    ) -> Result<(Connection, Option<ClientReply>), (Failure, bool)> {
-        let Some(request) = request else {
-            return Ok((connection, None));
         };
-        let until = deadline.min(Instant::now() + self.options.request_timeout);
-        let reply = connection.call(request, until).map_err(|failure| match failure {
-            Failure::Timeout(_) => (Failure::Timeout(self.options.request_timeout.min(self.options.deadline)), true),
-            other => (other, true),
-        })?;
-        Ok((connection, Some(reply)))
+        set_session(&mut command, Session::serial(open.session_id, open.next_seq));
+        let request = ClientRequest::Write(command);
+        let result = self.run(|| op, Some(&request), true, accept, deadline);
+        // One seq names one write, whatever became of it.
+        let next = OpenSession { session_id: open.session_id, next_seq: open.next_seq + 1 };
+        self.session = match &result {
+            Err(ClientError::OutcomeUnknown { .. }) => None,
+            _ => Some(next),
+        };
+        result
     }
 
-    /// The address after `addr` in the cluster list, skipping `excluded`. An address that is not in
-    /// the list (a redirect target) continues the cycle where it left off.
-    fn next_address(&mut self, addr: &str, excluded: &[String]) -> String {
-        let count = self.cluster.len();
-        let start = self.cluster.iter().position(|a| a == addr).map_or(self.cursor, |i| i + 1);
-        for step in 0..count {
-            let index = (start + step) % count;
-            if !excluded.contains(&self.cluster[index]) {
-                self.cursor = index;
-                return self.cluster[index].clone();
-            }
-        }
-        addr.to_string()
+    /// Commits a registration (retried like a write until `deadline`) and makes it the session.
+    fn register_until(&mut self, op: &str, deadline: Instant) -> Result<Answered<u64>, ClientError> {
+        let accept = |reply: &ClientReply| matches!(reply, ClientReply::Registered { .. });
+        let answer = self.run(|| op.to_string(), Some(&ClientRequest::RegisterClient), true, accept, deadline)?;
+        let Some(ClientReply::Registered { session_id }) = answer.value else {
+            return Err(ClientError::Node { addr: answer.addr, failure: "answered without a session id".into() });
+        };
+        debug_assert_ne!(session_id, 0, "the decoder refuses session id 0");
+        self.session = Some(OpenSession { session_id, next_seq: FIRST_SEQ });
+        Ok(map_answer(answer, |_| session_id))
     }
+}
 
-    /// Exponential backoff with jitter: a random pause in `[b/2, b]`, `b` = min(MIN * 2^(n-1), MAX).
-    fn backoff(&mut self, failures_in_a_row: u32) -> Duration {
-        let exponent = failures_in_a_row.saturating_sub(1).min(16);
-        let ceiling = BACKOFF_MIN.saturating_mul(1 << exponent).min(BACKOFF_MAX);
-        let half_us = (ceiling.as_micros() / 2) as u64;
-        Duration::from_micros(half_us + self.rng.range(0, half_us + 1))
-    }
-
-    fn answered<T>(&self, value: T) -> Answered<T> {
-        let (addr, node_id) =
-            self.connection.as_ref().map_or((String::new(), 0), |c| (c.addr().to_string(), c.node_id()));
-        Answered { value, addr, node_id }
+/// Puts `session` into a write command (a registration has none).
+fn set_session(command: &mut Command, session: Session) {
+    match command {
+        Command::Register { .. } => {}
+        Command::Set { session: slot, .. }
+        | Command::Delete { session: slot, .. }
+        | Command::Cas { session: slot, .. } => *slot = session,
     }
 }
 
@@ -465,6 +318,7 @@ fn reply_name(reply: Option<&ClientReply>) -> &'static str {
         Some(ClientReply::CasFailed { .. }) => "CasFailed",
         Some(ClientReply::Status(_)) => "StatusReport",
         Some(ClientReply::NotLeader { .. }) => "NotLeader",
+        Some(ClientReply::Registered { .. }) => "Registered",
     }
 }
 

@@ -1,8 +1,10 @@
 //! The client against tiny fake nodes: a `TcpListener` thread per node that speaks the wire
-//! protocol through `crate::wire` and answers each request as the test's script says.
+//! protocol through `crate::wire` and answers each request as the test's script says. A fake node
+//! answers `RegisterClient` itself (session ids 101, 102, ...) unless the test scripts it too.
 
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -10,7 +12,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::*;
-use crate::wire::{ErrorReply, Frame, FrameBody, FrameDecoder, Hello, HelloOk, NodeRole, Role};
+use crate::wire::{
+    ErrorCode, ErrorReply, Frame, FrameBody, FrameDecoder, Hello, HelloOk, NodeRole, Role, PROTOCOL_VERSION,
+};
 
 /// What a fake node does with one request.
 enum Action {
@@ -20,7 +24,7 @@ enum Action {
     Error(ErrorCode),
     /// Close the connection without answering.
     Drop,
-    /// Send bytes that are not a frame of protocol version 1.
+    /// Send bytes that are not a frame of this protocol version.
     Garbage,
 }
 
@@ -33,37 +37,62 @@ enum HelloAnswer {
 
 type Script = dyn Fn(usize, &ClientRequest) -> Action + Send + Sync;
 
+/// What a fake node records, shared with its connection threads.
+#[derive(Default)]
+struct Seen {
+    hellos: Mutex<Vec<Hello>>,
+    requests: Mutex<Vec<ClientRequest>>,
+    /// `RegisterClient`s answered by the node itself.
+    registrations: AtomicU64,
+}
+
 struct FakeNode {
     addr: String,
-    hellos: Arc<Mutex<Vec<Hello>>>,
-    requests: Arc<Mutex<Vec<ClientRequest>>>,
+    seen: Arc<Seen>,
 }
 
 impl FakeNode {
-    /// A node with id `node_id` that answers the n-th request it receives (0-based, over all
-    /// connections) with `script(n, request)`.
+    /// A node with id `node_id` that registers sessions itself and answers the n-th other request
+    /// it receives (0-based, over all connections) with `script(n, request)`.
     fn spawn(
         node_id: u64,
         hello: HelloAnswer,
         script: impl Fn(usize, &ClientRequest) -> Action + Send + Sync + 'static,
     ) -> FakeNode {
+        FakeNode::spawn_with(node_id, hello, true, script)
+    }
+
+    /// Like `spawn`, but `RegisterClient` goes to the script too (`auto_register` false).
+    fn spawn_with(
+        node_id: u64,
+        hello: HelloAnswer,
+        auto_register: bool,
+        script: impl Fn(usize, &ClientRequest) -> Action + Send + Sync + 'static,
+    ) -> FakeNode {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind a test port");
         let addr = listener.local_addr().expect("local addr").to_string();
-        let hellos = Arc::new(Mutex::new(Vec::new()));
-        let requests = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::new(Seen::default());
         let script: Arc<Script> = Arc::new(script);
-        let (node_hellos, node_requests) = (hellos.clone(), requests.clone());
+        let node_seen = seen.clone();
         thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let (hellos, requests, script) = (node_hellos.clone(), node_requests.clone(), script.clone());
-                thread::spawn(move || serve(stream, node_id, hello, &hellos, &requests, &*script));
+                let (seen, script) = (node_seen.clone(), script.clone());
+                thread::spawn(move || serve(stream, node_id, hello, auto_register, &seen, &*script));
             }
         });
-        FakeNode { addr, hellos, requests }
+        FakeNode { addr, seen }
     }
 
     fn requests(&self) -> Vec<ClientRequest> {
-        self.requests.lock().expect("lock").clone()
+        self.seen.requests.lock().expect("lock").clone()
+    }
+
+    fn hellos(&self) -> Vec<Hello> {
+        self.seen.hellos.lock().expect("lock").clone()
+    }
+
+    fn registrations(&self) -> u64 {
+        self.seen.registrations.load(Ordering::SeqCst)
     }
 }
 
@@ -71,17 +100,17 @@ fn serve(
     mut stream: TcpStream,
     node_id: u64,
     hello_answer: HelloAnswer,
-    hellos: &Mutex<Vec<Hello>>,
-    requests: &Mutex<Vec<ClientRequest>>,
+    auto_register: bool,
+    seen: &Seen,
     script: &Script,
 ) {
     let mut decoder = FrameDecoder::new();
     let Some(frame) = frames::read_frame(&mut stream, &mut decoder) else { return };
     let FrameBody::Hello(hello) = frame.body else { return };
-    hellos.lock().expect("lock").push(hello);
+    seen.hellos.lock().expect("lock").push(hello);
     match hello_answer {
         HelloAnswer::Accept { cluster_id } => {
-            let ok = HelloOk { cluster_id, node_id, protocol_version: 1 };
+            let ok = HelloOk { cluster_id, node_id, protocol_version: PROTOCOL_VERSION };
             write_frame(&mut stream, Frame::new(frame.request_id, FrameBody::HelloOk(ok)));
         }
         HelloAnswer::Refuse(code) => {
@@ -92,8 +121,14 @@ fn serve(
     }
     while let Some(frame) = frames::read_frame(&mut stream, &mut decoder) {
         let FrameBody::Request(request) = frame.body else { return };
+        if auto_register && request == ClientRequest::RegisterClient {
+            let session_id = 101 + seen.registrations.fetch_add(1, Ordering::SeqCst);
+            let reply = FrameBody::Reply(ClientReply::Registered { session_id });
+            write_frame(&mut stream, Frame::new(frame.request_id, reply));
+            continue;
+        }
         let number = {
-            let mut requests = requests.lock().expect("lock");
+            let mut requests = seen.requests.lock().expect("lock");
             requests.push(request.clone());
             requests.len() - 1
         };
@@ -139,7 +174,7 @@ fn accept() -> HelloAnswer {
 
 fn session_of(request: &ClientRequest) -> Session {
     match request {
-        ClientRequest::Write(command) => command.session(),
+        ClientRequest::Write(command) => command.session().unwrap_or_else(|| panic!("{command:?} has no session")),
         other => panic!("expected a write, got {other:?}"),
     }
 }
@@ -149,16 +184,15 @@ fn handshake_sends_a_client_hello_and_reports_the_answering_node() {
     let node = FakeNode::spawn(3, accept(), |_, _| Action::Reply(ClientReply::Ok));
     let mut client = Client::connect(vec![node.addr.clone()], options(2_000)).expect("connects");
     assert_eq!(client.connected_to(), Some(node.addr.as_str()));
-    let hellos = node.hellos.lock().expect("lock").clone();
-    assert_eq!(hellos, vec![Hello { role: Role::Client, cluster_id: 7, node_id: 0, protocol_version: 1 }]);
+    let hellos = node.hellos();
+    assert_eq!(hellos, vec![Hello { role: Role::Client, cluster_id: 7, node_id: 0, protocol_version: 2 }]);
 
     let answer = client.set(b"foo", b"bar").expect("set succeeds");
     assert_eq!((answer.addr.as_str(), answer.node_id), (node.addr.as_str(), 3));
     // One connection serves both the handshake and the request.
-    assert_eq!(node.hellos.lock().expect("lock").len(), 1);
+    assert_eq!(node.hellos().len(), 1);
     let session = session_of(&node.requests()[0]);
-    assert_ne!(session.client_id, 0);
-    assert_eq!(session.seq, 1);
+    assert_eq!(session, Session { session_id: 101, seq: 1, first_outstanding: 1 });
 }
 
 #[test]
@@ -195,8 +229,9 @@ fn write_is_retried_with_the_same_session_after_the_connection_drops() {
     let (first, retry, next) = (session_of(&requests[0]), session_of(&requests[1]), session_of(&requests[2]));
     assert_eq!(first, retry);
     assert_eq!(first.seq, 1);
-    assert_eq!(next, Session { client_id: first.client_id, seq: 2 });
-    assert_eq!(node.hellos.lock().expect("lock").len(), 2, "the client reconnected once");
+    assert_eq!(next, Session::serial(first.session_id, 2));
+    assert_eq!(node.registrations(), 1, "one registration serves every write");
+    assert_eq!(node.hellos().len(), 2, "the client reconnected once");
 }
 
 #[test]
@@ -220,7 +255,8 @@ fn exhausted_deadline_names_every_node_tried_and_what_it_said() {
         Action::Reply(ClientReply::NotLeader { leader_id: 0, leader_addr: String::new() })
     });
     let mut client = Client::new(vec![refused.clone(), lost.addr.clone()], options(300)).expect("client");
-    let first_session = client.session();
+    client.register().expect("the node registers sessions, though it knows no leader");
+    let first_session = client.session().expect("registered");
 
     let started = Instant::now();
     let error = client.set(b"foo", b"bar").expect_err("no leader");
@@ -230,12 +266,13 @@ fn exhausted_deadline_names_every_node_tried_and_what_it_said() {
     assert!(message.contains(&format!("{refused} refused connection")), "{message}");
     assert!(message.contains(&format!("{} answered NotLeader(leader unknown)", lost.addr)), "{message}");
     assert!(message.contains("may or may not have taken effect"), "{message}");
+    assert!(error.is_outcome_unknown());
     let ClientError::GaveUp { nodes, attempts, .. } = error else { panic!("expected GaveUp, got {error:?}") };
     assert_eq!(nodes.iter().map(|n| n.addr.clone()).collect::<Vec<_>>(), vec![refused, lost.addr.clone()]);
     assert!(attempts >= 2, "{attempts}");
-    // A write whose fate is unknown retires its session.
-    assert_ne!(client.session().client_id, first_session.client_id);
-    assert_eq!(client.session().seq, 1);
+    // A write whose fate is unknown retires its seq, not its session: the next write takes seq 2,
+    // whose first_outstanding seals seq 1.
+    assert_eq!(client.session(), Some(Session::serial(first_session.session_id, 2)));
 }
 
 #[test]
@@ -285,15 +322,70 @@ fn definite_answers_advance_the_seq() {
 }
 
 #[test]
-fn session_expired_is_surfaced_and_starts_a_new_session() {
-    let node = FakeNode::spawn(1, accept(), |_, _| Action::Error(ErrorCode::SessionExpired));
+fn session_expired_is_an_unknown_outcome_and_the_next_write_registers_again() {
+    // The node forgets session 101 after its first write; 102 works.
+    let node = FakeNode::spawn(1, accept(), |_, request| match session_of(request).session_id {
+        101 => Action::Error(ErrorCode::SessionExpired),
+        _ => Action::Reply(ClientReply::Ok),
+    });
     let mut client = Client::new(vec![node.addr.clone()], options(2_000)).expect("client");
-    let before = client.session();
     let error = client.set(b"k", b"v").expect_err("expired");
-    assert!(matches!(error, ClientError::SessionExpired { .. }), "{error:?}");
+    assert!(matches!(error, ClientError::OutcomeUnknown { .. }), "{error:?}");
+    assert!(error.is_outcome_unknown());
     assert!(error.to_string().contains("may or may not have taken effect"), "{error}");
-    assert_eq!(node.requests().len(), 1, "not retried");
-    assert_ne!(client.session().client_id, before.client_id);
+    assert_eq!(node.requests().len(), 1, "not retried on the dead session");
+    assert_eq!(client.session(), None, "the expired session is dropped");
+    client.set(b"k", b"v2").expect("a new session");
+    assert_eq!(node.registrations(), 2);
+    assert_eq!(session_of(&node.requests()[1]), Session::serial(102, 1));
+}
+
+#[test]
+fn a_lost_registration_is_sent_again() {
+    // The first RegisterClient gets OutcomeUnknown, the second is dropped mid-flight; the third works.
+    let node = FakeNode::spawn_with(1, accept(), false, |n, request| match (n, request) {
+        (0, _) => Action::Error(ErrorCode::OutcomeUnknown),
+        (1, _) => Action::Drop,
+        (_, ClientRequest::RegisterClient) => Action::Reply(ClientReply::Registered { session_id: 9 }),
+        _ => Action::Reply(ClientReply::Ok),
+    });
+    let mut client = Client::new(vec![node.addr.clone()], options(2_000)).expect("client");
+    client.set(b"k", b"v").expect("set after the registration went through");
+    let requests = node.requests();
+    assert_eq!(
+        requests[..3],
+        [ClientRequest::RegisterClient, ClientRequest::RegisterClient, ClientRequest::RegisterClient]
+    );
+    assert_eq!(session_of(&requests[3]), Session::serial(9, 1));
+}
+
+#[test]
+fn reads_and_status_need_no_session() {
+    let node = FakeNode::spawn(1, accept(), |_, _| Action::Reply(ClientReply::NotFound));
+    let mut client = Client::new(vec![node.addr.clone()], options(2_000)).expect("client");
+    assert_eq!(client.get(b"k", ReadConsistency::Linearizable).expect("get").value, None);
+    assert_eq!(node.registrations(), 0);
+    assert_eq!(client.session(), None);
+}
+
+#[test]
+fn a_dead_leader_named_by_followers_is_not_hammered() {
+    // Both nodes keep naming a leader that refuses connections (a failover in progress).
+    let dead = closed_addr();
+    let redirect_to = dead.clone();
+    let name_dead = move |_: usize, _: &ClientRequest| {
+        Action::Reply(ClientReply::NotLeader { leader_id: 3, leader_addr: redirect_to.clone() })
+    };
+    let (a, b) = (FakeNode::spawn(1, accept(), name_dead.clone()), FakeNode::spawn(2, accept(), name_dead));
+    let mut client = Client::new(vec![a.addr.clone(), b.addr.clone()], options(600)).expect("client");
+    let error = client.get(b"k", ReadConsistency::Linearizable).expect_err("no leader");
+    let ClientError::GaveUp { nodes, attempts, .. } = error else { panic!("expected GaveUp, got {error:?}") };
+    let dead_attempts = nodes.iter().find(|n| n.addr == dead).map_or(0, |n| n.attempts);
+    // It is tried once; after that the client backs off and asks the followers instead of
+    // bouncing between a follower and the refused port.
+    assert_eq!(dead_attempts, 1, "{nodes:?}");
+    assert!((3..40).contains(&attempts), "{attempts} attempts in 600 ms: {nodes:?}");
+    assert!(a.requests().len() + b.requests().len() >= 2);
 }
 
 #[test]
@@ -334,7 +426,10 @@ fn status_asks_one_node_once() {
 fn oversized_key_is_refused_before_sending() {
     let mut client = Client::new(vec!["127.0.0.1:1".to_string()], options(2_000)).expect("client");
     let key = vec![b'k'; KEY_BYTES_MAX + 1];
+    // Refused before anything is sent: not even a registration (nothing listens at that address).
+    let started = Instant::now();
     assert!(matches!(client.set(&key, b"v"), Err(ClientError::InvalidArgument(_))));
+    assert!(started.elapsed() < Duration::from_millis(500));
     assert!(matches!(client.get(&key, ReadConsistency::Local), Err(ClientError::InvalidArgument(_))));
     assert!(Client::new(Vec::new(), options(100)).is_err());
 }

@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
-use super::{Command, KvError, Session, FIRST_SEQ, SESSIONS_MAX};
+use super::sessions::{Admission, SessionTable};
+use super::{Command, KvError, SessionState};
 use crate::raft::Index;
 
 /// The outcome of one write, as the client sees it. Cached per session so that a retry gets the
@@ -24,39 +25,31 @@ pub enum WriteResult {
 /// What applying one committed entry did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ApplyResult {
-    /// The command ran for the first time.
+    /// A registration opened the session `session_id` (the entry's own index).
+    Registered { session_id: u64 },
+    /// The write ran for the first time.
     Applied(WriteResult),
-    /// This (client, seq) already ran; the map is unchanged and this is the earlier result.
+    /// This (session, seq) already ran; nothing changed and this is the earlier result.
     Duplicate(WriteResult),
-    /// The client has no session (never seen, or evicted) and `seq` is not 1: the store cannot tell
-    /// whether an earlier attempt of this write ran, so it refuses it. The client must start a new
-    /// session and treat the write's outcome as unknown.
-    SessionExpired { client_id: u64, seq: u64 },
-    /// `seq` is below the session's last applied seq: the client reused an old number. Nothing ran.
-    StaleSequence { client_id: u64, seq: u64, last_seq: u64 },
+    /// The session is unknown (never registered, or evicted). The store cannot tell whether an
+    /// earlier attempt of this write ran, so it refuses it, always; nothing changed. The client
+    /// must register again and treat the write's outcome as unknown.
+    SessionExpired { session_id: u64, seq: u64 },
+    /// `seq` is below the session's floor (the highest `first_outstanding` it has seen): its reply
+    /// was discarded, so the store cannot answer a retry. Nothing changed.
+    StaleSequence { session_id: u64, seq: u64, floor_seq: u64 },
+    /// `seq` is [`SESSION_REPLIES_MAX`](super::SESSION_REPLIES_MAX) or more above the floor the
+    /// write would leave (`floor_seq`): caching it could exceed the session's window. Nothing changed.
+    SessionWindowFull { session_id: u64, seq: u64, floor_seq: u64 },
     /// The payload is not a valid command. Every node rejects it the same way; nothing ran.
     Rejected(KvError),
-}
-
-/// What the store remembers about one client.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SessionState {
-    /// Highest seq applied for this client.
-    pub last_seq: u64,
-    /// Log index of the last entry that touched this session (applied or duplicate). Eviction order.
-    pub last_index: Index,
-    /// The result of applying `last_seq`.
-    pub last_result: WriteResult,
 }
 
 /// The key-value state machine. See the module docs for its invariants.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KvStore {
     pub(super) data: BTreeMap<Bytes, Bytes>,
-    pub(super) sessions: BTreeMap<u64, SessionState>,
-    /// `last_index -> client_id` for every session: the first entry is the eviction victim.
-    /// Indexes are unique because one log index touches at most one session.
-    pub(super) sessions_by_index: BTreeMap<Index, u64>,
+    pub(super) sessions: SessionTable,
     pub(super) applied_index: Index,
 }
 
@@ -92,65 +85,83 @@ impl KvStore {
         self.sessions.len()
     }
 
-    pub fn session(&self, client_id: u64) -> Option<&SessionState> {
-        self.sessions.get(&client_id)
+    pub fn session(&self, session_id: u64) -> Option<&SessionState> {
+        self.sessions.get(session_id)
     }
 
-    /// Applies the committed entry at `index` whose payload is `payload`. `index` must be
-    /// `applied_index + 1`; otherwise `Err(IndexNotNext)` and nothing changes. A payload that does not
-    /// decode still consumes the index and yields [`ApplyResult::Rejected`].
+    /// Applies the committed entry at `index` whose payload is `payload`.
+    ///
+    /// Errors (nothing changes, the caller must stop): `index` is not `applied_index + 1`
+    /// (`IndexNotNext`), or the payload is a protocol-1 write (`RetiredCommandTag`), which this
+    /// version cannot apply faithfully and must not drop. Any other payload that does not decode
+    /// still consumes the index and yields [`ApplyResult::Rejected`], identically on every node.
     pub fn apply(&mut self, index: Index, payload: &[u8]) -> Result<ApplyResult, KvError> {
-        self.advance_to(index)?;
+        self.check_next(index)?;
         match Command::decode(payload) {
-            Ok(command) => Ok(self.run(index, &command)),
-            Err(error) => Ok(ApplyResult::Rejected(error)),
+            Ok(command) => {
+                self.applied_index = index;
+                Ok(self.run(index, &command))
+            }
+            Err(error @ KvError::RetiredCommandTag(_)) => Err(error),
+            Err(error) => {
+                self.applied_index = index;
+                Ok(ApplyResult::Rejected(error))
+            }
         }
     }
 
     /// Applies an already-decoded command at `index` (same rules as [`KvStore::apply`]).
     pub fn apply_command(&mut self, index: Index, command: &Command) -> Result<ApplyResult, KvError> {
+        self.check_next(index)?;
+        self.applied_index = index;
         if let Err(error) = command.validate() {
-            self.advance_to(index)?;
             return Ok(ApplyResult::Rejected(error));
         }
-        self.advance_to(index)?;
         Ok(self.run(index, command))
     }
 
-    /// Consumes `index` for an entry that does not touch the map (a leader's no-op entry).
+    /// Consumes `index` for an entry that does not touch the map (a leader's no-op entry). It
+    /// opens no session and touches none.
     pub fn apply_noop(&mut self, index: Index) -> Result<(), KvError> {
-        self.advance_to(index)
-    }
-
-    fn advance_to(&mut self, index: Index) -> Result<(), KvError> {
-        if self.applied_index.checked_add(1) != Some(index) {
-            return Err(KvError::IndexNotNext { applied: self.applied_index, index });
-        }
+        self.check_next(index)?;
         self.applied_index = index;
         Ok(())
     }
 
-    fn run(&mut self, index: Index, command: &Command) -> ApplyResult {
-        let Session { client_id, seq } = command.session();
-        match self.sessions.get(&client_id) {
-            None if seq != FIRST_SEQ => return ApplyResult::SessionExpired { client_id, seq },
-            Some(session) if seq < session.last_seq => {
-                return ApplyResult::StaleSequence { client_id, seq, last_seq: session.last_seq };
-            }
-            Some(session) if seq == session.last_seq => {
-                let cached = session.last_result.clone();
-                self.touch_session(client_id, index);
-                return ApplyResult::Duplicate(cached);
-            }
-            _ => {}
+    fn check_next(&self, index: Index) -> Result<(), KvError> {
+        if self.applied_index.checked_add(1) != Some(index) {
+            return Err(KvError::IndexNotNext { applied: self.applied_index, index });
         }
-        let result = self.execute(command);
-        self.record_session(client_id, seq, index, result.clone());
-        ApplyResult::Applied(result)
+        Ok(())
+    }
+
+    /// Runs a valid command at `index` (already consumed). See the module doc for the rules.
+    fn run(&mut self, index: Index, command: &Command) -> ApplyResult {
+        debug_assert_eq!(self.applied_index, index);
+        let session = match command {
+            Command::Register { sessions_max } => {
+                self.sessions.register(index, *sessions_max);
+                return ApplyResult::Registered { session_id: index };
+            }
+            Command::Set { session, .. } | Command::Delete { session, .. } | Command::Cas { session, .. } => *session,
+        };
+        match self.sessions.admit(session) {
+            Admission::Refused(result) => result,
+            Admission::Duplicate(reply) => {
+                self.sessions.touch(session.session_id, index);
+                ApplyResult::Duplicate(reply)
+            }
+            Admission::Fresh => {
+                let result = self.execute(command);
+                self.sessions.record(session, index, result.clone());
+                ApplyResult::Applied(result)
+            }
+        }
     }
 
     fn execute(&mut self, command: &Command) -> WriteResult {
         match command {
+            Command::Register { .. } => unreachable!("registrations do not touch the map"),
             Command::Set { key, value, .. } => {
                 self.data.insert(key.clone(), value.clone());
                 WriteResult::Stored
@@ -166,29 +177,5 @@ impl KvStore {
                 }
             }
         }
-    }
-
-    fn touch_session(&mut self, client_id: u64, index: Index) {
-        if let Some(session) = self.sessions.get_mut(&client_id) {
-            self.sessions_by_index.remove(&session.last_index);
-            session.last_index = index;
-            self.sessions_by_index.insert(index, client_id);
-        }
-        debug_assert_eq!(self.sessions.len(), self.sessions_by_index.len());
-    }
-
-    fn record_session(&mut self, client_id: u64, seq: u64, index: Index, result: WriteResult) {
-        if let Some(old) = self.sessions.get(&client_id) {
-            self.sessions_by_index.remove(&old.last_index);
-        } else if self.sessions.len() >= SESSIONS_MAX {
-            if let Some((_, victim)) = self.sessions_by_index.pop_first() {
-                self.sessions.remove(&victim);
-            }
-        }
-        let session = SessionState { last_seq: seq, last_index: index, last_result: result };
-        self.sessions.insert(client_id, session);
-        self.sessions_by_index.insert(index, client_id);
-        debug_assert!(self.sessions.len() <= SESSIONS_MAX);
-        debug_assert_eq!(self.sessions.len(), self.sessions_by_index.len());
     }
 }

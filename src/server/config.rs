@@ -27,6 +27,9 @@ pub struct NodeConfig {
     /// Payload bytes of applied entries kept in memory to serve followers.
     pub log_window_bytes: u64,
     pub segment_bytes: u64,
+    /// Client sessions the state machine remembers; the leader writes it into every registration
+    /// it proposes, so eviction follows the log even if nodes disagree on this flag.
+    pub sessions_max: u32,
 }
 
 impl NodeConfig {
@@ -52,6 +55,10 @@ impl NodeConfig {
         }
         if self.snapshot_log_bytes == 0 {
             return Err("--snapshot-log-mib must be positive".into());
+        }
+        if self.sessions_max == 0 || self.sessions_max > crate::kv::SESSIONS_MAX_LIMIT {
+            let limit = crate::kv::SESSIONS_MAX_LIMIT;
+            return Err(format!("--sessions-max must be between 1 and {limit}, got {}", self.sessions_max));
         }
         Ok(())
     }

@@ -97,6 +97,7 @@ impl Node {
             snapshot_meta: recovered.snapshot_meta,
             addresses: cfg.peers.clone(),
             snapshot_policy: SnapshotPolicy { entries: cfg.snapshot_every, log_bytes: cfg.snapshot_log_bytes },
+            sessions_max: cfg.sessions_max,
         });
         let (mut reactor, waker) = Reactor::bind(cfg.listen).map_err(StartError)?;
         reactor.watch_signals().map_err(StartError)?;

@@ -24,7 +24,7 @@ use log::{info, warn};
 use super::requests::{Abandoned, ReadWaiter, Requests, Waiter};
 use super::snapshot_transfer::{Received, Transfers};
 use super::storage_thread::{IoDone, IoJob};
-use crate::kv::{ApplyResult, KvStore};
+use crate::kv::{ApplyResult, Command, KvStore, SESSION_REPLIES_MAX};
 use crate::limits::SNAPSHOT_BYTES_MAX;
 use crate::raft::{
     ConfState, Entry, EntryKind, HardState, Message, MessageBody, NodeId, ProposeError, Raft, Ready, Role, Snapshot,
@@ -58,6 +58,8 @@ pub struct ReplicaInit {
     /// Every member's client address, to name the leader in redirects.
     pub addresses: BTreeMap<NodeId, String>,
     pub snapshot_policy: SnapshotPolicy,
+    /// `--sessions-max`: the cap this node puts in the registrations it proposes as leader.
+    pub sessions_max: u32,
 }
 
 /// When the node takes its own snapshot: after `entries` applied entries, or once `log_bytes`
@@ -101,6 +103,7 @@ pub struct Replica {
     transfers: Transfers,
     /// A received snapshot, verified, installed and decoded, waiting for the core to accept it.
     staged: Option<(SnapshotMeta, Box<KvStore>)>,
+    sessions_max: u32,
     out: Output,
 }
 
@@ -124,6 +127,7 @@ impl Replica {
             was_leader: false,
             transfers: Transfers::default(),
             staged: None,
+            sessions_max: init.sessions_max,
             out: Output::default(),
         }
     }
@@ -220,19 +224,26 @@ impl Replica {
                 }
                 self.requests.read_arrived(ReadWaiter { waiter, key });
             }
-            ClientRequest::Write(command) => {
-                if self.requests.writes_full(self.proposals_batch.len()) {
-                    let text = "too many writes waiting to commit".to_string();
-                    return self.reply_error(waiter, ErrorCode::Overloaded, text);
-                }
-                if self.raft.role() != Role::Leader {
-                    return self.reply_not_leader(waiter);
-                }
-                // Proposed together with every other write of this loop iteration: one append
-                // per follower carries them all.
-                self.proposals_batch.push((waiter, Bytes::from(command.to_bytes())));
+            ClientRequest::Write(command) => self.propose_later(waiter, &command),
+            // The registration commits like a write; the session id is its index.
+            ClientRequest::RegisterClient => {
+                self.propose_later(waiter, &Command::Register { sessions_max: self.sessions_max })
             }
         }
+    }
+
+    /// Queues a command for this iteration's batch of proposals.
+    fn propose_later(&mut self, waiter: Waiter, command: &Command) {
+        if self.requests.writes_full(self.proposals_batch.len()) {
+            let text = "too many writes waiting to commit".to_string();
+            return self.reply_error(waiter, ErrorCode::Overloaded, text);
+        }
+        if self.raft.role() != Role::Leader {
+            return self.reply_not_leader(waiter);
+        }
+        // Proposed together with every other write of this loop iteration: one append
+        // per follower carries them all.
+        self.proposals_batch.push((waiter, Bytes::from(command.to_bytes())));
     }
 
     /// The end of one loop iteration: propose the writes and start the read round that arrived,
@@ -573,13 +584,27 @@ impl Replica {
 fn write_reply(result: ApplyResult) -> FrameBody {
     match result {
         ApplyResult::Applied(r) | ApplyResult::Duplicate(r) => FrameBody::Reply(ClientReply::from_write_result(&r)),
-        ApplyResult::SessionExpired { client_id, seq } => FrameBody::Error(ErrorReply::new(
+        ApplyResult::Registered { session_id } => FrameBody::Reply(ClientReply::Registered { session_id }),
+        ApplyResult::SessionExpired { session_id, seq } => FrameBody::Error(ErrorReply::new(
             ErrorCode::SessionExpired,
-            format!("client {client_id} has no session for seq {seq}; start a new session"),
+            format!(
+                "session {session_id} is unknown (never registered, or evicted): seq {seq} was not applied now, \
+                 but an earlier attempt may have been; register a new session"
+            ),
         )),
-        ApplyResult::StaleSequence { client_id, seq, last_seq } => FrameBody::Error(ErrorReply::new(
+        ApplyResult::StaleSequence { session_id, seq, floor_seq } => FrameBody::Error(ErrorReply::new(
             ErrorCode::StaleSequence,
-            format!("client {client_id} seq {seq} is below its last applied seq {last_seq}"),
+            format!(
+                "session {session_id}: seq {seq} is below the session's first outstanding {floor_seq}; its reply \
+                 was discarded"
+            ),
+        )),
+        ApplyResult::SessionWindowFull { session_id, seq, floor_seq } => FrameBody::Error(ErrorReply::new(
+            ErrorCode::SessionWindowFull,
+            format!(
+                "session {session_id}: seq {seq} is {SESSION_REPLIES_MAX} or more above its first outstanding \
+                 {floor_seq}; nothing was applied: get the replies below first"
+            ),
         )),
         ApplyResult::Rejected(e) => {
             FrameBody::Error(ErrorReply::new(ErrorCode::Internal, format!("command rejected: {e}")))

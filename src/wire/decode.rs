@@ -2,7 +2,7 @@
 //! and count checked against its limit before anything is allocated, the payload exhausted at
 //! the end. Never panics, whatever the bytes.
 
-use super::encode::limit;
+use super::encode::{from_kv_error, limit};
 use super::frame::MessageType;
 use super::message::*;
 use super::reader::{invalid, PayloadReader};
@@ -11,7 +11,7 @@ use super::{
     STATUS_PEERS_MAX, VOTERS_MAX,
 };
 use crate::kv::codec::Indexed;
-use crate::kv::{Command, Session, KEY_BYTES_MAX, VALUE_BYTES_MAX};
+use crate::kv::{validate_session, Command, Session, KEY_BYTES_MAX, VALUE_BYTES_MAX};
 use crate::raft::{ConfState, Entry, EntryKind, Message, MessageBody, SnapshotMeta};
 
 // ---------------------------------------------------------------------------------------------
@@ -48,13 +48,15 @@ pub(super) fn decode_body(message_type: MessageType, reader: &mut PayloadReader)
         | MessageType::Get
         | MessageType::Delete
         | MessageType::CompareAndSwap
-        | MessageType::Status => FrameBody::Request(decode_request(message_type, reader)?),
+        | MessageType::Status
+        | MessageType::RegisterClient => FrameBody::Request(decode_request(message_type, reader)?),
         MessageType::Ok
         | MessageType::Value
         | MessageType::NotFound
         | MessageType::CasFailed
         | MessageType::StatusReport
-        | MessageType::NotLeader => FrameBody::Reply(decode_reply(message_type, reader)?),
+        | MessageType::NotLeader
+        | MessageType::Registered => FrameBody::Reply(decode_reply(message_type, reader)?),
     })
 }
 
@@ -176,6 +178,7 @@ pub(super) fn decode_request(
             return Ok(ClientRequest::Get { key: reader.bytes("key", KEY_BYTES_MAX)?, consistency });
         }
         MessageType::Status => return Ok(ClientRequest::Status),
+        MessageType::RegisterClient => return Ok(ClientRequest::RegisterClient),
         MessageType::Set => {
             let session = decode_session(reader)?;
             let key = reader.bytes("key", KEY_BYTES_MAX)?;
@@ -195,16 +198,16 @@ pub(super) fn decode_request(
     Ok(ClientRequest::Write(command))
 }
 
+/// `session_id`, `seq`, `first_outstanding`, checked as the state machine would: a frame with
+/// session id 0, seq 0 or `first_outstanding` outside `1..=seq` is malformed.
 pub(super) fn decode_session(reader: &mut PayloadReader) -> Result<Session, WireError> {
-    let client_id = reader.u64("client_id")?;
-    if client_id == 0 {
-        return Err(invalid("client_id", "0 is not a valid client id".to_string()));
-    }
-    let seq = reader.u64("seq")?;
-    if seq == 0 {
-        return Err(invalid("seq", "sequence numbers start at 1".to_string()));
-    }
-    Ok(Session { client_id, seq })
+    let session = Session {
+        session_id: reader.u64("session_id")?,
+        seq: reader.u64("seq")?,
+        first_outstanding: reader.u64("first_outstanding")?,
+    };
+    validate_session(&session).map_err(from_kv_error)?;
+    Ok(session)
 }
 
 pub(super) fn decode_reply(message_type: MessageType, reader: &mut PayloadReader) -> Result<ClientReply, WireError> {
@@ -218,6 +221,10 @@ pub(super) fn decode_reply(message_type: MessageType, reader: &mut PayloadReader
         MessageType::NotLeader => ClientReply::NotLeader {
             leader_id: reader.u64("leader_id")?,
             leader_addr: reader.string("leader_addr", ADDRESS_BYTES_MAX)?,
+        },
+        MessageType::Registered => match reader.u64("session_id")? {
+            0 => return Err(invalid("session_id", "0 is not a valid session id".to_string())),
+            session_id => ClientReply::Registered { session_id },
         },
         _ => ClientReply::Status(decode_status(reader)?),
     })

@@ -6,7 +6,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use super::decode::validate_chunk;
 use super::message::*;
 use super::{WireError, ADDRESS_BYTES_MAX, ENTRIES_PER_APPEND_MAX, ERROR_MESSAGE_BYTES_MAX, STATUS_PEERS_MAX};
-use crate::kv::{Command, KvError, KEY_BYTES_MAX, VALUE_BYTES_MAX};
+use crate::kv::{KvError, KEY_BYTES_MAX, VALUE_BYTES_MAX};
 use crate::raft::{Entry, Message, MessageBody};
 
 // ---------------------------------------------------------------------------------------------
@@ -22,6 +22,7 @@ pub(super) fn limit(field: &str, len: usize, max: usize) -> Result<(), WireError
 pub(super) fn from_kv_error(error: KvError) -> WireError {
     match error {
         KvError::LimitExceeded { field, len, max } => WireError::LimitExceeded { field, len, max },
+        KvError::InvalidField { field, reason } => WireError::InvalidField { field, reason },
         other => WireError::InvalidField { field: "command".to_string(), reason: other.to_string() },
     }
 }
@@ -34,7 +35,12 @@ pub(super) fn validate_for_encode(body: &FrameBody) -> Result<(), WireError> {
             limit("entries", entries.len(), ENTRIES_PER_APPEND_MAX)
         }
         FrameBody::SnapshotChunk(chunk) => validate_chunk(chunk),
-        FrameBody::Request(ClientRequest::Write(command)) => command.validate().map_err(from_kv_error),
+        FrameBody::Request(ClientRequest::Write(command)) if command.is_write() => {
+            command.validate().map_err(from_kv_error)
+        }
+        FrameBody::Reply(ClientReply::Registered { session_id: 0 }) => {
+            Err(super::reader::invalid("session_id", "0 is not a valid session id".to_string()))
+        }
         FrameBody::Request(ClientRequest::Get { key, .. }) => limit("key", key.len(), KEY_BYTES_MAX),
         FrameBody::Reply(ClientReply::Value(value)) => limit("value", value.len(), VALUE_BYTES_MAX),
         FrameBody::Reply(ClientReply::CasFailed { current }) => {
@@ -54,7 +60,7 @@ pub(super) fn body_bytes_hint(body: &FrameBody) -> usize {
             entries.iter().map(Entry::size_bytes).sum()
         }
         FrameBody::SnapshotChunk(chunk) => chunk.data.len() + chunk.meta.conf.voters.len() * 8,
-        FrameBody::Request(ClientRequest::Write(command)) => command.encoded_len(),
+        FrameBody::Request(ClientRequest::Write(command)) => command.fields_len(),
         FrameBody::Reply(ClientReply::Value(value)) => value.len(),
         _ => 64,
     }
@@ -162,20 +168,9 @@ pub(super) fn encode_chunk(chunk: &SnapshotChunk, out: &mut BytesMut) {
 
 pub(super) fn encode_request(request: &ClientRequest, out: &mut BytesMut) {
     match request {
-        ClientRequest::Write(command) => {
-            let session = command.session();
-            out.put_u64(session.client_id);
-            out.put_u64(session.seq);
-            put_bytes(out, command.key());
-            match command {
-                Command::Set { value, .. } => put_bytes(out, value),
-                Command::Delete { .. } => {}
-                Command::Cas { expected, new, .. } => {
-                    put_optional_bytes(out, expected.as_ref());
-                    put_bytes(out, new);
-                }
-            }
-        }
+        // The fields after the command's tag are exactly the request payload (protocol.md §9.1).
+        ClientRequest::Write(command) => command.encode_fields(out),
+        ClientRequest::RegisterClient => {}
         ClientRequest::Get { key, consistency } => {
             out.put_u8(consistency_code(*consistency));
             put_bytes(out, key);
@@ -215,5 +210,6 @@ pub(super) fn encode_reply(reply: &ClientReply, out: &mut BytesMut) {
             out.put_u64(*leader_id);
             put_bytes(out, leader_addr.as_bytes());
         }
+        ClientReply::Registered { session_id } => out.put_u64(*session_id),
     }
 }

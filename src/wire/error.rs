@@ -56,7 +56,9 @@ impl fmt::Display for WireError {
             WireError::FrameTooShort { length } => {
                 write!(f, "frame length {length} is below the minimum {}", super::FRAME_HEADER_BYTES)
             }
-            WireError::UnsupportedVersion(version) => write!(f, "unsupported protocol version {version}"),
+            WireError::UnsupportedVersion(version) => {
+                write!(f, "unsupported protocol version {version}; this node speaks {}", super::PROTOCOL_VERSION)
+            }
             WireError::UnknownMessageType(code) => write!(f, "unknown message type 0x{code:02x}"),
             WireError::Truncated { field, needed, left } => {
                 write!(f, "truncated payload: field `{field}` needs {needed} bytes, {left} left")
@@ -116,6 +118,7 @@ pub enum ErrorCode {
     OutcomeUnknown,
     ShuttingDown,
     Internal,
+    SessionWindowFull,
     /// A code this version does not know; kept so that it can be logged and re-encoded as is.
     Unknown(u16),
 }
@@ -138,6 +141,7 @@ impl ErrorCode {
             ErrorCode::OutcomeUnknown => 13,
             ErrorCode::ShuttingDown => 14,
             ErrorCode::Internal => 15,
+            ErrorCode::SessionWindowFull => 16,
             ErrorCode::Unknown(code) => code,
         }
     }
@@ -159,15 +163,22 @@ impl ErrorCode {
             13 => ErrorCode::OutcomeUnknown,
             14 => ErrorCode::ShuttingDown,
             15 => ErrorCode::Internal,
+            16 => ErrorCode::SessionWindowFull,
             other => ErrorCode::Unknown(other),
         }
     }
 
-    /// Whether the server closes the connection after sending this code.
+    /// Whether the server closes the connection after sending this code in answer to a request.
+    /// (Any error in answer to a `Hello` is followed by a close, `Overloaded` included: that
+    /// connection never got past its handshake.)
     pub fn closes_connection(self) -> bool {
         !matches!(
             self,
-            ErrorCode::SessionExpired | ErrorCode::StaleSequence | ErrorCode::Overloaded | ErrorCode::OutcomeUnknown
+            ErrorCode::SessionExpired
+                | ErrorCode::StaleSequence
+                | ErrorCode::Overloaded
+                | ErrorCode::OutcomeUnknown
+                | ErrorCode::SessionWindowFull
         )
     }
 }

@@ -69,12 +69,14 @@ message_types! {
     Delete = 0x22,
     CompareAndSwap = 0x23,
     Status = 0x24,
+    RegisterClient = 0x25,
     Ok = 0x30,
     Value = 0x31,
     NotFound = 0x32,
     CasFailed = 0x33,
     StatusReport = 0x34,
     NotLeader = 0x35,
+    Registered = 0x36,
 }
 
 /// One complete frame whose header has been validated but whose payload has not been parsed.

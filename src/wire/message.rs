@@ -162,6 +162,9 @@ pub enum ClientRequest {
     /// `Set`, `Delete` or `CompareAndSwap`, by the command's variant. The command is exactly what the
     /// server proposes to the log.
     Write(Command),
+    /// Open a session (`protocol.md` §7.1): the leader commits a registration, whose log index is
+    /// the session id it answers with [`ClientReply::Registered`].
+    RegisterClient,
     Get {
         key: Bytes,
         consistency: ReadConsistency,
@@ -222,6 +225,10 @@ pub enum ClientReply {
         leader_id: NodeId,
         leader_addr: String,
     },
+    /// The answer to `RegisterClient`: the new session's id (the index of its registration).
+    Registered {
+        session_id: u64,
+    },
 }
 
 impl ClientReply {
@@ -251,6 +258,13 @@ impl Frame {
             FrameBody::Request(ClientRequest::Write(Command::Set { .. })) => MessageType::Set,
             FrameBody::Request(ClientRequest::Write(Command::Delete { .. })) => MessageType::Delete,
             FrameBody::Request(ClientRequest::Write(Command::Cas { .. })) => MessageType::CompareAndSwap,
+            FrameBody::Request(ClientRequest::Write(Command::Register { .. })) => {
+                return Err(WireError::InvalidField {
+                    field: "command".to_string(),
+                    reason: "a registration is proposed by the leader; a client sends RegisterClient".to_string(),
+                })
+            }
+            FrameBody::Request(ClientRequest::RegisterClient) => MessageType::RegisterClient,
             FrameBody::Request(ClientRequest::Get { .. }) => MessageType::Get,
             FrameBody::Request(ClientRequest::Status) => MessageType::Status,
             FrameBody::Reply(ClientReply::Ok) => MessageType::Ok,
@@ -259,6 +273,7 @@ impl Frame {
             FrameBody::Reply(ClientReply::CasFailed { .. }) => MessageType::CasFailed,
             FrameBody::Reply(ClientReply::Status(_)) => MessageType::StatusReport,
             FrameBody::Reply(ClientReply::NotLeader { .. }) => MessageType::NotLeader,
+            FrameBody::Reply(ClientReply::Registered { .. }) => MessageType::Registered,
         })
     }
 

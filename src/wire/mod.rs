@@ -37,8 +37,9 @@ pub use message::{
     ReadConsistency, Role, SnapshotChunk, StatusReport,
 };
 
-/// The protocol version this code speaks; the second byte after the length prefix of every frame.
-pub const PROTOCOL_VERSION: u8 = 1;
+/// The protocol version this code speaks: byte 4 of every frame (after the length prefix) and
+/// `Hello.protocol_version`. Version 2 added sessions registered through the log.
+pub const PROTOCOL_VERSION: u8 = 2;
 
 /// Bytes of the length prefix.
 pub const LENGTH_PREFIX_BYTES: usize = 4;

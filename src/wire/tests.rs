@@ -22,16 +22,16 @@ fn entry(index: u64, kind: EntryKind, data: &[u8]) -> Entry {
     Entry { index, term: 7, kind, data: Bytes::copy_from_slice(data) }
 }
 
-fn session(client_id: u64, seq: u64) -> Session {
-    Session { client_id, seq }
+fn session(session_id: u64, seq: u64) -> Session {
+    Session::serial(session_id, seq)
 }
 
 /// At least one frame of every message type, with edge values where they matter.
 fn sample_frames() -> Vec<Frame> {
     let bodies = vec![
-        FrameBody::Hello(Hello { role: Role::Client, cluster_id: 42, node_id: 0, protocol_version: 1 }),
+        FrameBody::Hello(Hello { role: Role::Client, cluster_id: 42, node_id: 0, protocol_version: 2 }),
         FrameBody::Hello(Hello { role: Role::Peer, cluster_id: u64::MAX, node_id: 3, protocol_version: 1 }),
-        FrameBody::HelloOk(HelloOk { cluster_id: 42, node_id: 2, protocol_version: 1 }),
+        FrameBody::HelloOk(HelloOk { cluster_id: 42, node_id: 2, protocol_version: 2 }),
         FrameBody::Error(ErrorReply::new(ErrorCode::ClusterMismatch, "wrong cluster")),
         FrameBody::Error(ErrorReply::new(ErrorCode::Unknown(999), "")),
         peer(MessageBody::PreVote { last_log_index: 10, last_log_term: 6 }),
@@ -74,12 +74,13 @@ fn sample_frames() -> Vec<Frame> {
             new: b("new"),
         })),
         FrameBody::Request(ClientRequest::Write(Command::Cas {
-            session: session(7, 4),
+            session: Session { session_id: u64::MAX, seq: u64::MAX, first_outstanding: 1 },
             key: b("k"),
             expected: None,
             new: Bytes::new(),
         })),
         FrameBody::Request(ClientRequest::Status),
+        FrameBody::Request(ClientRequest::RegisterClient),
         FrameBody::Reply(ClientReply::Ok),
         FrameBody::Reply(ClientReply::Value(b("bar"))),
         FrameBody::Reply(ClientReply::NotFound),
@@ -100,6 +101,8 @@ fn sample_frames() -> Vec<Frame> {
         })),
         FrameBody::Reply(ClientReply::NotLeader { leader_id: 2, leader_addr: "10.0.0.2:7001".to_string() }),
         FrameBody::Reply(ClientReply::NotLeader { leader_id: 0, leader_addr: String::new() }),
+        FrameBody::Reply(ClientReply::Registered { session_id: 1 }),
+        FrameBody::Reply(ClientReply::Registered { session_id: u64::MAX }),
     ];
     bodies.into_iter().enumerate().map(|(i, body)| Frame::new(1000 + i as u64, body)).collect()
 }
@@ -207,9 +210,10 @@ fn oversized_length_is_rejected_before_the_body_is_buffered() {
 
 #[test]
 fn bad_header_bytes_are_rejected_as_soon_as_they_arrive() {
-    let cases: [(&[u8], &str); 3] = [
-        (&[0, 0, 0, 10, 9], "unsupported protocol version 9"),
-        (&[0, 0, 0, 10, 1, 0x7f], "unknown message type 0x7f"),
+    let cases: [(&[u8], &str); 4] = [
+        (&[0, 0, 0, 10, 9], "unsupported protocol version 9; this node speaks 2"),
+        (&[0, 0, 0, 10, 1], "unsupported protocol version 1; this node speaks 2"),
+        (&[0, 0, 0, 10, 2, 0x7f], "unknown message type 0x7f"),
         (&[0, 0, 0, 3], "frame length 3 is below the minimum 10"),
     ];
     for (bytes, message) in cases {
@@ -292,14 +296,48 @@ fn client_key_and_value_limits_hold_on_both_sides() {
     assert_eq!(error.to_string(), "field `key` is 4097, above the limit 4096");
     assert_eq!(&out[..], b"keep");
     // A hand-built frame with the same key is refused by the decoder with the same error.
-    let mut payload = vec![0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1];
+    let mut payload = [1u64, 1, 1].iter().flat_map(|n| n.to_be_bytes()).collect::<Vec<u8>>();
     payload.extend_from_slice(&(KEY_BYTES_MAX as u32 + 1).to_be_bytes());
     let decoded = Frame::decode(raw(MessageType::Set, &payload)).unwrap_err();
     assert_eq!(decoded, error);
     assert_eq!(decoded.error_code(), ErrorCode::LimitExceeded);
-    let zero_client = [0u8; 16];
-    let error = Frame::decode(raw(MessageType::Delete, &zero_client)).unwrap_err();
-    assert_eq!(error.to_string(), "invalid field `client_id`: 0 is not a valid client id");
+    let zero_session = [0u8; 24];
+    let error = Frame::decode(raw(MessageType::Delete, &zero_session)).unwrap_err();
+    assert_eq!(error.to_string(), "invalid field `session_id`: 0 is not a valid session id (register first)");
+}
+
+/// The session header of a write (session id, seq, first outstanding) and an empty key.
+fn delete_payload(session_id: u64, seq: u64, first_outstanding: u64) -> Vec<u8> {
+    let mut payload: Vec<u8> = [session_id, seq, first_outstanding].iter().flat_map(|n| n.to_be_bytes()).collect();
+    payload.extend_from_slice(&0u32.to_be_bytes());
+    payload
+}
+
+#[test]
+fn session_fields_are_checked_on_both_sides() {
+    let decode = |payload: Vec<u8>| Frame::decode(raw(MessageType::Delete, &payload));
+    assert!(decode(delete_payload(3, 5, 5)).is_ok());
+    assert!(decode(delete_payload(3, 5, 1)).is_ok());
+    for (payload, field) in [
+        (delete_payload(3, 0, 0), "seq"),
+        (delete_payload(3, 5, 0), "first_outstanding"),
+        (delete_payload(3, 5, 6), "first_outstanding"),
+    ] {
+        let error = decode(payload).unwrap_err();
+        assert!(matches!(&error, WireError::InvalidField { field: f, .. } if f == field), "{error}");
+        assert_eq!(error.error_code(), ErrorCode::MalformedFrame);
+    }
+    // The encoder refuses the same values, and a registration is no client request.
+    let ahead = Session { session_id: 3, seq: 5, first_outstanding: 6 };
+    let write = FrameBody::Request(ClientRequest::Write(Command::Delete { session: ahead, key: b("k") }));
+    assert!(matches!(Frame::new(1, write).to_bytes(), Err(WireError::InvalidField { .. })));
+    let register = FrameBody::Request(ClientRequest::Write(Command::Register { sessions_max: 3 }));
+    assert!(Frame::new(1, register).to_bytes().is_err());
+    // A registration is answered with a non-zero session id.
+    let error = Frame::decode(raw(MessageType::Registered, &0u64.to_be_bytes())).unwrap_err();
+    assert_eq!(error.to_string(), "invalid field `session_id`: 0 is not a valid session id");
+    assert!(Frame::new(1, FrameBody::Reply(ClientReply::Registered { session_id: 0 })).to_bytes().is_err());
+    assert!(Frame::decode(raw(MessageType::RegisterClient, &[0])).is_err(), "RegisterClient has no payload");
 }
 
 #[test]
@@ -342,10 +380,9 @@ fn hello_is_checked_against_cluster_role_and_version() {
     assert_eq!(check_hello(&Hello { node_id: 5, ..client }, 42).unwrap_err().code, ErrorCode::BadHello);
     assert_eq!(check_hello(&Hello { role: Role::Peer, ..client }, 42).unwrap_err().code, ErrorCode::BadHello);
     assert_eq!(check_hello(&Hello { role: Role::Peer, node_id: 3, ..client }, 42), Ok(()));
-    assert_eq!(
-        check_hello(&Hello { protocol_version: 2, ..client }, 42).unwrap_err().code,
-        ErrorCode::UnsupportedVersion
-    );
+    let old = check_hello(&Hello { protocol_version: 1, ..client }, 42).unwrap_err();
+    assert_eq!(old.code, ErrorCode::UnsupportedVersion);
+    assert_eq!(old.message, "unsupported protocol version 1; this node speaks 2");
 }
 
 #[test]
@@ -355,6 +392,10 @@ fn error_codes_and_write_results_map_as_documented() {
     }
     assert!(ErrorCode::MalformedFrame.closes_connection());
     assert!(!ErrorCode::OutcomeUnknown.closes_connection());
+    assert_eq!(ErrorCode::SessionWindowFull.to_u16(), 16);
+    for code in [ErrorCode::SessionExpired, ErrorCode::StaleSequence, ErrorCode::SessionWindowFull] {
+        assert!(!code.closes_connection(), "{code:?} is about one write, not the connection");
+    }
     assert_eq!(ClientReply::from_write_result(&WriteResult::Deleted { existed: false }), ClientReply::NotFound);
     assert_eq!(ClientReply::from_write_result(&WriteResult::CasOk), ClientReply::Ok);
     let long = ErrorReply::new(ErrorCode::Internal, "é".repeat(ERROR_MESSAGE_BYTES_MAX));
@@ -412,52 +453,38 @@ fn random_garbage_never_panics_the_decoder() {
 #[test]
 fn protocol_md_examples_match_the_encoder() {
     let doc = include_str!("../../protocol.md");
+    let request = |id, request| Frame::new(id, FrameBody::Request(request));
+    let reply = |id, reply| Frame::new(id, FrameBody::Reply(reply));
+    let error = |id, code, text: &str| Frame::new(id, FrameBody::Error(ErrorReply::new(code, text)));
+    let hello = Hello { role: Role::Client, cluster_id: 42, node_id: 0, protocol_version: 2 };
+    let set = Command::Set { session: session(17, 1), key: b("foo"), value: b("bar") };
+    let pipelined = Session { session_id: 17, seq: 3, first_outstanding: 2 };
+    let cas = Command::Cas { session: pipelined, key: b("n"), expected: Some(b("1")), new: b("2") };
     let examples = [
+        ("hello", Frame::new(1, FrameBody::Hello(hello))),
+        ("hello_ok", Frame::new(1, FrameBody::HelloOk(HelloOk { cluster_id: 42, node_id: 3, protocol_version: 2 }))),
+        ("error", error(1, ErrorCode::ClusterMismatch, "wrong cluster")),
         (
-            "hello",
-            Frame::new(
-                1,
-                FrameBody::Hello(Hello { role: Role::Client, cluster_id: 42, node_id: 0, protocol_version: 1 }),
-            ),
+            "unsupported_version",
+            error(0, ErrorCode::UnsupportedVersion, "unsupported protocol version 1; this node speaks 2"),
         ),
-        ("hello_ok", Frame::new(1, FrameBody::HelloOk(HelloOk { cluster_id: 42, node_id: 3, protocol_version: 1 }))),
-        (
-            "set",
-            Frame::new(
-                2,
-                FrameBody::Request(ClientRequest::Write(Command::Set {
-                    session: session(7, 1),
-                    key: b("foo"),
-                    value: b("bar"),
-                })),
-            ),
-        ),
-        ("ok", Frame::new(2, FrameBody::Reply(ClientReply::Ok))),
-        (
-            "get",
-            Frame::new(
-                3,
-                FrameBody::Request(ClientRequest::Get { key: b("foo"), consistency: ReadConsistency::Linearizable }),
-            ),
-        ),
-        ("value", Frame::new(3, FrameBody::Reply(ClientReply::Value(b("bar"))))),
-        (
-            "not_leader",
-            Frame::new(
-                4,
-                FrameBody::Reply(ClientReply::NotLeader { leader_id: 2, leader_addr: "10.0.0.2:7001".to_string() }),
-            ),
-        ),
-        ("error", Frame::new(0, FrameBody::Error(ErrorReply::new(ErrorCode::ClusterMismatch, "wrong cluster")))),
+        ("register_client", request(2, ClientRequest::RegisterClient)),
+        ("registered", reply(2, ClientReply::Registered { session_id: 17 })),
+        ("set", request(3, ClientRequest::Write(set.clone()))),
+        ("ok", reply(3, ClientReply::Ok)),
+        ("cas_pipelined", request(5, ClientRequest::Write(cas))),
+        ("cas_failed", reply(5, ClientReply::CasFailed { current: Some(b("7")) })),
+        ("session_expired", error(6, ErrorCode::SessionExpired, "session 17 is unknown")),
+        ("get", request(7, ClientRequest::Get { key: b("foo"), consistency: ReadConsistency::Linearizable })),
+        ("value", reply(7, ClientReply::Value(b("bar")))),
+        ("not_leader", reply(8, ClientReply::NotLeader { leader_id: 2, leader_addr: "10.0.0.2:7001".to_string() })),
     ];
     for (name, frame) in examples {
         let documented = example_bytes(doc, name);
         assert_eq!(documented, encode(&frame).to_vec(), "protocol.md example `{name}` disagrees with the encoder");
     }
-    assert_eq!(
-        example_bytes(doc, "command_set"),
-        Command::Set { session: session(7, 1), key: b("foo"), value: b("bar") }.to_bytes()
-    );
+    assert_eq!(example_bytes(doc, "command_set"), set.to_bytes());
+    assert_eq!(example_bytes(doc, "command_register"), Command::Register { sessions_max: 10_000 }.to_bytes());
 }
 
 /// The hex bytes of the code block after `<!-- example: NAME -->`; on each line, the hex is left of `|`.

@@ -234,6 +234,14 @@ impl RawConn {
         frames::read_frame(&mut self.stream, &mut self.decoder)
     }
 
+    /// Opens a session (`RegisterClient`) and returns its id.
+    pub fn register(&mut self) -> Option<u64> {
+        match self.request(ClientRequest::RegisterClient)? {
+            FrameBody::Reply(ClientReply::Registered { session_id }) => Some(session_id),
+            _ => None,
+        }
+    }
+
     pub fn request(&mut self, request: ClientRequest) -> Option<FrameBody> {
         let id = self.next_request_id;
         self.next_request_id += 1;

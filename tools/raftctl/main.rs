@@ -5,7 +5,11 @@
 //! ```
 //!
 //! Exit status: 0 success; 1 a definite negative answer (`get` of a missing key, `cas` whose
-//! expected value did not match); 2 bad usage; 3 the cluster could not answer (or a node died).
+//! expected value did not match); 2 bad usage; 3 the cluster could not answer (or a node died);
+//! 4 a write's outcome is unknown (it may or may not have taken effect).
+//!
+//! Each invocation is one client with one session: the first write registers it (reads and
+//! `status` need none), so a `raftctl set` costs one registration and one write in the log.
 
 mod bench;
 mod chaos;
@@ -66,26 +70,39 @@ Global options (also accepted after the command):
 Keys and values are taken as given (UTF-8). A value starting with '-' goes after '--':
   raftctl set counter -- -5
 
+Each invocation opens one client session (registered through the log before its first
+write); reads and status need none.
+
 Exit status: 0 success; 1 key not found (get) or compare failed (cas); 2 bad usage;
-3 the cluster did not answer, refused the request, or a node of `cluster up` died.
+3 the cluster did not answer, refused the request, or a node of `cluster up` died (a write
+  that was never sent); 4 outcome unknown: the write was sent but no definite answer came
+  (the cluster forgot the session, or the timeout passed); it may or may not have taken
+  effect: read the key back before assuming either.
 ";
 
-/// Why raftctl stops early: bad usage (exit 2) or a failure (exit 3).
+/// Why raftctl stops early: bad usage (exit 2), a failure (exit 3), or a write whose outcome is
+/// unknown (exit 4).
 #[derive(Debug)]
 pub enum CliError {
     Usage(String),
     Failed(String),
+    OutcomeUnknown(String),
 }
 
 impl From<ClientError> for CliError {
     fn from(error: ClientError) -> CliError {
-        CliError::Failed(error.to_string())
+        if error.is_outcome_unknown() {
+            CliError::OutcomeUnknown(error.to_string())
+        } else {
+            CliError::Failed(error.to_string())
+        }
     }
 }
 
 pub const EXIT_NEGATIVE: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_FAILED: u8 = 3;
+pub const EXIT_OUTCOME_UNKNOWN: u8 = 4;
 
 /// The options every command understands.
 pub struct Global {
@@ -106,6 +123,10 @@ fn main() -> ExitCode {
         Err(CliError::Failed(message)) => {
             eprintln!("raftctl: {message}");
             ExitCode::from(EXIT_FAILED)
+        }
+        Err(CliError::OutcomeUnknown(message)) => {
+            eprintln!("raftctl: outcome unknown: {message}");
+            ExitCode::from(EXIT_OUTCOME_UNKNOWN)
         }
     }
 }

@@ -31,6 +31,12 @@ fn main() -> ExitCode {
     opts.optopt("", "snapshot-log-mib", "...or once this many MiB were logged since the last one (default 64)", "N");
     opts.optopt("", "log-window-mib", "MiB of applied entries kept in memory for followers (default 16)", "N");
     opts.optopt("", "segment-mib", "WAL segment size in MiB (default 64)", "N");
+    opts.optopt(
+        "",
+        "sessions-max",
+        "client sessions remembered; the least recently active is evicted beyond it (default 10000)",
+        "N",
+    );
     opts.optopt("", "log-level", "error, warn, info, debug or trace (default info)", "LEVEL");
     opts.optopt("", "log-file", "also append the log to this file", "PATH");
     opts.optflag("h", "help", "print this help");
@@ -121,6 +127,7 @@ fn config_from(matches: &getopts::Matches) -> Result<NodeConfig, String> {
         snapshot_log_bytes: mib(matches, "snapshot-log-mib", 64)?,
         log_window_bytes: mib(matches, "log-window-mib", 16)?,
         segment_bytes: segment_mib << 20,
+        sessions_max: number(matches, "sessions-max", mini_raft::kv::SESSIONS_MAX_DEFAULT)?,
     };
     cfg.validate()?;
     Ok(cfg)

@@ -1,0 +1,486 @@
+//! [`PipelinedSession`]: many writes of one session in flight on one connection, each applied
+//! exactly once (`protocol.md` §7.1).
+//!
+//! Use: [`PipelinedSession::submit`] a write and get its [`WriteHandle`] (the seq it was given);
+//! [`PipelinedSession::poll`] or [`PipelinedSession::wait_all`] for [`Completion`]s, in whatever
+//! order the cluster answers. The session retries on its own; [`PipelinedSession::disconnect`] and
+//! [`PipelinedSession::resend`] let a caller drop a connection or resend writes in an order of
+//! its choosing.
+//!
+//! Guarantees:
+//! - every write takes the next seq and is (re)sent with that seq until a definite answer or its
+//!   deadline ([`ClientOptions::deadline`](super::ClientOptions) after `submit`);
+//! - every send carries `first_outstanding` = the lowest seq still unanswered, so the state
+//!   machine keeps exactly the replies this session may still ask for, and `seq -
+//!   first_outstanding` stays below the window: at most [`PIPELINE_WRITES_IN_FLIGHT_MAX`] writes
+//!   are unanswered at once (`submit` refuses more with [`ClientError::WindowFull`]);
+//! - a lost connection, a request timeout, `NotLeader` (followed), `ShuttingDown`: reconnect and
+//!   resend every unanswered write with its seq (ascending, or the order given to `resend`); a
+//!   retried write gets the reply cached by its first application. `Overloaded` /
+//!   `OutcomeUnknown`: resend that write after a backoff;
+//! - `SessionExpired`: every unanswered write completes — [`ClientError::OutcomeUnknown`] if it
+//!   was ever sent, `Refused` if not (it was never applied) — and the next `submit` registers a
+//!   new session (seqs start again at 1);
+//! - a write past its deadline completes with `OutcomeUnknown` (ever sent) or `GaveUp` (never
+//!   sent) and stops being outstanding, so later writes raise the floor past it: a delayed copy
+//!   of it can no longer apply after them.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::conn::Connection;
+use super::error::{AttemptLog, Failure};
+use super::retry::backoff;
+use super::{describe, Client, ClientError, ClientOptions};
+use crate::kv::{Command, Session, FIRST_SEQ, SESSION_REPLIES_MAX};
+use crate::wire::{ClientReply, ClientRequest, ErrorCode, ErrorReply, Frame, FrameBody};
+
+/// Most unanswered writes of one session: the state machine's reply window, which is also the
+/// server's cap on requests in flight per connection (1,024).
+pub const PIPELINE_WRITES_IN_FLIGHT_MAX: usize = SESSION_REPLIES_MAX;
+
+/// A write to submit; the session fills in its session id, seq and `first_outstanding`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WriteOp {
+    Set {
+        key: Bytes,
+        value: Bytes,
+    },
+    Delete {
+        key: Bytes,
+    },
+    /// Store `new` if the value is `expected` (`None`: if the key is absent).
+    Cas {
+        key: Bytes,
+        expected: Option<Bytes>,
+        new: Bytes,
+    },
+}
+
+impl WriteOp {
+    fn command(&self, session: Session) -> Command {
+        match self.clone() {
+            WriteOp::Set { key, value } => Command::Set { session, key, value },
+            WriteOp::Delete { key } => Command::Delete { session, key },
+            WriteOp::Cas { key, expected, new } => Command::Cas { session, key, expected, new },
+        }
+    }
+
+    fn describe(&self, seq: u64) -> String {
+        let (name, key) = match self {
+            WriteOp::Set { key, .. } => ("set", key),
+            WriteOp::Delete { key } => ("del", key),
+            WriteOp::Cas { key, .. } => ("cas", key),
+        };
+        format!("{} (seq {seq})", describe(name, key))
+    }
+}
+
+/// Names one submitted write: its session and seq.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct WriteHandle {
+    pub session_id: u64,
+    pub seq: u64,
+}
+
+/// A definite answer to a write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WriteReply {
+    /// `Set`, a successful `Cas`, or `Delete` of a present key.
+    Ok,
+    /// `Delete` of an absent key.
+    NotFound,
+    /// `Cas` found `current` instead (`None`: absent).
+    CasFailed { current: Option<Bytes> },
+}
+
+/// A write that is finished, one way or the other.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Completion {
+    pub handle: WriteHandle,
+    pub result: Result<WriteReply, ClientError>,
+}
+
+struct Pending {
+    op: WriteOp,
+    session_id: u64,
+    submitted: Instant,
+    deadline: Instant,
+    ever_sent: bool,
+    /// Not before this instant (a backoff after `Overloaded` / `OutcomeUnknown`).
+    retry_at: Option<Instant>,
+}
+
+/// Writes of one session in flight on one connection. See the module doc.
+pub struct PipelinedSession {
+    /// Registers sessions (following the leader) and holds the options, cluster and rng.
+    registrar: Client,
+    session_id: Option<u64>,
+    next_seq: u64,
+    /// Where the next connection goes: the last leader heard of.
+    target: String,
+    /// The last address a connection to it failed; a redirect there is not followed at once.
+    unreachable: Option<String>,
+    connection: Option<Connection>,
+    /// When the current connection last delivered a frame (or was opened).
+    last_progress: Instant,
+    writes: BTreeMap<u64, Pending>,
+    /// Request id on the current connection -> seq.
+    by_request: BTreeMap<u64, u64>,
+    /// Seqs to send on the next chance, in order.
+    unsent: VecDeque<u64>,
+    done: Vec<Completion>,
+    /// What each node said since the last definite answer (for `GaveUp`).
+    log: AttemptLog,
+    failures_in_a_row: u32,
+    redirects_in_a_row: u32,
+}
+
+impl PipelinedSession {
+    /// Registers a session with the cluster at `cluster` and keeps the connection to the leader.
+    pub fn open(cluster: Vec<String>, options: ClientOptions) -> Result<PipelinedSession, ClientError> {
+        let registrar = Client::new(cluster, options)?;
+        let log = AttemptLog::new(registrar.cluster());
+        let mut session = PipelinedSession {
+            target: registrar.cluster()[registrar.cursor].clone(),
+            registrar,
+            session_id: None,
+            next_seq: FIRST_SEQ,
+            unreachable: None,
+            connection: None,
+            last_progress: Instant::now(),
+            writes: BTreeMap::new(),
+            by_request: BTreeMap::new(),
+            unsent: VecDeque::new(),
+            done: Vec::new(),
+            log,
+            failures_in_a_row: 0,
+            redirects_in_a_row: 0,
+        };
+        session.ensure_session()?;
+        Ok(session)
+    }
+
+    /// The current session's id; `None` after it expired, until the next `submit` registers.
+    pub fn session_id(&self) -> Option<u64> {
+        self.session_id
+    }
+
+    /// The lowest seq without a definite answer (the next seq if none is outstanding).
+    pub fn first_outstanding(&self) -> u64 {
+        self.writes.keys().next().copied().unwrap_or(self.next_seq)
+    }
+
+    /// Writes submitted and not yet completed.
+    pub fn in_flight(&self) -> usize {
+        self.writes.len()
+    }
+
+    /// The unanswered writes, by seq.
+    pub fn unanswered(&self) -> Vec<WriteHandle> {
+        self.writes.iter().map(|(&seq, w)| WriteHandle { session_id: w.session_id, seq }).collect()
+    }
+
+    /// The address of the current connection, if any.
+    pub fn connected_to(&self) -> Option<&str> {
+        self.connection.as_ref().map(Connection::addr)
+    }
+
+    /// Takes the next seq for `op` and sends it now if connected (else on the next poll). Blocks
+    /// only to register a session (the first write, or the first after the session expired), or
+    /// for one backoff if the connection fails while sending.
+    pub fn submit(&mut self, op: WriteOp) -> Result<WriteHandle, ClientError> {
+        op.command(Session::serial(1, FIRST_SEQ))
+            .validate()
+            .map_err(|e| ClientError::InvalidArgument(e.to_string()))?;
+        let first_outstanding = self.first_outstanding();
+        let spread = self.next_seq - first_outstanding;
+        if self.writes.len() >= PIPELINE_WRITES_IN_FLIGHT_MAX || spread >= SESSION_REPLIES_MAX as u64 {
+            return Err(ClientError::WindowFull { in_flight: self.writes.len(), first_outstanding });
+        }
+        let session_id = self.ensure_session()?;
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let now = Instant::now();
+        let deadline = now + self.registrar.options.deadline;
+        let pending = Pending { op, session_id, submitted: now, deadline, ever_sent: false, retry_at: None };
+        self.writes.insert(seq, pending);
+        self.unsent.push_back(seq);
+        self.flush_unsent(now);
+        Ok(WriteHandle { session_id, seq })
+    }
+
+    /// Waits up to `timeout` for writes to complete (retrying as needed) and returns those that
+    /// did, in completion order. Returns early once something completed.
+    pub fn poll(&mut self, timeout: Duration) -> Vec<Completion> {
+        let until = Instant::now() + timeout;
+        loop {
+            let now = Instant::now();
+            self.expire(now);
+            if !self.done.is_empty() || self.writes.is_empty() || now >= until {
+                return std::mem::take(&mut self.done);
+            }
+            if self.connection.is_none() && !self.reconnect(until) {
+                continue;
+            }
+            self.flush_unsent(now);
+            let wake = self.next_wake(until);
+            self.receive(wake);
+        }
+    }
+
+    /// Polls until every submitted write has completed (each is bounded by its deadline).
+    pub fn wait_all(&mut self) -> Vec<Completion> {
+        let mut completions = std::mem::take(&mut self.done);
+        while !self.writes.is_empty() {
+            completions.extend(self.poll(self.registrar.options.deadline));
+        }
+        completions
+    }
+
+    /// Drops the connection; replies still on their way are lost. Every unanswered write is resent
+    /// (with its seq) on the next connection.
+    pub fn disconnect(&mut self) {
+        self.connection = None;
+        self.by_request.clear();
+        self.unsent = self.writes.keys().copied().collect();
+    }
+
+    /// Sends these unanswered writes again, in this order and ahead of any other, with their seqs
+    /// (now if connected, else on the next poll). Handles that already completed are skipped.
+    pub fn resend(&mut self, handles: &[WriteHandle]) {
+        let mut order: Vec<u64> = Vec::with_capacity(handles.len());
+        for handle in handles {
+            let pending = self.writes.get_mut(&handle.seq).filter(|w| w.session_id == handle.session_id);
+            if let Some(pending) = pending {
+                pending.retry_at = None;
+                if !order.contains(&handle.seq) {
+                    order.push(handle.seq);
+                }
+            }
+        }
+        self.unsent.retain(|seq| !order.contains(seq));
+        for &seq in order.iter().rev() {
+            self.unsent.push_front(seq);
+        }
+        self.flush_unsent(Instant::now());
+    }
+
+    // ----- internals -------------------------------------------------------------------------------
+
+    fn ensure_session(&mut self) -> Result<u64, ClientError> {
+        if let Some(session_id) = self.session_id {
+            return Ok(session_id);
+        }
+        let answer = self.registrar.register()?;
+        debug_assert!(self.writes.is_empty(), "writes of an expired session left over");
+        self.session_id = Some(answer.value);
+        self.next_seq = FIRST_SEQ;
+        self.target = answer.addr;
+        if self.connection.is_none() {
+            self.connection = self.registrar.connection.take();
+            self.last_progress = Instant::now();
+        }
+        Ok(answer.value)
+    }
+
+    /// Sends the writes whose turn it is, in queue order, each with the current floor.
+    fn flush_unsent(&mut self, now: Instant) {
+        let Some(session_id) = self.session_id else { return };
+        let due = |w: &Pending| w.retry_at.is_none_or(|at| at <= now);
+        let ready: Vec<u64> = self.unsent.iter().copied().filter(|s| self.writes.get(s).is_some_and(due)).collect();
+        for seq in ready {
+            let first_outstanding = self.first_outstanding();
+            let (Some(connection), Some(pending)) = (self.connection.as_mut(), self.writes.get_mut(&seq)) else {
+                return;
+            };
+            debug_assert!(first_outstanding <= seq && seq - first_outstanding < SESSION_REPLIES_MAX as u64);
+            let command = pending.op.command(Session { session_id, seq, first_outstanding });
+            let until = now + self.registrar.options.request_timeout;
+            match connection.send_request(&ClientRequest::Write(command), until) {
+                Ok(request_id) => {
+                    pending.ever_sent = true;
+                    pending.retry_at = None;
+                    self.by_request.insert(request_id, seq);
+                    self.unsent.retain(|&s| s != seq);
+                }
+                Err(failure) => return self.lose_connection(failure),
+            }
+        }
+    }
+
+    fn next_wake(&self, until: Instant) -> Instant {
+        let retry = self.unsent.iter().filter_map(|s| self.writes.get(s)?.retry_at).min();
+        let deadline = self.writes.values().map(|w| w.deadline).min();
+        let timeout =
+            (!self.by_request.is_empty()).then(|| self.last_progress + self.registrar.options.request_timeout);
+        [Some(until), retry, deadline, timeout].into_iter().flatten().min().unwrap_or(until)
+    }
+
+    fn receive(&mut self, until: Instant) {
+        let Some(connection) = self.connection.as_mut() else { return };
+        match connection.next_frame(until) {
+            Ok(Some(frame)) => {
+                self.last_progress = Instant::now();
+                self.on_frame(frame);
+            }
+            Ok(None) => {
+                let timeout = self.registrar.options.request_timeout;
+                if !self.by_request.is_empty() && self.last_progress.elapsed() >= timeout {
+                    self.lose_connection(Failure::Timeout(timeout));
+                }
+            }
+            Err(failure) => self.lose_connection(failure),
+        }
+    }
+
+    fn on_frame(&mut self, frame: Frame) {
+        if frame.request_id == 0 {
+            if let FrameBody::Error(ErrorReply { code, message }) = frame.body {
+                self.lose_connection(Failure::Server { code, message });
+            }
+            return;
+        }
+        // A reply to a request whose write already completed (say, an earlier copy) is dropped.
+        let Some(seq) = self.by_request.remove(&frame.request_id) else { return };
+        if !self.writes.contains_key(&seq) {
+            return;
+        }
+        let reply = match frame.body {
+            FrameBody::Reply(ClientReply::Ok) => WriteReply::Ok,
+            FrameBody::Reply(ClientReply::NotFound) => WriteReply::NotFound,
+            FrameBody::Reply(ClientReply::CasFailed { current }) => WriteReply::CasFailed { current },
+            FrameBody::Reply(ClientReply::NotLeader { leader_addr, .. }) => return self.redirect(leader_addr),
+            FrameBody::Error(ErrorReply { code, message }) => return self.on_error(seq, code, message),
+            other => {
+                return self.lose_connection(Failure::Unexpected(format!("{} in answer to a write", other.name())))
+            }
+        };
+        self.failures_in_a_row = 0;
+        self.redirects_in_a_row = 0;
+        self.log = AttemptLog::new(self.registrar.cluster());
+        self.complete(seq, Ok(reply));
+    }
+
+    fn on_error(&mut self, seq: u64, code: ErrorCode, message: String) {
+        match code {
+            ErrorCode::Overloaded | ErrorCode::OutcomeUnknown => {
+                self.failures_in_a_row += 1;
+                let pause = backoff(&mut self.registrar.rng, self.failures_in_a_row);
+                if let Some(pending) = self.writes.get_mut(&seq) {
+                    pending.retry_at = Some(Instant::now() + pause);
+                }
+                self.unsent.push_back(seq);
+            }
+            ErrorCode::SessionExpired => self.session_lost(&message),
+            ErrorCode::ShuttingDown | ErrorCode::Internal | ErrorCode::Unknown(_) => {
+                self.lose_connection(Failure::Server { code, message })
+            }
+            _ => self.complete(seq, Err(ClientError::Refused { addr: self.target.clone(), code, message })),
+        }
+    }
+
+    /// A `NotLeader`: go to the named leader, unless it is unknown, this node, or the address that
+    /// just refused a connection (a dead leader the followers still name): then try the next node.
+    fn redirect(&mut self, leader_addr: String) {
+        let follow = !leader_addr.is_empty()
+            && leader_addr != self.target
+            && self.unreachable.as_deref() != Some(leader_addr.as_str());
+        if !follow {
+            let failure = Failure::NotLeader { leader_id: 0, leader_addr };
+            return self.lose_connection(failure);
+        }
+        self.disconnect();
+        self.target = leader_addr;
+        // Two nodes naming each other (stale leader hints during an election): pause.
+        self.redirects_in_a_row += 1;
+        if self.redirects_in_a_row > 1 {
+            self.pause();
+        }
+    }
+
+    /// The connection failed: record why, back off and move to the next address.
+    fn lose_connection(&mut self, failure: Failure) {
+        self.log.record(&self.target, &failure);
+        self.failures_in_a_row += 1;
+        self.disconnect();
+        self.target = self.registrar.next_address(&self.target, &[]);
+        self.redirects_in_a_row = 0;
+        self.pause();
+    }
+
+    /// Sleeps one backoff, never past the earliest write deadline.
+    fn pause(&mut self) {
+        let pause = backoff(&mut self.registrar.rng, self.failures_in_a_row.max(1));
+        let earliest = self.writes.values().map(|w| w.deadline).min();
+        let pause = earliest.map_or(pause, |at| pause.min(at.saturating_duration_since(Instant::now())));
+        thread::sleep(pause);
+    }
+
+    /// Opens a connection to `target`; on failure backs off (within `until`) and moves on.
+    fn reconnect(&mut self, until: Instant) -> bool {
+        let options = &self.registrar.options;
+        let connect_until = until.min(Instant::now() + options.connect_timeout);
+        match Connection::open(&self.target, options.cluster_id, options.connect_timeout, connect_until) {
+            Ok(connection) => {
+                if self.unreachable.as_deref() == Some(self.target.as_str()) {
+                    self.unreachable = None;
+                }
+                self.connection = Some(connection);
+                self.last_progress = Instant::now();
+                true
+            }
+            Err(failure) => {
+                self.unreachable = Some(self.target.clone());
+                self.lose_connection(failure);
+                false
+            }
+        }
+    }
+
+    /// The session is gone: no unanswered write of it can be applied any more.
+    fn session_lost(&mut self, message: &str) {
+        let addr = self.target.clone();
+        let seqs: Vec<u64> = self.writes.keys().copied().collect();
+        for seq in seqs {
+            let Some(pending) = self.writes.get(&seq) else { continue };
+            let op = pending.op.describe(seq);
+            let result = if pending.ever_sent {
+                ClientError::OutcomeUnknown { op, addr: addr.clone(), reason: message.to_string() }
+            } else {
+                let message = format!("{op} was never sent: the session expired first ({message})");
+                ClientError::Refused { addr: addr.clone(), code: ErrorCode::SessionExpired, message }
+            };
+            self.complete(seq, Err(result));
+        }
+        self.session_id = None;
+    }
+
+    /// Completes the writes whose deadline has passed.
+    fn expire(&mut self, now: Instant) {
+        let expired: Vec<u64> = self.writes.iter().filter(|(_, w)| w.deadline <= now).map(|(&s, _)| s).collect();
+        for seq in expired {
+            let Some(pending) = self.writes.get(&seq) else { continue };
+            let (op, elapsed) = (pending.op.describe(seq), now - pending.submitted);
+            let error = if pending.ever_sent {
+                let reason = format!("no definite answer within {:.1} s", elapsed.as_secs_f64());
+                ClientError::OutcomeUnknown { op, addr: self.target.clone(), reason }
+            } else {
+                let (attempts, nodes) = (self.log.attempts(), self.log.clone().into_nodes());
+                ClientError::GaveUp { op, needs_leader: true, elapsed, attempts, nodes, outcome_unknown: false }
+            };
+            self.complete(seq, Err(error));
+        }
+    }
+
+    fn complete(&mut self, seq: u64, result: Result<WriteReply, ClientError>) {
+        let Some(pending) = self.writes.remove(&seq) else { return };
+        self.unsent.retain(|&s| s != seq);
+        // Other copies of it in flight (a resend) are answered by nobody now.
+        self.by_request.retain(|_, s| *s != seq);
+        self.done.push(Completion { handle: WriteHandle { session_id: pending.session_id, seq }, result });
+    }
+}
