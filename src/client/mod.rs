@@ -2,7 +2,8 @@
 //!
 //! [`Client`] keeps one connection to its current target node and speaks the wire protocol of
 //! `protocol.md`: the `Hello` handshake (role client, node id 0), then one request at a time.
-//! [`PipelinedSession`] keeps many writes of one session in flight on one connection.
+//! [`PipelinedSession`] keeps many writes of one session in flight on one connection; its rules
+//! live in [`SessionWrites`] (no I/O), which the simulator runs too.
 //!
 //! Guarantees:
 //! - Writes carry a session registered through the log (`protocol.md` §7.1). The client registers
@@ -30,6 +31,7 @@ mod error;
 pub mod frames;
 mod pipeline;
 mod retry;
+pub mod session;
 
 #[cfg(test)]
 mod tests;
@@ -47,7 +49,8 @@ use crate::wire::{ClientReply, ClientRequest, ReadConsistency, StatusReport};
 use conn::Connection;
 use error::Failure;
 pub use error::{ClientError, NodeReport};
-pub use pipeline::{Completion, PipelinedSession, WriteHandle, WriteOp, WriteReply, PIPELINE_WRITES_IN_FLIGHT_MAX};
+pub use pipeline::{PipelinedSession, PIPELINE_WRITES_IN_FLIGHT_MAX};
+pub use session::{Completion, SessionWrites, WriteHandle, WriteOp, WriteReply};
 
 /// First backoff after a failed attempt; it doubles per consecutive failure up to [`BACKOFF_MAX`].
 const BACKOFF_MIN: Duration = Duration::from_millis(10);

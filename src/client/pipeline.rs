@@ -25,101 +25,29 @@
 //!   sent) and stops being outstanding, so later writes raise the floor past it: a delayed copy
 //!   of it can no longer apply after them.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::thread;
 use std::time::{Duration, Instant};
-
-use bytes::Bytes;
 
 use super::conn::Connection;
 use super::error::{AttemptLog, Failure};
 use super::retry::backoff;
-use super::{describe, Client, ClientError, ClientOptions};
-use crate::kv::{Command, Session, FIRST_SEQ, SESSION_REPLIES_MAX};
-use crate::wire::{ClientReply, ClientRequest, ErrorCode, ErrorReply, Frame, FrameBody};
+use super::session::{classify_write_reply, ReplyAction, SessionWrites};
+use super::session::{Completion, WriteHandle, WriteOp, WriteReply};
+use super::{Client, ClientError, ClientOptions};
+use crate::kv::SESSION_REPLIES_MAX;
+use crate::wire::{ClientRequest, ErrorReply, Frame, FrameBody};
 
 /// Most unanswered writes of one session: the state machine's reply window, which is also the
 /// server's cap on requests in flight per connection (1,024).
 pub const PIPELINE_WRITES_IN_FLIGHT_MAX: usize = SESSION_REPLIES_MAX;
 
-/// A write to submit; the session fills in its session id, seq and `first_outstanding`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum WriteOp {
-    Set {
-        key: Bytes,
-        value: Bytes,
-    },
-    Delete {
-        key: Bytes,
-    },
-    /// Store `new` if the value is `expected` (`None`: if the key is absent).
-    Cas {
-        key: Bytes,
-        expected: Option<Bytes>,
-        new: Bytes,
-    },
-}
-
-impl WriteOp {
-    fn command(&self, session: Session) -> Command {
-        match self.clone() {
-            WriteOp::Set { key, value } => Command::Set { session, key, value },
-            WriteOp::Delete { key } => Command::Delete { session, key },
-            WriteOp::Cas { key, expected, new } => Command::Cas { session, key, expected, new },
-        }
-    }
-
-    fn describe(&self, seq: u64) -> String {
-        let (name, key) = match self {
-            WriteOp::Set { key, .. } => ("set", key),
-            WriteOp::Delete { key } => ("del", key),
-            WriteOp::Cas { key, .. } => ("cas", key),
-        };
-        format!("{} (seq {seq})", describe(name, key))
-    }
-}
-
-/// Names one submitted write: its session and seq.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct WriteHandle {
-    pub session_id: u64,
-    pub seq: u64,
-}
-
-/// A definite answer to a write.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum WriteReply {
-    /// `Set`, a successful `Cas`, or `Delete` of a present key.
-    Ok,
-    /// `Delete` of an absent key.
-    NotFound,
-    /// `Cas` found `current` instead (`None`: absent).
-    CasFailed { current: Option<Bytes> },
-}
-
-/// A write that is finished, one way or the other.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Completion {
-    pub handle: WriteHandle,
-    pub result: Result<WriteReply, ClientError>,
-}
-
-struct Pending {
-    op: WriteOp,
-    session_id: u64,
-    submitted: Instant,
-    deadline: Instant,
-    ever_sent: bool,
-    /// Not before this instant (a backoff after `Overloaded` / `OutcomeUnknown`).
-    retry_at: Option<Instant>,
-}
-
 /// Writes of one session in flight on one connection. See the module doc.
 pub struct PipelinedSession {
     /// Registers sessions (following the leader) and holds the options, cluster and rng.
     registrar: Client,
-    session_id: Option<u64>,
-    next_seq: u64,
+    /// Seqs, floors, resends and completions: the same rules the simulator runs.
+    writes: SessionWrites<Instant>,
     /// Where the next connection goes: the last leader heard of.
     target: String,
     /// The last address a connection to it failed; a redirect there is not followed at once.
@@ -127,11 +55,8 @@ pub struct PipelinedSession {
     connection: Option<Connection>,
     /// When the current connection last delivered a frame (or was opened).
     last_progress: Instant,
-    writes: BTreeMap<u64, Pending>,
     /// Request id on the current connection -> seq.
     by_request: BTreeMap<u64, u64>,
-    /// Seqs to send on the next chance, in order.
-    unsent: VecDeque<u64>,
     done: Vec<Completion>,
     /// What each node said since the last definite answer (for `GaveUp`).
     log: AttemptLog,
@@ -147,14 +72,11 @@ impl PipelinedSession {
         let mut session = PipelinedSession {
             target: registrar.cluster()[registrar.cursor].clone(),
             registrar,
-            session_id: None,
-            next_seq: FIRST_SEQ,
+            writes: SessionWrites::default(),
             unreachable: None,
             connection: None,
             last_progress: Instant::now(),
-            writes: BTreeMap::new(),
             by_request: BTreeMap::new(),
-            unsent: VecDeque::new(),
             done: Vec::new(),
             log,
             failures_in_a_row: 0,
@@ -166,22 +88,22 @@ impl PipelinedSession {
 
     /// The current session's id; `None` after it expired, until the next `submit` registers.
     pub fn session_id(&self) -> Option<u64> {
-        self.session_id
+        self.writes.session_id()
     }
 
     /// The lowest seq without a definite answer (the next seq if none is outstanding).
     pub fn first_outstanding(&self) -> u64 {
-        self.writes.keys().next().copied().unwrap_or(self.next_seq)
+        self.writes.first_outstanding()
     }
 
     /// Writes submitted and not yet completed.
     pub fn in_flight(&self) -> usize {
-        self.writes.len()
+        self.writes.in_flight()
     }
 
     /// The unanswered writes, by seq.
     pub fn unanswered(&self) -> Vec<WriteHandle> {
-        self.writes.iter().map(|(&seq, w)| WriteHandle { session_id: w.session_id, seq }).collect()
+        self.writes.unanswered()
     }
 
     /// The address of the current connection, if any.
@@ -193,24 +115,15 @@ impl PipelinedSession {
     /// only to register a session (the first write, or the first after the session expired), or
     /// for one backoff if the connection fails while sending.
     pub fn submit(&mut self, op: WriteOp) -> Result<WriteHandle, ClientError> {
-        op.command(Session::serial(1, FIRST_SEQ))
+        op.command(crate::kv::Session::serial(1, crate::kv::FIRST_SEQ))
             .validate()
             .map_err(|e| ClientError::InvalidArgument(e.to_string()))?;
-        let first_outstanding = self.first_outstanding();
-        let spread = self.next_seq - first_outstanding;
-        if self.writes.len() >= PIPELINE_WRITES_IN_FLIGHT_MAX || spread >= SESSION_REPLIES_MAX as u64 {
-            return Err(ClientError::WindowFull { in_flight: self.writes.len(), first_outstanding });
-        }
-        let session_id = self.ensure_session()?;
-        let seq = self.next_seq;
-        self.next_seq += 1;
+        self.writes.check_window()?;
+        self.ensure_session()?;
         let now = Instant::now();
-        let deadline = now + self.registrar.options.deadline;
-        let pending = Pending { op, session_id, submitted: now, deadline, ever_sent: false, retry_at: None };
-        self.writes.insert(seq, pending);
-        self.unsent.push_back(seq);
+        let handle = self.writes.submit(op, now, now + self.registrar.options.deadline)?;
         self.flush_unsent(now);
-        Ok(WriteHandle { session_id, seq })
+        Ok(handle)
     }
 
     /// Waits up to `timeout` for writes to complete (retrying as needed) and returns those that
@@ -246,39 +159,24 @@ impl PipelinedSession {
     pub fn disconnect(&mut self) {
         self.connection = None;
         self.by_request.clear();
-        self.unsent = self.writes.keys().copied().collect();
+        self.writes.disconnect();
     }
 
     /// Sends these unanswered writes again, in this order and ahead of any other, with their seqs
     /// (now if connected, else on the next poll). Handles that already completed are skipped.
     pub fn resend(&mut self, handles: &[WriteHandle]) {
-        let mut order: Vec<u64> = Vec::with_capacity(handles.len());
-        for handle in handles {
-            let pending = self.writes.get_mut(&handle.seq).filter(|w| w.session_id == handle.session_id);
-            if let Some(pending) = pending {
-                pending.retry_at = None;
-                if !order.contains(&handle.seq) {
-                    order.push(handle.seq);
-                }
-            }
-        }
-        self.unsent.retain(|seq| !order.contains(seq));
-        for &seq in order.iter().rev() {
-            self.unsent.push_front(seq);
-        }
+        self.writes.resend(handles);
         self.flush_unsent(Instant::now());
     }
 
     // ----- internals -------------------------------------------------------------------------------
 
     fn ensure_session(&mut self) -> Result<u64, ClientError> {
-        if let Some(session_id) = self.session_id {
+        if let Some(session_id) = self.writes.session_id() {
             return Ok(session_id);
         }
         let answer = self.registrar.register()?;
-        debug_assert!(self.writes.is_empty(), "writes of an expired session left over");
-        self.session_id = Some(answer.value);
-        self.next_seq = FIRST_SEQ;
+        self.writes.registered(answer.value);
         self.target = answer.addr;
         if self.connection.is_none() {
             self.connection = self.registrar.connection.take();
@@ -289,23 +187,15 @@ impl PipelinedSession {
 
     /// Sends the writes whose turn it is, in queue order, each with the current floor.
     fn flush_unsent(&mut self, now: Instant) {
-        let Some(session_id) = self.session_id else { return };
-        let due = |w: &Pending| w.retry_at.is_none_or(|at| at <= now);
-        let ready: Vec<u64> = self.unsent.iter().copied().filter(|s| self.writes.get(s).is_some_and(due)).collect();
-        for seq in ready {
-            let first_outstanding = self.first_outstanding();
-            let (Some(connection), Some(pending)) = (self.connection.as_mut(), self.writes.get_mut(&seq)) else {
+        for seq in self.writes.due(now) {
+            let (Some(connection), Some(command)) = (self.connection.as_mut(), self.writes.command(seq)) else {
                 return;
             };
-            debug_assert!(first_outstanding <= seq && seq - first_outstanding < SESSION_REPLIES_MAX as u64);
-            let command = pending.op.command(Session { session_id, seq, first_outstanding });
             let until = now + self.registrar.options.request_timeout;
             match connection.send_request(&ClientRequest::Write(command), until) {
                 Ok(request_id) => {
-                    pending.ever_sent = true;
-                    pending.retry_at = None;
+                    self.writes.sent(seq);
                     self.by_request.insert(request_id, seq);
-                    self.unsent.retain(|&s| s != seq);
                 }
                 Err(failure) => return self.lose_connection(failure),
             }
@@ -313,11 +203,13 @@ impl PipelinedSession {
     }
 
     fn next_wake(&self, until: Instant) -> Instant {
-        let retry = self.unsent.iter().filter_map(|s| self.writes.get(s)?.retry_at).min();
-        let deadline = self.writes.values().map(|w| w.deadline).min();
         let timeout =
             (!self.by_request.is_empty()).then(|| self.last_progress + self.registrar.options.request_timeout);
-        [Some(until), retry, deadline, timeout].into_iter().flatten().min().unwrap_or(until)
+        [Some(until), self.writes.next_retry(), self.writes.earliest_deadline(), timeout]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(until)
     }
 
     fn receive(&mut self, until: Instant) {
@@ -346,40 +238,31 @@ impl PipelinedSession {
         }
         // A reply to a request whose write already completed (say, an earlier copy) is dropped.
         let Some(seq) = self.by_request.remove(&frame.request_id) else { return };
-        if !self.writes.contains_key(&seq) {
+        if self.writes.get(seq).is_none() {
             return;
         }
-        let reply = match frame.body {
-            FrameBody::Reply(ClientReply::Ok) => WriteReply::Ok,
-            FrameBody::Reply(ClientReply::NotFound) => WriteReply::NotFound,
-            FrameBody::Reply(ClientReply::CasFailed { current }) => WriteReply::CasFailed { current },
-            FrameBody::Reply(ClientReply::NotLeader { leader_addr, .. }) => return self.redirect(leader_addr),
-            FrameBody::Error(ErrorReply { code, message }) => return self.on_error(seq, code, message),
-            other => {
-                return self.lose_connection(Failure::Unexpected(format!("{} in answer to a write", other.name())))
+        match classify_write_reply(frame.body) {
+            ReplyAction::Completed(reply) => {
+                self.failures_in_a_row = 0;
+                self.redirects_in_a_row = 0;
+                self.log = AttemptLog::new(self.registrar.cluster());
+                self.complete(seq, Ok(reply));
             }
-        };
-        self.failures_in_a_row = 0;
-        self.redirects_in_a_row = 0;
-        self.log = AttemptLog::new(self.registrar.cluster());
-        self.complete(seq, Ok(reply));
-    }
-
-    fn on_error(&mut self, seq: u64, code: ErrorCode, message: String) {
-        match code {
-            ErrorCode::Overloaded | ErrorCode::OutcomeUnknown => {
+            ReplyAction::Redirect(leader_addr) => self.redirect(leader_addr),
+            ReplyAction::RetryLater => {
                 self.failures_in_a_row += 1;
                 let pause = backoff(&mut self.registrar.rng, self.failures_in_a_row);
-                if let Some(pending) = self.writes.get_mut(&seq) {
-                    pending.retry_at = Some(Instant::now() + pause);
-                }
-                self.unsent.push_back(seq);
+                self.writes.retry_later(seq, Instant::now() + pause);
             }
-            ErrorCode::SessionExpired => self.session_lost(&message),
-            ErrorCode::ShuttingDown | ErrorCode::Internal | ErrorCode::Unknown(_) => {
-                self.lose_connection(Failure::Server { code, message })
+            ReplyAction::SessionExpired(message) => {
+                let done = self.writes.session_lost(&self.target, &message);
+                self.finished(done);
             }
-            _ => self.complete(seq, Err(ClientError::Refused { addr: self.target.clone(), code, message })),
+            ReplyAction::Reconnect { code, message } => self.lose_connection(Failure::Server { code, message }),
+            ReplyAction::Refused { code, message } => {
+                self.complete(seq, Err(ClientError::Refused { addr: self.target.clone(), code, message }))
+            }
+            ReplyAction::Unexpected(what) => self.lose_connection(Failure::Unexpected(what)),
         }
     }
 
@@ -415,7 +298,7 @@ impl PipelinedSession {
     /// Sleeps one backoff, never past the earliest write deadline.
     fn pause(&mut self) {
         let pause = backoff(&mut self.registrar.rng, self.failures_in_a_row.max(1));
-        let earliest = self.writes.values().map(|w| w.deadline).min();
+        let earliest = self.writes.earliest_deadline();
         let pause = earliest.map_or(pause, |at| pause.min(at.saturating_duration_since(Instant::now())));
         thread::sleep(pause);
     }
@@ -441,29 +324,10 @@ impl PipelinedSession {
         }
     }
 
-    /// The session is gone: no unanswered write of it can be applied any more.
-    fn session_lost(&mut self, message: &str) {
-        let addr = self.target.clone();
-        let seqs: Vec<u64> = self.writes.keys().copied().collect();
-        for seq in seqs {
-            let Some(pending) = self.writes.get(&seq) else { continue };
-            let op = pending.op.describe(seq);
-            let result = if pending.ever_sent {
-                ClientError::OutcomeUnknown { op, addr: addr.clone(), reason: message.to_string() }
-            } else {
-                let message = format!("{op} was never sent: the session expired first ({message})");
-                ClientError::Refused { addr: addr.clone(), code: ErrorCode::SessionExpired, message }
-            };
-            self.complete(seq, Err(result));
-        }
-        self.session_id = None;
-    }
-
     /// Completes the writes whose deadline has passed.
     fn expire(&mut self, now: Instant) {
-        let expired: Vec<u64> = self.writes.iter().filter(|(_, w)| w.deadline <= now).map(|(&s, _)| s).collect();
-        for seq in expired {
-            let Some(pending) = self.writes.get(&seq) else { continue };
+        for seq in self.writes.expired(now) {
+            let Some(pending) = self.writes.get(seq) else { continue };
             let (op, elapsed) = (pending.op.describe(seq), now - pending.submitted);
             let error = if pending.ever_sent {
                 let reason = format!("no definite answer within {:.1} s", elapsed.as_secs_f64());
@@ -477,10 +341,17 @@ impl PipelinedSession {
     }
 
     fn complete(&mut self, seq: u64, result: Result<WriteReply, ClientError>) {
-        let Some(pending) = self.writes.remove(&seq) else { return };
-        self.unsent.retain(|&s| s != seq);
+        let Some(completion) = self.writes.complete(seq, result) else { return };
         // Other copies of it in flight (a resend) are answered by nobody now.
         self.by_request.retain(|_, s| *s != seq);
-        self.done.push(Completion { handle: WriteHandle { session_id: pending.session_id, seq }, result });
+        self.done.push(completion);
+    }
+
+    fn finished(&mut self, done: Vec<Completion>) {
+        for completion in done {
+            let seq = completion.handle.seq;
+            self.by_request.retain(|_, s| *s != seq);
+            self.done.push(completion);
+        }
     }
 }
