@@ -139,7 +139,10 @@ fn build_multi_segment(dir: &Path) -> (Vec<Entry>, Layout) {
         wal.set_hard_state(HardState { term: 1 + b / 4, vote: 2, commit: b * 8 }).expect("hs");
         wal.sync().expect("sync");
         all.extend(batch);
-        if b >= 40 && wal.confirm_if_idle().expect("confirm") {
+        // A confirmation that did not fit rotates instead (the new header confirms): go on
+        // until the layout ends in a real confirmation record.
+        let segments = wal.segment_paths().len();
+        if b >= 40 && wal.confirm_if_idle().expect("confirm") && wal.segment_paths().len() == segments {
             break;
         }
     }
@@ -189,7 +192,7 @@ fn check_damage(layout: &Layout, all: &[Entry], fi: usize, damage: &dyn Fn(&mut 
         Err(e) => {
             assert!(fi == 0 && off == 0, "{ctx}: only the first header is unsalvageable: {e}");
             assert!(
-                matches!(&e, StorageError::Corrupt { offset: 0, .. })
+                matches!(&e, StorageError::Unsalvageable { offset: 0, .. })
                     && e.to_string().contains(path.to_str().unwrap_or("")),
                 "{ctx}: {e}"
             );
@@ -295,4 +298,31 @@ fn a_zeroed_sector_in_the_final_unconfirmed_batch_is_treated_as_torn_the_documen
     let (wal, report) = open_real(dir.path(), SEGMENT_BYTES).expect("open");
     assert!(report.corruption.is_none() && report.bytes_truncated > 0, "{report:?}");
     assert_eq!(all_entries(&wal), before, "an unconfirmed final batch may be lost on one node");
+}
+
+#[test]
+fn after_a_restart_the_last_batch_is_confirmed_at_the_first_idle_moment() {
+    // Found by raft-sim: a node restarted over an unconfirmed final batch and wrote nothing for
+    // a while; the batch stayed open to look torn, and damage to it later lost it silently.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, all, _) = build_log(dir.path()); // ends with an unconfirmed batch
+    let (mut wal, _) = open_real(dir.path(), SEGMENT_BYTES).expect("reopen");
+    assert!(wal.is_unconfirmed(), "nothing tells the restarted WAL that its last batch was confirmed");
+    assert!(wal.confirm_if_idle().expect("confirm"), "the first idle moment confirms it");
+    drop(wal);
+    let seg = segment_files(dir.path())[0].clone();
+    let orig = fs::read(&seg).expect("read");
+    let (start, _) = final_batch(&orig);
+    let sector = start.div_ceil(512) * 512;
+    let mut img = orig.clone();
+    img[sector..sector + 512].fill(0);
+    let damaged = tempfile::tempdir().expect("tempdir");
+    copy_with(&seg, damaged.path(), &img);
+    let (_, report) = open_real(damaged.path(), SEGMENT_BYTES).expect("open");
+    let c = report
+        .corruption
+        .clone()
+        .unwrap_or_else(|| panic!("damage to a confirmed batch must be corruption: {report:?}"));
+    assert_eq!((c.first_lost_index, report.bytes_truncated), (13, 0));
+    assert_eq!(all.len(), 16);
 }

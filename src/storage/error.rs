@@ -14,6 +14,9 @@ pub enum StorageError {
     /// Bytes on disk are not what we wrote: bad CRC, impossible field, index gap, bad sequence.
     /// Recovery refuses to continue past one of these (except a torn tail; see `wal`).
     Corrupt { path: PathBuf, offset: u64, reason: String },
+    /// The first segment is damaged before its first valid record (its header): no part of the
+    /// log can be trusted. The node layer treats the whole log as lost (protocol-aware recovery).
+    Unsalvageable { path: PathBuf, offset: u64, reason: String },
     /// A segment file is missing from the middle of the sequence.
     MissingSegment { dir: PathBuf, missing_seq: u64, next_path: PathBuf },
     /// The requested index was compacted into a snapshot.
@@ -42,7 +45,10 @@ impl StorageError {
 
     /// True for errors that mean the data on disk is damaged (the node must not start).
     pub fn is_corruption(&self) -> bool {
-        matches!(self, StorageError::Corrupt { .. } | StorageError::MissingSegment { .. })
+        matches!(
+            self,
+            StorageError::Corrupt { .. } | StorageError::Unsalvageable { .. } | StorageError::MissingSegment { .. }
+        )
     }
 }
 
@@ -55,6 +61,11 @@ impl fmt::Display for StorageError {
             StorageError::Corrupt { path, offset, reason } => {
                 write!(f, "corrupt data in {} at offset {offset}: {reason}", path.display())
             }
+            StorageError::Unsalvageable { path, offset, reason } => write!(
+                f,
+                "corrupt data in {} at offset {offset}: {reason}; nothing of the log can be salvaged",
+                path.display()
+            ),
             StorageError::MissingSegment { dir, missing_seq, next_path } => write!(
                 f,
                 "segment {missing_seq} is missing in {} (next present: {}); refusing to serve a log with a hole",

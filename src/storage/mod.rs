@@ -38,4 +38,4 @@ pub use fs::{FileHandle, FileSystem, OpenMode, RealFs, SimFs};
 pub use meta::{Meta, MetaStore, RecoveryGuard, RecoveryReason};
 pub use snapshot::{load_snapshot, verify_snapshot_file, SnapshotInfo, SnapshotReader, SnapshotStore, SnapshotWriter};
 pub use wal::{Corruption, LogPosition, RecoveryRead, RecoveryReport, Wal, WalOptions};
-pub use wal_open::repair_after_corruption;
+pub use wal_open::{discard_unsalvageable, repair_after_corruption};

@@ -55,7 +55,8 @@
 //!    directory sync each (a crash leaves a shorter suffix with the same damage, found again),
 //!    then zero the damaged segment from the cut and sync (a crash leaves the damage, or zeros:
 //!    either way the log ends at the cut). A damaged header of the first segment cannot be cut
-//!    around: that fails `open` with the file and offset.
+//!    around: `open` fails with `StorageError::Unsalvageable` (file and offset), and the node
+//!    layer discards the whole log after recording a guard (`discard_unsalvageable`).
 //! 6. Version 1 segments (no Commit records) keep the legacy rules: a bad record followed only by
 //!    non-records in the newest segment is a torn tail; anything else is corruption as in 5. The
 //!    first start after an upgrade continues in a new version 2 segment.
@@ -65,8 +66,8 @@
 //! zero sector) is treated as torn and dropped. The window closes when the next Commit record is
 //! durable: the next batch, or a confirmation (`confirm_if_idle`: an empty-batch Commit at the next
 //! 4096-byte boundary, so that a zeroed 4 KiB page cannot destroy both it and the batch it
-//! confirms). So it spans from each sync until the next batch or ~10 ms of idleness, plus, when a
-//! segment has no room left for a confirmation, until its rotation. Losing such a batch on one
+//! confirms; when the segment has no room left for one, the WAL rotates and the next segment's
+//! header confirms it). So it spans from each sync until the next batch or ~10 ms of idleness. Losing such a batch on one
 //! node is survivable in Raft only because a majority also holds it; rule 2 covers all older data.
 //!
 //! Back of the envelope: a 100-byte entry costs a 136-byte record; a 64 MiB segment holds about
@@ -363,7 +364,15 @@ impl Wal {
                     r.map_err(|why| StorageError::corrupt(&path, off as u64, why))?;
                     wrote = true;
                 }
-                None => log::debug!("{}: no room for a confirmation", path.display()),
+                None => {
+                    // No room left for a confirmation: the next segment's header confirms the
+                    // batch instead (it checkpoints the last index), so the window does not stay
+                    // open until the segment would have rotated anyway.
+                    log::debug!("{}: no room for a confirmation; rotating", path.display());
+                    let r = self.rotate();
+                    self.poison_on(r)?;
+                    wrote = true;
+                }
             }
             self.unconfirmed = false;
         }

@@ -202,6 +202,11 @@ impl Wal {
             );
         }
         self.synced_hard_state = self.state.hard_state;
+        // Nothing tells whether the last batch on disk was confirmed before the restart: treat it
+        // as unconfirmed, so that the first idle moment confirms it (one empty batch per start)
+        // instead of leaving it open to look torn until the next write.
+        let header_len = record::record_len(record::SEGMENT_HEADER_PAYLOAD_LEN);
+        self.unconfirmed = self.current().write_pos > header_len;
         if self.repair.is_none() && self.current().version == record::SEGMENT_VERSION_LEGACY {
             self.rotate()?;
             log::info!("{}: continuing in a version 2 segment {}", self.dir.display(), self.current().path.display());
@@ -353,8 +358,8 @@ impl Wal {
     ) -> Result<(), StorageError> {
         let path = files[i].path.clone();
         if a.keep_end == 0 && i == 0 {
-            let why = format!("{}; nothing before it can be salvaged", damage.1);
-            return Err(StorageError::corrupt(&path, damage.0 as u64, why));
+            let (offset, reason) = (damage.0 as u64, damage.1.clone());
+            return Err(StorageError::Unsalvageable { path, offset, reason });
         }
         let mut seen = analyze::seen_in(buf, a.keep_end, buf.len());
         for f in &files[i + 1..] {
@@ -479,4 +484,30 @@ pub fn repair_after_corruption(wal: &mut Wal, meta: &mut MetaStore) -> Result<Op
     meta.store(&m)?;
     wal.repair()?;
     Ok(Some(m))
+}
+
+/// What the node layer does when `Wal::open` found the log unsalvageable
+/// ([`StorageError::Unsalvageable`]: the first segment's header is damaged, so no record can be
+/// trusted): record the recovery guard `(durable term, ∞)` durably in the meta file first (nothing
+/// tells how far the lost log reached; an acknowledgement leaves only after its term is durable,
+/// and the meta file holds that term), then delete every segment newest first, syncing the
+/// directory after each. A crash in between finds the same damage (or fewer segments) and the
+/// guard already durable. The next `Wal::open` starts an empty log; returns the files deleted.
+pub fn discard_unsalvageable(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    meta: &mut MetaStore,
+) -> Result<Vec<PathBuf>, StorageError> {
+    let mut m = meta.meta();
+    let guard = RecoveryGuard { index: u64::MAX, term: m.term, reason: RecoveryReason::LogCorruption };
+    m.recovering = Some(m.recovering.map_or(guard, |g| g.max(guard)));
+    meta.store(&m)?;
+    let (files, temps) = segment::list_segments(fs, dir)?;
+    let mut removed = Vec::new();
+    for path in files.iter().rev().map(|f| &f.path).chain(temps.iter()) {
+        fs.remove_file(path).map_err(|e| StorageError::io("remove unsalvageable segment", path, e))?;
+        super::dir::sync_dir(fs, dir)?;
+        removed.push(path.clone());
+    }
+    Ok(removed)
 }

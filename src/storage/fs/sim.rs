@@ -285,6 +285,11 @@ impl SimFs {
         }
     }
 
+    /// Every file path visible now, in path order.
+    pub fn file_paths(&self) -> Vec<PathBuf> {
+        self.lock_state().named_files(false).into_iter().map(|(path, _)| path).collect()
+    }
+
     /// The durable image of the file now at `path`.
     pub fn durable_image(&self, path: &Path) -> io::Result<Vec<u8>> {
         let st = self.lock_state();
