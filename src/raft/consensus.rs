@@ -174,6 +174,9 @@ pub struct Raft {
     pub(super) recovery_changed: bool,
     /// The term in which the current leader was last told that this node lost entries.
     pub(super) log_lost_reported_term: Term,
+    /// (term, index): the highest index an AppendEntries or snapshot of that term's leader
+    /// proved our log matches. A recovering node takes a heartbeat's commit only up to it.
+    pub(super) verified_by_leader: (Term, Index),
     /// Entries to read back from the WAL for followers (see [`LoadRequest`]).
     pub(super) load_requests: Vec<LoadRequest>,
 }
@@ -218,6 +221,7 @@ impl Raft {
             recovery_reason: "recovering since start-up",
             recovery_changed: false,
             log_lost_reported_term: 0,
+            verified_by_leader: (0, 0),
             load_requests: Vec::new(),
         };
         raft.become_follower(hs.term, 0);

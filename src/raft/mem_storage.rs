@@ -25,18 +25,29 @@ pub struct MemStorage {
 impl MemStorage {
     /// Makes one ready batch durable, in the order the contract gives.
     pub fn persist(&mut self, ready: &Ready) {
-        if let Some(s) = &ready.snapshot {
+        self.persist_parts(ready.snapshot.as_ref(), &ready.entries, ready.hard_state, ready.recovery);
+    }
+
+    /// [`MemStorage::persist`] of a batch given by its parts (as the node's storage job holds them).
+    pub fn persist_parts(
+        &mut self,
+        snapshot: Option<&SnapshotMeta>,
+        entries: &[Entry],
+        hard_state: Option<HardState>,
+        recovery: Option<RecoveryChange>,
+    ) {
+        if let Some(s) = snapshot {
             self.snapshot = Some(s.clone());
             self.entries.clear();
         }
-        if let Some(first) = ready.entries.first() {
+        if let Some(first) = entries.first() {
             self.entries.retain(|e| e.index < first.index);
-            self.entries.extend(ready.entries.iter().cloned());
+            self.entries.extend(entries.iter().cloned());
         }
-        if let Some(hs) = ready.hard_state {
+        if let Some(hs) = hard_state {
             self.hard_state = hs;
         }
-        match ready.recovery {
+        match recovery {
             Some(RecoveryChange::Recovering(guard, _)) => self.recovery = Some(guard),
             Some(RecoveryChange::Recovered) => self.recovery = None,
             None => {}

@@ -194,8 +194,9 @@ impl Raft {
                 self.release_confirmed_reads();
             }
             MessageBody::LogLost { last_index, .. } => {
-                // Stop counting acknowledgements the follower no longer has; probe from its end.
-                pr.forget_beyond(last_index);
+                // Stop counting acknowledgements the follower no longer has; probe from its end
+                // (or from ours: its log may hold a longer suffix of an older term).
+                pr.forget_beyond(last_index.min(self.log.last_index()));
                 self.maybe_send_append(from, true);
             }
             _ => {}
@@ -266,7 +267,15 @@ impl Raft {
                     // acknowledged entries (amnesia), as far as our current term at most.
                     self.enter_recovery(Recovery::unknown_extent(self.term), "the leader's commit is beyond our log");
                 }
-                self.log.commit_to(commit.min(self.log.last_index()));
+                // The leader sends at most what we acknowledged in this term. A recovering node
+                // may have lost that and hold an older suffix at the same indexes: it commits
+                // only what this term's appends proved matches the leader.
+                let verified = match self.verified_by_leader {
+                    (term, index) if term == self.term => index,
+                    _ => 0,
+                };
+                let cap = if self.recovery.is_some() { verified } else { self.log.last_index() };
+                self.log.commit_to(commit.min(self.log.last_index()).min(cap));
                 self.send(m.from, MessageBody::HeartbeatResponse { read_seq });
             }
             MessageBody::InstallSnapshot { meta } => {
@@ -309,15 +318,18 @@ impl Raft {
             return;
         }
         match self.log.maybe_append(prev_index, prev_term, leader_commit, entries) {
-            Some(last_new) => self.send(
-                from,
-                MessageBody::AppendEntriesResponse {
-                    reject: false,
-                    index: last_new,
-                    reject_hint_index: 0,
-                    reject_hint_term: 0,
-                },
-            ),
+            Some(last_new) => {
+                self.verified(last_new);
+                self.send(
+                    from,
+                    MessageBody::AppendEntriesResponse {
+                        reject: false,
+                        index: last_new,
+                        reject_hint_index: 0,
+                        reject_hint_term: 0,
+                    },
+                )
+            }
             None => {
                 let (hint_index, hint_term) =
                     self.log.find_conflict_by_term(prev_index.min(self.log.last_index()), prev_term);
@@ -331,6 +343,14 @@ impl Raft {
                     },
                 )
             }
+        }
+    }
+
+    /// This term's leader proved our log matches its own up to `index`.
+    fn verified(&mut self, index: Index) {
+        let (term, known) = self.verified_by_leader;
+        if term != self.term || index > known {
+            self.verified_by_leader = (self.term, index);
         }
     }
 
@@ -352,6 +372,7 @@ impl Raft {
             self.log.restore_snapshot(snapshot);
             index
         };
+        self.verified(ack_index);
         self.send(
             from,
             MessageBody::AppendEntriesResponse {

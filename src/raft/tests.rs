@@ -524,6 +524,56 @@ fn amnesia_is_detected_from_a_heartbeat_and_repaired_by_the_leader() {
     assert_eq!(c.node(2).recovery(), None, "a full voter again");
 }
 
+#[test]
+fn a_log_lost_report_beyond_the_leaders_log_probes_from_the_leaders_end() {
+    // A recovering follower may hold a longer suffix of an older term than the leader's whole
+    // log (found by raft-sim: the leader probed beyond its own log and panicked).
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.node_mut(1).propose(Bytes::from_static(b"a")).expect("leader");
+    c.settle();
+    let (last, term) = (c.node(1).last_index(), c.node(1).term());
+    let report = MessageBody::LogLost { last_index: last + 5, last_term: term - 1 };
+    c.node_mut(1).step(Message { from: 2, to: 1, term, body: report });
+    c.settle();
+    c.node_mut(1).propose(Bytes::from_static(b"b")).expect("still the leader");
+    c.settle();
+    assert_eq!(c.node(2).last_index(), last + 1, "replication to the follower went on");
+    assert_eq!(c.node(1).committed(), last + 1);
+}
+
+#[test]
+fn a_recovering_follower_commits_from_heartbeats_only_what_appends_proved() {
+    // Damage cut node 2's log back to an older history: its entries 2..3 are of term 1, while
+    // the leader (term 3) committed entries of term 2 at those indexes, acknowledged by node 2
+    // before the damage. The leader's heartbeat commit is what node 2 acknowledged, so taking it
+    // would commit node 2's stale entries (found by raft-sim).
+    let restored = Restored {
+        hard_state: HardState { term: 3, vote: 0, commit: 1 },
+        snapshot: None,
+        entries: entries_with_terms(&[1, 1, 1]),
+        log_terms: Vec::new(),
+        applied: 0,
+        recovery: Some(Recovery { term: 2, index: 3 }),
+    };
+    let mut node = Raft::new(config(2, 3), restored).expect("valid restore");
+    let heartbeat = |commit| Message { from: 1, to: 2, term: 3, body: MessageBody::Heartbeat { commit, read_seq: 0 } };
+    node.step(heartbeat(3));
+    assert_eq!(node.committed(), 1, "nothing this leader proved: the commit stays where storage had it");
+    // An append that proves where the logs agree lets the heartbeat's commit in up to there.
+    let leaders = entries_with_terms(&[1, 2, 2]);
+    let append = MessageBody::AppendEntries {
+        prev_log_index: 1,
+        prev_log_term: 1,
+        leader_commit: 1,
+        entries: leaders[1..].to_vec(),
+    };
+    node.step(Message { from: 1, to: 2, term: 3, body: append });
+    node.step(heartbeat(3));
+    assert_eq!(node.committed(), 3);
+    assert_eq!(node.log_term(3), Some(2), "the leader's entries replaced the stale ones");
+}
+
 // ----- bounded memory --------------------------------------------------------------------------
 
 #[test]
