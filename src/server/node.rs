@@ -78,7 +78,7 @@ impl Node {
         let opts = RecoveryOptions {
             cluster_id: cfg.cluster_id,
             node_id: cfg.id,
-            segment_bytes: cfg.segment_bytes,
+            wal_options: crate::storage::WalOptions::with_segment_bytes(cfg.segment_bytes),
             sole_voter: cfg.peers.len() == 1,
         };
         let recovered = recover(std::sync::Arc::clone(&fs), &cfg.data_dir, opts)?;
@@ -98,6 +98,8 @@ impl Node {
             addresses: cfg.peers.clone(),
             snapshot_policy: SnapshotPolicy { entries: cfg.snapshot_every, log_bytes: cfg.snapshot_log_bytes },
             sessions_max: cfg.sessions_max,
+            snapshot_chunk_bytes: crate::wire::SNAPSHOT_CHUNK_BYTES,
+            record_applied: false,
         });
         let (mut reactor, waker) = Reactor::bind(cfg.listen).map_err(StartError)?;
         reactor.watch_signals().map_err(StartError)?;

@@ -34,6 +34,9 @@ use crate::wire::{
     ClientReply, ClientRequest, ErrorCode, ErrorReply, FrameBody, NodeRole, PeerStatus, SnapshotChunk, StatusReport,
 };
 
+/// Received snapshots staged at once: one being made durable, one the core accepted meanwhile.
+const STAGED_SNAPSHOTS_MAX: usize = 2;
+
 /// Serializing a snapshot on the event loop for longer than this is logged as a warning.
 const SNAPSHOT_SERIALIZE_WARN: std::time::Duration = std::time::Duration::from_millis(20);
 
@@ -46,6 +49,9 @@ pub struct Output {
     /// Leaders whose snapshot this node refused (it failed verification): the transport ends
     /// the transfer so that the leader starts over (`raftd` closes the connection it came on).
     pub snapshot_rejections: Vec<NodeId>,
+    /// Every entry the state machine applied, in order, if `ReplicaInit::record_applied` (the
+    /// simulator checks them against the other nodes').
+    pub applied: Vec<Entry>,
 }
 
 /// Start-up state of a replica: what recovery restored.
@@ -60,6 +66,10 @@ pub struct ReplicaInit {
     pub snapshot_policy: SnapshotPolicy,
     /// `--sessions-max`: the cap this node puts in the registrations it proposes as leader.
     pub sessions_max: u32,
+    /// Bytes of image per snapshot chunk sent to a follower.
+    pub snapshot_chunk_bytes: usize,
+    /// Report every applied entry in [`Output::applied`] (for the simulator; costs a copy).
+    pub record_applied: bool,
 }
 
 /// When the node takes its own snapshot: after `entries` applied entries, or once `log_bytes`
@@ -102,8 +112,12 @@ pub struct Replica {
     /// Snapshots streaming to followers and from a leader.
     transfers: Transfers,
     /// A received snapshot, verified, installed and decoded, waiting for the core to accept it.
-    staged: Option<(SnapshotMeta, Box<KvStore>)>,
+    /// Received snapshots, verified, installed and decoded, that the core accepted, oldest first:
+    /// one whose batch is being made durable and a newer one the core took meanwhile, at most
+    /// ([`STAGED_SNAPSHOTS_MAX`]).
+    staged: Vec<(SnapshotMeta, Box<KvStore>)>,
     sessions_max: u32,
+    record_applied: bool,
     out: Output,
 }
 
@@ -125,9 +139,10 @@ impl Replica {
             log_bytes: 0,
             proposals_batch: Vec::new(),
             was_leader: false,
-            transfers: Transfers::default(),
-            staged: None,
+            transfers: Transfers::with_chunk_bytes(init.snapshot_chunk_bytes),
+            staged: Vec::new(),
             sessions_max: init.sessions_max,
+            record_applied: init.record_applied,
             out: Output::default(),
         }
     }
@@ -158,6 +173,11 @@ impl Replica {
 
     pub fn kv(&self) -> &KvStore {
         &self.kv
+    }
+
+    /// The index of the node's latest snapshot (its own, or one installed from a leader).
+    pub fn snapshot_index(&self) -> u64 {
+        self.snapshot_meta.index
     }
 
     /// Takes everything queued for the caller since the last call.
@@ -324,10 +344,14 @@ impl Replica {
     /// is durable; otherwise the decoded state is dropped.
     fn snapshot_received(&mut self, from: NodeId, term: u64, meta: SnapshotMeta, kv: Box<KvStore>) {
         self.transfers.receive_finished();
-        self.staged = Some((meta.clone(), kv));
         self.raft.step(Message { from, to: self.id, term, body: MessageBody::InstallSnapshot { meta: meta.clone() } });
-        if self.raft.pending_snapshot() != Some(&meta) {
-            self.staged = None;
+        if self.raft.pending_snapshot() == Some(&meta) {
+            // A snapshot accepted earlier may still be on its way to disk: both stay staged,
+            // and an older one the core replaced before handing it out is dropped.
+            let in_flight = self.io_in_flight.as_ref().and_then(|r| r.snapshot.clone());
+            self.staged.retain(|(m, _)| Some(m) == in_flight.as_ref());
+            self.staged.push((meta, kv));
+            assert!(self.staged.len() <= STAGED_SNAPSHOTS_MAX, "more snapshots staged than can be in flight");
         }
     }
 
@@ -394,11 +418,12 @@ impl Replica {
         debug_assert!(self.io_in_flight.is_none(), "persisted messages released while a batch is in flight");
         self.route(ready.persisted_messages);
         if let Some(meta) = &ready.snapshot {
-            let Some((staged_meta, kv)) = self.staged.take() else {
+            let Some(at) = self.staged.iter().position(|(m, _)| m == meta) else {
                 return Err(format!("the core installed snapshot {} that was never received", meta.index));
             };
-            assert_eq!(&staged_meta, meta, "the core installed another snapshot than the one received");
-            self.kv = *kv;
+            // Anything staged before it was replaced by it.
+            let kv = self.staged.drain(..=at).next_back().map(|(_, kv)| kv);
+            self.kv = *kv.ok_or("the staged snapshot vanished")?;
             self.snapshot_meta = meta.clone();
             self.logged_bytes_since_snapshot = 0;
             info!("installed snapshot at index {} (term {}) from the leader", meta.index, meta.term);
@@ -435,6 +460,9 @@ impl Replica {
     }
 
     fn apply(&mut self, entry: &Entry) -> Result<(), String> {
+        if self.record_applied {
+            self.out.applied.push(entry.clone());
+        }
         let result = match entry.kind {
             EntryKind::Noop => {
                 self.kv.apply_noop(entry.index).map_err(|e| format!("apply {}: {e}", entry.index))?;

@@ -62,13 +62,26 @@ pub enum Received {
 }
 
 /// Every snapshot transfer of one node. See the module doc.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Transfers {
     sends: BTreeMap<NodeId, Send>,
     receive: Option<Receive>,
+    chunk_bytes: usize,
+}
+
+impl Default for Transfers {
+    fn default() -> Self {
+        Transfers::with_chunk_bytes(SNAPSHOT_CHUNK_BYTES)
+    }
 }
 
 impl Transfers {
+    /// Transfers that send images `chunk_bytes` at a time (at least 1, at most
+    /// [`SNAPSHOT_CHUNK_BYTES`]).
+    pub fn with_chunk_bytes(chunk_bytes: usize) -> Transfers {
+        Transfers { sends: BTreeMap::new(), receive: None, chunk_bytes: chunk_bytes.clamp(1, SNAPSHOT_CHUNK_BYTES) }
+    }
+
     // ----- sending ---------------------------------------------------------------------------
 
     /// The core wants `to` to get the snapshot `meta`. A transfer of the same snapshot already
@@ -90,12 +103,7 @@ impl Transfers {
                 continue;
             }
             send.read_in_flight = true;
-            due.push(ChunkRead {
-                to,
-                meta: send.meta.clone(),
-                offset: send.read_offset,
-                max_bytes: SNAPSHOT_CHUNK_BYTES,
-            });
+            due.push(ChunkRead { to, meta: send.meta.clone(), offset: send.read_offset, max_bytes: self.chunk_bytes });
         }
         due
     }
