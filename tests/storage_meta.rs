@@ -118,7 +118,7 @@ fn a_directory_from_before_the_meta_file_gets_one_from_the_wal_hard_state() {
         mini_raft::server::recovery::RecoveryOptions {
             cluster_id: 1,
             node_id: 1,
-            segment_bytes: 4 << 20,
+            wal_options: mini_raft::storage::WalOptions::with_segment_bytes(4 << 20),
             sole_voter: false,
         },
     )
@@ -133,7 +133,7 @@ fn a_directory_from_before_the_meta_file_gets_one_from_the_wal_hard_state() {
         mini_raft::server::recovery::RecoveryOptions {
             cluster_id: 1,
             node_id: 7,
-            segment_bytes: 4 << 20,
+            wal_options: mini_raft::storage::WalOptions::with_segment_bytes(4 << 20),
             sole_voter: false,
         },
     )
@@ -157,7 +157,7 @@ fn the_newer_of_meta_and_wal_wins_so_a_crash_between_the_two_writes_loses_no_vot
         mini_raft::server::recovery::RecoveryOptions {
             cluster_id: 1,
             node_id: 1,
-            segment_bytes: 4 << 20,
+            wal_options: mini_raft::storage::WalOptions::with_segment_bytes(4 << 20),
             sole_voter: false,
         },
     )

@@ -8,9 +8,12 @@
 //! - damage in synced log data is not silently dropped and does not stop the node for good
 //!   (protocol-aware recovery, `raft::recovery`): the guard is made durable in the meta file
 //!   first, then the log is cut at the damage, and the node restarts *recovering*;
-//! - a log compacted past the newest usable snapshot, or a log that does not start right after the
-//!   snapshot, is refused with a message naming the directory; so is a data directory of another
-//!   node or cluster (the meta file's identity).
+//! - local data damaged beyond a cut (a snapshot that does not verify, a first segment whose header
+//!   is gone, a log compacted past its snapshot or with a hole after it) is discarded, the guard
+//!   `(durable term, ∞)` made durable first, and the node rejoins recovering: the leader sends it
+//!   the state. A sole voter refuses to start instead, changing nothing; so does any node whose
+//!   meta file (term, vote, identity) is unreadable, or whose directory belongs to another node or
+//!   cluster.
 //!
 //! Every file is reached through a `FileSystem`: the real one in `raftd`, a simulated one (which
 //! tears, reorders, rots and fills up) in the simulator.
@@ -24,7 +27,11 @@ use super::node::StartError;
 use crate::kv::KvStore;
 use crate::raft::{EntryKind, HardState, Index, Recovery, Restored, SnapshotMeta, Term};
 use crate::storage::meta::{newer_term_vote, META_FILE};
-use crate::storage::{repair_after_corruption, FileSystem, Meta, MetaStore, SnapshotStore, Wal, WalOptions};
+use crate::storage::snapshot::list_snapshots;
+use crate::storage::{
+    discard_unsalvageable, repair_after_corruption, FileSystem, Meta, MetaStore, SnapshotStore, StorageError, Wal,
+    WalOptions,
+};
 
 /// Committed entries are applied to the state machine at start-up in reads of this many bytes, so
 /// a long log never has to sit in memory at once.
@@ -35,7 +42,7 @@ const PRE_APPLY_CHUNK_BYTES: usize = 16 << 20;
 pub struct RecoveryOptions {
     pub cluster_id: u64,
     pub node_id: u64,
-    pub segment_bytes: u64,
+    pub wal_options: WalOptions,
     /// This node is the only voter: nobody can give back what its disk lost, so damage in synced
     /// data stops it (with nothing changed on disk) instead of starting a recovery.
     pub sole_voter: bool,
@@ -51,35 +58,107 @@ pub struct Recovered {
     pub snapshot_meta: SnapshotMeta,
 }
 
+/// Why one start-up attempt failed.
+enum Attempt {
+    /// The node's own data is damaged or inconsistent (a snapshot that does not verify, a log
+    /// with a hole, a log compacted past its snapshot): a node with peers can rejoin from them.
+    Damaged(String),
+    /// Anything else (I/O errors, the meta file, another node's directory): the error says what
+    /// to fix.
+    Fatal(StartError),
+}
+
+impl From<StartError> for Attempt {
+    fn from(e: StartError) -> Attempt {
+        Attempt::Fatal(e)
+    }
+}
+
 /// Opens `data_dir` (creating it) on `fs` and recovers the node's durable state.
+///
+/// If the node's own log or snapshots are damaged beyond what the log's repair can cut around,
+/// a node with peers discards them (its meta file, with term, vote and identity, stays) and
+/// rejoins as a recovering node with the guard `(durable term, ∞)`, made durable first: the
+/// leader sends it the cluster's state (protocol-aware recovery, `raft::recovery`). A sole voter
+/// refuses to start instead, changing nothing.
 pub fn recover(fs: Arc<dyn FileSystem>, data_dir: &Path, opts: RecoveryOptions) -> Result<Recovered, StartError> {
+    let why = match recover_once(&fs, data_dir, opts) {
+        Ok(recovered) => return Ok(recovered),
+        Err(Attempt::Fatal(e)) => return Err(e),
+        Err(Attempt::Damaged(why)) => why,
+    };
+    if opts.sole_voter {
+        return Err(StartError(format!(
+            "{why}; this node is the only voter, so no peer can give back what was lost: refusing to start \
+             (nothing was changed; `raft-dump --verify {}` shows the log)",
+            data_dir.display()
+        )));
+    }
+    warn!("{why}; discarding this node's log and snapshots: it rejoins as a recovering node and gets the state from the leader");
+    discard_local_state(&fs, data_dir, opts)?;
+    recover_once(&fs, data_dir, opts).map_err(|e| match e {
+        Attempt::Fatal(e) => e,
+        Attempt::Damaged(why) => StartError(format!("still damaged after discarding the log and snapshots: {why}")),
+    })
+}
+
+/// Keeps the meta file; records the guard `(its term, ∞)` in it durably, then deletes every WAL
+/// segment and snapshot file (a crash midway leaves the guard and fewer files: the next start
+/// finds the same damage or none).
+fn discard_local_state(fs: &Arc<dyn FileSystem>, data_dir: &Path, opts: RecoveryOptions) -> Result<(), StartError> {
+    let (wal_dir, snap_dir) = (data_dir.join("wal"), data_dir.join("snap"));
+    let path = data_dir.join(META_FILE);
+    let (mut meta, _) = MetaStore::open(Arc::clone(fs), &path, opts.cluster_id, opts.node_id)
+        .map_err(|e| StartError(format!("{e}")))?;
+    let removed = discard_unsalvageable(fs.as_ref(), &wal_dir, &mut meta)
+        .map_err(|e| StartError(format!("cannot discard the damaged log in {}: {e}", wal_dir.display())))?;
+    let (files, _) = list_snapshots(fs.as_ref(), &snap_dir)
+        .map_err(|e| StartError(format!("cannot list snapshots in {}: {e}", snap_dir.display())))?;
+    for f in files.iter().rev() {
+        fs.remove_file(&f.path).map_err(|e| StartError(format!("cannot remove {}: {e}", f.path.display())))?;
+        fs.sync_dir(&snap_dir).map_err(|e| StartError(format!("cannot sync {}: {e}", snap_dir.display())))?;
+    }
+    warn!(
+        "removed {} segment(s) from {} and {} snapshot(s) from {}",
+        removed.len(),
+        wal_dir.display(),
+        files.len(),
+        snap_dir.display()
+    );
+    Ok(())
+}
+
+fn recover_once(fs: &Arc<dyn FileSystem>, data_dir: &Path, opts: RecoveryOptions) -> Result<Recovered, Attempt> {
     fs.create_dir_all(data_dir)
         .map_err(|e| StartError(format!("cannot create data directory {}: {e}", data_dir.display())))?;
     let (wal_dir, snap_dir) = (data_dir.join("wal"), data_dir.join("snap"));
-    let (snapshots, removed) = SnapshotStore::open(Arc::clone(&fs), &snap_dir)
+    let (snapshots, removed) = SnapshotStore::open(Arc::clone(fs), &snap_dir)
         .map_err(|e| StartError(format!("cannot open snapshots in {}: {e}", snap_dir.display())))?;
     for path in removed {
         warn!("removed interrupted snapshot write {}", path.display());
     }
-    let snapshot = snapshots
-        .latest()
-        .map_err(|e| StartError(format!("cannot load the latest snapshot in {}: {e}", snap_dir.display())))?;
-    let wal_opts = WalOptions::with_segment_bytes(opts.segment_bytes);
-    let (mut wal, report) = Wal::open(Arc::clone(&fs), &wal_dir, wal_opts)
-        .map_err(|e| StartError(format!("cannot open the log in {}: {e}", wal_dir.display())))?;
+    let snapshot = snapshots.latest().map_err(|e| {
+        let why = format!("cannot load the latest snapshot in {}: {e}", snap_dir.display());
+        if e.is_corruption() {
+            Attempt::Damaged(why)
+        } else {
+            Attempt::Fatal(StartError(why))
+        }
+    })?;
+    let (mut wal, report) = open_wal(fs, data_dir, &wal_dir, opts)?;
     if report.bytes_truncated > 0 {
         warn!("log recovery dropped a torn tail of {} bytes at {:?}", report.bytes_truncated, report.truncated_at);
     }
     info!("log recovered: {} entries in {} segments in {:?}", report.entries, report.segments, report.elapsed);
-    let (mut meta, term_vote) = open_meta(Arc::clone(&fs), data_dir, opts, wal.hard_state())?;
+    let (mut meta, term_vote) = open_meta(Arc::clone(fs), data_dir, opts, wal.hard_state())?;
     if let Some(c) = &report.corruption {
         if opts.sole_voter {
-            return Err(StartError(format!(
+            return Err(Attempt::Fatal(StartError(format!(
                 "the log in {} is damaged and this node is the only voter, so no peer can re-send what was lost; \
                  refusing to start (nothing was changed; `raft-dump --verify {}` shows it): {c}",
                 wal_dir.display(),
                 data_dir.display()
-            )));
+            ))));
         }
         // Protocol-aware recovery: the guard is durable before the log forgets anything.
         warn!("{c}; this node recovers the lost entries from its peers and votes only for logs past them");
@@ -100,15 +179,51 @@ pub fn recover(fs: Arc<dyn FileSystem>, data_dir: &Path, opts: RecoveryOptions) 
     }
     let mut kv = match &snapshot {
         Some(s) => KvStore::restore(&s.data).map_err(|e| {
-            StartError(format!("snapshot at index {} in {} is unusable: {e}", s.meta.index, snap_dir.display()))
+            Attempt::Damaged(format!("snapshot at index {} in {} is unusable: {e}", s.meta.index, snap_dir.display()))
         })?,
         None => KvStore::new(),
     };
     let recovery = meta.meta().recovering.map(|g| Recovery { term: g.term, index: g.index });
-    let mut restored = restore_state(&wal, snapshot.map(|s| s.meta), term_vote, &mut kv)?;
+    let mut restored = restore_state(&wal, snapshot.map(|s| s.meta), term_vote, &mut kv)
+        .map_err(|e| Attempt::Damaged(format!("the log in {} does not fit its snapshot: {e}", wal_dir.display())))?;
     restored.recovery = recovery;
     let snapshot_meta = restored.snapshot.clone().unwrap_or_default();
     Ok(Recovered { wal, meta, snapshots, restored, kv, snapshot_meta })
+}
+
+/// Opens the WAL. A log that cannot be salvaged at all (its first segment's header is damaged) is
+/// discarded, after the recovery guard is durable, and the node starts over from its snapshot as
+/// a recovering node; a sole voter refuses instead.
+fn open_wal(
+    fs: &Arc<dyn FileSystem>,
+    data_dir: &Path,
+    wal_dir: &Path,
+    opts: RecoveryOptions,
+) -> Result<(Wal, crate::storage::RecoveryReport), Attempt> {
+    let failed = |e: StorageError| {
+        let why = format!("cannot open the log in {}: {e}", wal_dir.display());
+        if e.is_corruption() {
+            Attempt::Damaged(why)
+        } else {
+            Attempt::Fatal(StartError(why))
+        }
+    };
+    match Wal::open(Arc::clone(fs), wal_dir, opts.wal_options) {
+        Err(e @ StorageError::Unsalvageable { .. }) if !opts.sole_voter => {
+            // Only the log is lost: keep the snapshot and start over from it.
+            warn!("{e}; discarding the whole log: this node recovers it from its peers");
+            let path = data_dir.join(META_FILE);
+            let (mut meta, _) = MetaStore::open(Arc::clone(fs), &path, opts.cluster_id, opts.node_id)
+                .map_err(|e| StartError(format!("{e}")))?;
+            let removed = discard_unsalvageable(fs.as_ref(), wal_dir, &mut meta)
+                .map_err(|e| StartError(format!("cannot discard the damaged log in {}: {e}", wal_dir.display())))?;
+            warn!("removed {} damaged segment(s) from {}", removed.len(), wal_dir.display());
+            drop(meta);
+            Wal::open(Arc::clone(fs), wal_dir, opts.wal_options).map_err(failed)
+        }
+        Ok(opened) => Ok(opened),
+        Err(e) => Err(failed(e)),
+    }
 }
 
 /// Opens (or creates) the meta file and returns the effective (term, vote): the newer of the
