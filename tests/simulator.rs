@@ -1,5 +1,7 @@
-//! Runs `raft-sim` over many seeds with every fault kind on. Any violated safety or liveness
-//! property fails the test and prints the seed to replay.
+//! Runs `raft-sim` over many seeds with every fault kind on: real nodes (replica, WAL and
+//! snapshots on simulated disks, start-up recovery) and clients running the real client rules.
+//! Any violated safety or liveness property, or a history that is not linearizable, fails the
+//! test and prints the seed to replay.
 
 use std::process::Command;
 
@@ -16,7 +18,29 @@ fn assert_seeds_pass(nodes: &str, seeds: &str) {
     assert!(summary.starts_with(&format!("seeds={seeds} nodes={nodes} ")), "unexpected summary: {summary}");
     assert!(summary.contains("violations=0"), "{summary}");
     // The run must really exercise the interesting paths, or it proves nothing.
-    for counter in ["elections=", "commits=", "reads=", "snapshots_installed=", "crashes=", "loads="] {
+    let exercised = [
+        "elections=",
+        "commits=",
+        "reads=",
+        "snapshots_installed=",
+        "crashes=",
+        "power_cuts=",
+        "loads=",
+        "registrations=",
+        "sessions_expired=",
+        "unknown_outcomes=",
+        "recoveries=",
+        "rot=",
+        "eio=",
+        "enospc=",
+        "storage_failures=",
+        "chunks_corrupted=",
+        "snapshots_refused=",
+        "images_compared=",
+        "history_ops=",
+    ];
+    assert!(summary.contains(" history_unknown_keys=0 "), "every key's history was decided: {summary}");
+    for counter in exercised {
         let value: u64 = summary
             .split_whitespace()
             .find_map(|kv| kv.strip_prefix(counter))

@@ -1,25 +1,35 @@
-//! Safety properties, checked after every simulated step (paper Figure 3), plus a per-key
-//! linearizability check of the client history.
+//! Safety properties, checked after every simulated step (paper Figure 3), and the glue's own
+//! promises, checked where the glue makes them.
 //!
-//! - Election safety: at most one leader per term.
-//! - Log matching: if two logs hold an entry with the same index and term, the logs are identical
-//!   up to and including that index.
-//! - Leader completeness: an entry committed in term T is in the log of every leader of a term
-//!   after T.
-//! - State machine safety: no two nodes apply different entries at one index.
-//! - Monotonicity: a node's commit and applied indices never decrease (within one incarnation;
-//!   applied entries are consecutive).
-//! - Linearizable reads and writes, per key: writes take effect in log order; a read returns the
-//!   latest write acknowledged before it began, or a later (concurrent) one; a read never goes
-//!   backwards relative to a read that completed before it began; a write acknowledged before
-//!   another was invoked has the smaller log index.
+//! The core's properties, over every running node:
+//! - election safety: at most one leader per term;
+//! - log matching: two logs holding an entry with the same index and term are identical up to it;
+//! - leader completeness: an entry committed in term T is in the log of every leader after T;
+//! - monotonicity: commit and applied never decrease within an incarnation.
+//!
+//! The node's promises:
+//! - state machine safety: no two nodes apply different entries at one index, and every node
+//!   applies consecutive entries (a jump only over a snapshot it installed);
+//! - state machine images: a node's state machine at index i (after recovery, after a snapshot
+//!   install, and now and then) is byte for byte the image of a reference store that applied the
+//!   committed log up to i;
+//! - persist before send: a vote or an append acknowledgement leaves only once storage reported
+//!   what it promises durable;
+//! - commit durability: an entry is durable on a majority when it commits (a node that lost it to
+//!   damage counts while its recovery guard covers it);
+//! - recovery keeps what storage reported durable: term, vote, snapshot and every durable entry
+//!   come back after kill -9 or a power cut; if latent damage was injected, losing entries is
+//!   allowed only if the node comes back recovering (a guard) or refuses to start;
+//! - a recovering node grants votes only to candidates whose log covers its guard;
+//! - the clients' history is linearizable (`mini_raft::history`), checked at the end.
 
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use mini_raft::raft::{Entry, Index, NodeId, Raft, Role, Term};
+use mini_raft::kv::KvStore;
+use mini_raft::raft::{Entry, EntryKind, Index, MemStorage, Message, MessageBody, NodeId, Raft, Recovery, Role, Term};
 
-use crate::world::{Op, OpKind};
+use crate::node::Started;
 
 #[derive(Debug)]
 pub struct Violation {
@@ -29,27 +39,34 @@ pub struct Violation {
     pub detail: String,
 }
 
+pub type Failure = (&'static str, String);
+
 struct CommittedEntry {
     term: Term,
-    data: Bytes,
+    /// `None` until a node that holds the entry in memory reports it.
+    data: Option<Bytes>,
     /// The term in which some node first reported it committed (an upper bound on the real one).
     commit_term: Term,
 }
 
+/// Image comparisons are skipped beyond this many waiting (the reference cannot go backwards).
+const IMAGES_WAITING_MAX: usize = 64;
+
 pub struct Checker {
     leaders: BTreeMap<Term, NodeId>,
     committed: BTreeMap<Index, CommittedEntry>,
-    applied: BTreeMap<Index, (Term, Bytes)>,
+    applied: BTreeMap<Index, Entry>,
     last_commit: BTreeMap<NodeId, Index>,
     last_applied: BTreeMap<NodeId, Index>,
-    /// key -> (acknowledged at, log index) of acknowledged writes.
-    acked_writes: BTreeMap<String, Vec<(u64, Index)>>,
-    all_acked_writes: Vec<(u64, Index)>,
-    /// key -> (completed at, index of the write it observed) of completed reads.
-    completed_reads: BTreeMap<String, Vec<(u64, Index)>>,
+    /// The reference state machine: the committed log applied in order.
+    reference: KvStore,
+    /// (index, node, image) waiting for the reference to reach the index.
+    images: Vec<(Index, NodeId, Vec<u8>)>,
+    pub images_compared: u64,
+    pub images_skipped: u64,
+    /// (candidate, term) -> the candidate's last log (index, term) as its RequestVote said.
+    vote_requests: BTreeMap<(NodeId, Term), (Index, Term)>,
 }
-
-type Failure = (&'static str, String);
 
 impl Checker {
     pub fn new() -> Checker {
@@ -59,53 +76,240 @@ impl Checker {
             applied: BTreeMap::new(),
             last_commit: BTreeMap::new(),
             last_applied: BTreeMap::new(),
-            acked_writes: BTreeMap::new(),
-            all_acked_writes: Vec::new(),
-            completed_reads: BTreeMap::new(),
+            reference: KvStore::new(),
+            images: Vec::new(),
+            images_compared: 0,
+            images_skipped: 0,
+            vote_requests: BTreeMap::new(),
         }
     }
 
-    /// A node restarted: its volatile commit index starts over from what it persisted, and its
-    /// state machine from its snapshot.
-    pub fn node_restarted(&mut self, id: NodeId, applied: Index) {
+    // ----- restarts ------------------------------------------------------------------------------
+
+    /// A node started: what recovery brought back must hold everything its storage reported
+    /// durable before (`before`), unless latent damage was injected and the node says so (a
+    /// recovery guard that covers what was lost). Returns true if the node silently lost a
+    /// suffix of its log to damage in the storage's residual window (`in_window`, see
+    /// `storage::wal`), which is allowed and counted.
+    pub fn node_started(
+        &mut self,
+        id: NodeId,
+        before: &MemStorage,
+        started: &Started,
+        damaged: bool,
+        in_window: bool,
+    ) -> Result<bool, Failure> {
         self.last_commit.remove(&id);
-        self.last_applied.insert(id, applied);
+        self.last_applied.insert(id, started.applied);
+        self.image_at(id, started.applied, started.kv_image.clone());
+        let (hs, was) = (started.hard_state, before.hard_state);
+        let newer = hs.term > was.term || (hs.term == was.term && (hs.vote == was.vote || was.vote == 0));
+        if !newer {
+            return Err(("recovery keeps term and vote", format!("n{id} had {was:?} durable, recovered {hs:?}")));
+        }
+        let snap = |s: &Option<mini_raft::raft::SnapshotMeta>| s.as_ref().map_or(0, |s| s.index);
+        let (snap_before, snap_now) = (snap(&before.snapshot), snap(&started.snapshot));
+        if snap_now < snap_before && !damaged {
+            return Err((
+                "recovery keeps the snapshot",
+                format!("n{id} had a snapshot at {snap_before} durable, recovered one at {snap_now}"),
+            ));
+        }
+        let recovered_term = |index: Index| -> Option<Term> {
+            if index <= snap_now {
+                return Some(0); // covered by the snapshot (its term is checked by log matching)
+            }
+            let first = started.entries.first()?.index;
+            started.entries.get(usize::try_from(index.checked_sub(first)?).ok()?).map(|e| e.term)
+        };
+        let mut lost_suffix_from = None;
+        for entry in before.entries.iter().filter(|e| e.index > snap_now) {
+            let found = recovered_term(entry.index);
+            if found == Some(entry.term) {
+                if lost_suffix_from.is_some() {
+                    lost_suffix_from = Some(Index::MAX); // a hole, not a suffix
+                }
+                continue;
+            }
+            let guard_covers = started.recovery.is_some_and(|g| (g.term, g.index) >= (entry.term, entry.index));
+            if damaged && guard_covers {
+                continue; // lost to the injected damage, and the node knows it
+            }
+            if in_window && found.is_none() && lost_suffix_from.is_none() {
+                lost_suffix_from = Some(entry.index);
+                continue;
+            }
+            if in_window && found.is_none() && lost_suffix_from != Some(Index::MAX) {
+                continue;
+            }
+            return Err((
+                "recovery keeps durable entries",
+                format!(
+                    "n{id} had entry {}@{} durable, recovered {found:?} (recovery {:?}, damage injected: {damaged})",
+                    entry.index, entry.term, started.recovery
+                ),
+            ));
+        }
+        Ok(lost_suffix_from.is_some())
     }
 
-    pub fn snapshot_installed(&mut self, id: NodeId, index: Index) -> Result<(), String> {
-        let last = self.last_applied.get(&id).copied().unwrap_or(0);
+    // ----- applied entries and state machine images ----------------------------------------------
+
+    pub fn last_applied(&self, id: NodeId) -> Index {
+        self.last_applied.get(&id).copied().unwrap_or(0)
+    }
+
+    /// `entries` were applied by node `id`, whose latest snapshot is at `snapshot_index`.
+    /// Returns how many times the node jumped over a snapshot it installed.
+    pub fn applied(&mut self, id: NodeId, entries: &[Entry], snapshot_index: Index) -> Result<u64, Failure> {
+        let mut jumps = 0;
+        for entry in entries {
+            let last = self.last_applied(id);
+            let over_snapshot = entry.index == snapshot_index + 1 && snapshot_index > last;
+            if entry.index != last + 1 && !over_snapshot {
+                return Err(("applied in order", format!("n{id} applied index {} right after {last}", entry.index)));
+            }
+            jumps += u64::from(over_snapshot);
+            self.last_applied.insert(id, entry.index);
+            match self.applied.get(&entry.index) {
+                Some(seen) if seen.term != entry.term || seen.data != entry.data || seen.kind != entry.kind => {
+                    return Err((
+                        "state machine safety",
+                        format!(
+                            "n{id} applied {:?}@{} at index {}, another node applied {:?}@{}",
+                            entry.data, entry.term, entry.index, seen.data, seen.term
+                        ),
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    self.applied.insert(entry.index, entry.clone());
+                }
+            }
+        }
+        Ok(jumps)
+    }
+
+    /// A node installed a snapshot: its state machine jumped to `index` (with that state
+    /// machine's image, if it is still at `index`).
+    pub fn snapshot_installed(&mut self, id: NodeId, index: Index, image: Option<Vec<u8>>) -> Result<(), Failure> {
+        let last = self.last_applied(id);
         if index <= last {
-            return Err(format!("n{id} installed snapshot {index} but had already applied {last}"));
+            return Err(("applied monotonic", format!("n{id} installed snapshot {index} but had applied {last}")));
         }
         self.last_applied.insert(id, index);
+        if let Some(image) = image {
+            self.image_at(id, index, image);
+        }
         Ok(())
     }
 
-    pub fn applied(&mut self, id: NodeId, entry: &Entry) -> Result<(), String> {
-        let last = self.last_applied.get(&id).copied().unwrap_or(0);
-        if entry.index != last + 1 {
-            return Err(format!("n{id} applied index {} right after {last}", entry.index));
+    /// Queues a comparison of node `id`'s state machine image at `index` with the reference's.
+    pub fn image_at(&mut self, id: NodeId, index: Index, image: Vec<u8>) {
+        if index < self.reference.applied_index() || self.images.len() >= IMAGES_WAITING_MAX {
+            self.images_skipped += 1;
+            return;
         }
-        self.last_applied.insert(id, entry.index);
-        match self.applied.get(&entry.index) {
-            Some((term, data)) if *term != entry.term || *data != entry.data => Err(format!(
-                "n{id} applied {:?}@{} at index {}, another node applied {:?}@{term}",
-                entry.data, entry.term, entry.index, data
-            )),
-            Some(_) => Ok(()),
-            None => {
-                self.applied.insert(entry.index, (entry.term, entry.data.clone()));
-                Ok(())
+        self.images.push((index, id, image));
+    }
+
+    /// Advances the reference as far as applied entries allow and compares the images due.
+    pub fn compare_images(&mut self) -> Result<(), Failure> {
+        self.images.sort_by_key(|(index, id, _)| (*index, *id));
+        while let Some((index, _, _)) = self.images.first() {
+            let index = *index;
+            while self.reference.applied_index() < index {
+                let next = self.reference.applied_index() + 1;
+                let Some(entry) = self.applied.get(&next) else { return Ok(()) };
+                let result = match entry.kind {
+                    EntryKind::Noop => self.reference.apply_noop(next),
+                    EntryKind::Normal => self.reference.apply(next, &entry.data).map(|_| ()),
+                };
+                result.map_err(|e| ("reference state machine", format!("entry {next} does not apply: {e}")))?;
             }
+            let (index, id, image) = self.images.remove(0);
+            if image != self.reference.snapshot() {
+                return Err((
+                    "state machine image",
+                    format!("n{id}'s state machine at index {index} differs from the committed log applied in order"),
+                ));
+            }
+            self.images_compared += 1;
+        }
+        Ok(())
+    }
+
+    // ----- messages --------------------------------------------------------------------------------
+
+    /// Persist-before-send (DESIGN.md): a vote request or grant leaves only once the vote is
+    /// durable, an append acknowledgement only once the entries it covers are.
+    pub fn check_send(&self, durable: &MemStorage, message: &Message) -> Result<(), Failure> {
+        let durable_last = durable.last_index();
+        let problem = match message.body {
+            MessageBody::RequestVote { .. } | MessageBody::RequestVoteResponse { granted: true } => {
+                let candidate =
+                    if matches!(message.body, MessageBody::RequestVote { .. }) { message.from } else { message.to };
+                let hs = durable.hard_state;
+                // A later durable term also protects the vote: no vote is ever cast in an old term.
+                (hs.term < message.term || (hs.term == message.term && hs.vote != candidate)).then(|| {
+                    format!(
+                        "{} for n{candidate} in term {} sent with durable hard state {hs:?}",
+                        message.body.name(),
+                        message.term
+                    )
+                })
+            }
+            // An ack from an older term may trail a truncation by that term's successor: it was
+            // generated before the node left its term, which is all the commit proof needs.
+            MessageBody::AppendEntriesResponse { reject: false, index, .. }
+                if index > durable_last.unwrap_or(0) && message.term >= durable.hard_state.term =>
+            {
+                Some(format!("ack of index {index} sent while only {durable_last:?} is durable"))
+            }
+            _ => None,
+        };
+        match problem {
+            Some(detail) => Err(("persist before send", format!("n{}: {detail}", message.from))),
+            None => Ok(()),
         }
     }
 
-    /// Checks the cluster-wide properties over every live node.
-    pub fn observe<'a>(&mut self, nodes: impl Iterator<Item = &'a Raft>) -> Result<(), Failure> {
-        let nodes: Vec<&Raft> = nodes.collect();
-        for raft in &nodes {
+    /// A RequestVote reached its voter: remember what log the candidate claimed.
+    pub fn vote_requested(&mut self, message: &Message) {
+        if let MessageBody::RequestVote { last_log_index, last_log_term } = message.body {
+            self.vote_requests.insert((message.from, message.term), (last_log_index, last_log_term));
+        }
+    }
+
+    /// Protocol-aware recovery: a node that lost entries may only vote for a candidate whose log
+    /// covers everything it may have acknowledged.
+    pub fn check_vote_grant(&self, recovery: Option<Recovery>, message: &Message) -> Result<(), Failure> {
+        let (MessageBody::RequestVoteResponse { granted: true }, Some(guard)) = (&message.body, recovery) else {
+            return Ok(());
+        };
+        let Some(&(last_index, last_term)) = self.vote_requests.get(&(message.to, message.term)) else {
+            return Ok(());
+        };
+        if guard.is_covered_by(last_term, last_index) {
+            return Ok(());
+        }
+        Err((
+            "recovering vote",
+            format!(
+                "n{} is recovering (guard {}@{}) and granted n{} a vote in term {} for a log ending at {last_index}@{last_term}",
+                message.from, guard.index, guard.term, message.to, message.term
+            ),
+        ))
+    }
+
+    // ----- the cluster -----------------------------------------------------------------------------
+
+    /// Checks the cluster-wide properties over every running node; `durable` holds every node's
+    /// shadow (what its storage reported durable).
+    pub fn observe(&mut self, nodes: &[&Raft], durable: &[&MemStorage]) -> Result<(), Failure> {
+        for raft in nodes {
             self.check_election_safety(raft)?;
-            self.check_commit(raft)?;
+            self.check_commit(raft, durable)?;
         }
         for raft in nodes.iter().filter(|r| r.role() == Role::Leader) {
             self.check_leader_completeness(raft)?;
@@ -116,6 +320,40 @@ impl Checker {
             }
         }
         Ok(())
+    }
+
+    /// A committed entry must be durable on a majority at the moment it commits, or a power
+    /// cut could lose it: checked when a node first reports it committed (the leader, in the
+    /// step it commits). `durable` holds every node's shadow, running or not.
+    fn check_commit_durability(index: Index, term: Term, durable: &[&MemStorage]) -> Result<(), Failure> {
+        let majority = durable.len() / 2 + 1;
+        // A node that lost the entry to damage after acknowledging it still counts if it is
+        // recovering with a guard that covers it: it votes only for logs that hold it
+        // (protocol-aware recovery), which is all a holder contributes to leader completeness.
+        let holders = durable
+            .iter()
+            .filter(|d| {
+                d.snapshot.as_ref().is_some_and(|s| s.index >= index)
+                    || d.entries.iter().any(|e| e.index == index && e.term == term)
+                    || d.recovery.is_some_and(|g| (g.term, g.index) >= (term, index))
+            })
+            .count();
+        if holders >= majority {
+            return Ok(());
+        }
+        let views: Vec<String> = durable
+            .iter()
+            .enumerate()
+            .map(|(k, d)| {
+                let at = d.entries.iter().find(|e| e.index == index).map(|e| e.term);
+                let snap = d.snapshot.as_ref().map_or(0, |s| s.index);
+                format!("n{}: snapshot {snap} last {:?} term at {index}: {at:?}", k + 1, d.last_index())
+            })
+            .collect();
+        Err((
+            "commit durability",
+            format!("entry {index}@{term} is committed but durable on only {holders} nodes: {views:?}"),
+        ))
     }
 
     fn check_election_safety(&mut self, raft: &Raft) -> Result<(), Failure> {
@@ -129,7 +367,7 @@ impl Checker {
         Ok(())
     }
 
-    fn check_commit(&mut self, raft: &Raft) -> Result<(), Failure> {
+    fn check_commit(&mut self, raft: &Raft, durable: &[&MemStorage]) -> Result<(), Failure> {
         let id = raft.id();
         let committed = raft.committed();
         let previous = self.last_commit.get(&id).copied();
@@ -143,22 +381,30 @@ impl Checker {
             ));
         }
         let from = previous.unwrap_or(0).max(raft.snapshot_index()) + 1;
-        for entry in raft.log_entries().filter(|e| e.index >= from && e.index <= committed) {
-            match self.committed.get(&entry.index) {
-                Some(c) if c.term != entry.term || c.data != entry.data => {
+        // Entries the core evicted to the WAL are known by term only; their data is filled in
+        // when a node that still holds them in memory reports them.
+        let mut in_memory = raft.log_entries().filter(|e| e.index >= from && e.index <= committed).peekable();
+        for index in from..=committed {
+            let data = match in_memory.peek() {
+                Some(e) if e.index == index => in_memory.next().map(|e| e.data.clone()),
+                _ => None,
+            };
+            let Some(term) = raft.log_term(index) else { continue };
+            match self.committed.get_mut(&index) {
+                Some(c) if c.term != term || data.as_ref().zip(c.data.as_ref()).is_some_and(|(a, b)| a != b) => {
                     return Err((
                         "committed entry changed",
-                        format!(
-                            "n{id} has {:?}@{} committed at {}, earlier {:?}@{}",
-                            entry.data, entry.term, entry.index, c.data, c.term
-                        ),
+                        format!("n{id} has {data:?}@{term} committed at {index}, earlier {:?}@{}", c.data, c.term),
                     ));
                 }
-                Some(_) => {}
+                Some(c) => {
+                    if c.data.is_none() {
+                        c.data = data;
+                    }
+                }
                 None => {
-                    let record =
-                        CommittedEntry { term: entry.term, data: entry.data.clone(), commit_term: raft.term() };
-                    self.committed.insert(entry.index, record);
+                    Checker::check_commit_durability(index, term, durable)?;
+                    self.committed.insert(index, CommittedEntry { term, data, commit_term: raft.term() });
                 }
             }
         }
@@ -179,7 +425,7 @@ impl Checker {
                 leader
                     .log_entries()
                     .nth((index - in_memory) as usize)
-                    .is_some_and(|e| e.term == c.term && e.data == c.data)
+                    .is_some_and(|e| e.term == c.term && c.data.as_ref().is_none_or(|d| *d == e.data))
             } else {
                 leader.log_term(index) == Some(c.term)
             };
@@ -195,60 +441,6 @@ impl Checker {
                 ));
             }
         }
-        Ok(())
-    }
-
-    /// The term of the entry known committed at `index`, if any node has reported it.
-    pub fn committed_term(&self, index: Index) -> Option<Term> {
-        self.committed.get(&index).map(|c| c.term)
-    }
-
-    pub fn write_acked(&mut self, op: &Op, acked_at: u64) -> Result<(), String> {
-        let (OpKind::Write { key, .. }, Some(index)) = (&op.kind, op.index) else { return Ok(()) };
-        // Real-time order: a write acknowledged before this one began must precede it in the log.
-        if let Some(&(at, earlier)) = self.all_acked_writes.iter().find(|&&(at, i)| at < op.invoked_at && i >= index) {
-            return Err(format!("write at index {index} began after the write at {earlier} was acknowledged (t={at})"));
-        }
-        self.all_acked_writes.push((acked_at, index));
-        self.acked_writes.entry(key.clone()).or_default().push((acked_at, index));
-        Ok(())
-    }
-
-    pub fn read_completed(&mut self, op: &Op, completed_at: u64) -> Result<(), String> {
-        let OpKind::Read { key } = &op.kind else { return Ok(()) };
-        let seen = op.index.unwrap_or(0);
-        let latest_acked = self
-            .acked_writes
-            .get(key)
-            .and_then(|w| w.iter().filter(|&&(at, _)| at < op.invoked_at).map(|&(_, i)| i).max())
-            .unwrap_or(0);
-        if seen < latest_acked {
-            return Err(format!(
-                "read of {key} returned the write at index {seen}, but the write at {latest_acked} was acknowledged before the read began"
-            ));
-        }
-        let latest_read = self
-            .completed_reads
-            .get(key)
-            .and_then(|r| r.iter().filter(|&&(at, _)| at < op.invoked_at).map(|&(_, i)| i).max())
-            .unwrap_or(0);
-        if seen < latest_read {
-            return Err(format!(
-                "read of {key} returned the write at index {seen}, but an earlier read already returned index {latest_read}"
-            ));
-        }
-        if seen > 0 {
-            let expected =
-                self.applied.get(&seen).and_then(|(_, data)| std::str::from_utf8(data).ok().map(str::to_owned));
-            let matches = expected
-                .as_deref()
-                .and_then(|text| text.split(' ').nth(2))
-                .is_some_and(|value| Some(value) == op.read_value.as_deref());
-            if !matches {
-                return Err(format!("read of {key} returned {:?}, entry {seen} holds {expected:?}", op.read_value));
-            }
-        }
-        self.completed_reads.entry(key.clone()).or_default().push((completed_at, seen));
         Ok(())
     }
 }

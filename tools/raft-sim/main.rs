@@ -1,13 +1,21 @@
-//! `raft-sim`: runs real consensus cores in a seeded, simulated world and checks Raft's safety
-//! properties after every step. See `world.rs` for the world and `checker.rs` for the properties.
+//! `raft-sim`: runs real nodes (consensus core, replica glue, WAL and snapshot store on simulated
+//! disks, start-up recovery) and clients running the real client rules, in a seeded simulated
+//! world with crashes, power cuts, partitions, pauses, lost and corrupted messages, failing and
+//! full disks and latent disk damage; checks Raft's safety properties and the node's promises after
+//! every step and the clients' history for linearizability at the end. See `world.rs` for the
+//! world, `node.rs` for a node, `net.rs` for the network, `clients.rs` for the clients and
+//! `checker.rs` for the properties.
 //!
 //! ```text
 //! raft-sim --seeds N [--start S] [--nodes 3|5] [--steps K] [--jobs J]   # seeds S..S+N
-//! raft-sim --seed S [--nodes 3|5] [--steps K]                           # replay one seed
+//! raft-sim --seed S [--nodes 3|5] [--steps K] [--trace]                 # replay one seed
 //! ```
 //! Exit status 0 only when no seed broke a property. Output depends on the seed only.
 
 mod checker;
+mod clients;
+mod net;
+mod node;
 mod world;
 
 use std::process::ExitCode;
@@ -23,11 +31,23 @@ struct Outcome {
     stats: Stats,
     /// The violation report, if any (already formatted, trace included).
     failure: Option<String>,
+    trace: Vec<String>,
 }
 
-fn run_seed(seed: u64, nodes: u64, steps: u64) -> Outcome {
-    let mut world = World::new(SimOptions { nodes, steps, seed });
-    let failure = world.run().err().map(|v| {
+fn run_seed(seed: u64, nodes: u64, steps: u64, full_trace: bool) -> Outcome {
+    let mut world = World::new(SimOptions { nodes, steps, seed, full_trace });
+    // A panic in the node code (a broken invariant the code asserts) is a violation of this
+    // seed like any other, reported with its trace.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| world.run()));
+    let result = result.unwrap_or_else(|panic| {
+        let text = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "a panic with no message".into());
+        Err(world.violation_now("no panic", text))
+    });
+    let failure = result.err().map(|v| {
         let mut report = format!(
             "VIOLATION seed={} nodes={nodes} step={} property={}\n  {}\n  replay: raft-sim --seed {} --nodes {nodes} --steps {steps}\n  last events:\n",
             v.seed, v.step, v.property, v.detail, v.seed
@@ -39,7 +59,8 @@ fn run_seed(seed: u64, nodes: u64, steps: u64) -> Outcome {
         }
         report
     });
-    Outcome { seed, stats: world.stats.clone(), failure }
+    let trace = if full_trace { world.trace().cloned().collect() } else { Vec::new() };
+    Outcome { seed, stats: world.stats.clone(), failure, trace }
 }
 
 fn parse_u64(matches: &getopts::Matches, name: &str, default: u64) -> Result<u64, String> {
@@ -57,6 +78,7 @@ fn main() -> ExitCode {
     opts.optopt("", "nodes", "cluster size: 3 or 5 (default 3)", "N");
     opts.optopt("", "steps", "ticks of chaos per seed before healing (default 2000)", "K");
     opts.optopt("", "jobs", "threads for a --seeds run (default: available cores)", "J");
+    opts.optflag("", "trace", "with --seed: print every event of the run");
     opts.optflag("h", "help", "print this help");
     let args: Vec<String> = std::env::args().skip(1).collect();
     let usage = opts.usage("Usage: raft-sim (--seeds N | --seed S) [options]");
@@ -92,20 +114,23 @@ fn run(matches: &getopts::Matches) -> Result<bool, String> {
     }
     if let Some(seed) = matches.opt_str("seed") {
         let seed: u64 = seed.parse().map_err(|_| format!("--seed needs a non-negative integer, got {seed:?}"))?;
-        let outcome = run_seed(seed, nodes, steps);
+        let full_trace = matches.opt_present("trace");
+        if full_trace {
+            // The nodes' own warnings (recovery, refused snapshots) go to stderr, beside the trace.
+            let _ = simplelog::SimpleLogger::init(log::LevelFilter::Warn, simplelog::Config::default());
+        }
+        let outcome = run_seed(seed, nodes, steps, full_trace);
         if let Some(report) = &outcome.failure {
             print!("{report}");
+        } else if full_trace {
+            for line in &outcome.trace {
+                println!("    {line}");
+            }
         }
-        let s = &outcome.stats;
         println!(
-            "seed={seed} nodes={nodes} steps={steps} violations={} elections={} commits={} reads={} snapshots_installed={} crashes={} loads={}",
+            "seed={seed} nodes={nodes} steps={steps} violations={} {}",
             u8::from(outcome.failure.is_some()),
-            s.elections,
-            s.commits,
-            s.reads,
-            s.snapshots_installed,
-            s.crashes,
-            s.loads
+            counters(&outcome.stats)
         );
         return Ok(outcome.failure.is_none());
     }
@@ -126,7 +151,7 @@ fn run(matches: &getopts::Matches) -> Result<bool, String> {
                 if seed >= end {
                     break;
                 }
-                let outcome = run_seed(seed, nodes, steps);
+                let outcome = run_seed(seed, nodes, steps, false);
                 if let Ok(mut all) = outcomes.lock() {
                     all.push(outcome);
                 }
@@ -142,23 +167,13 @@ fn run(matches: &getopts::Matches) -> Result<bool, String> {
             violations += 1;
             print!("{report}");
         }
-        let s = &outcome.stats;
-        total.elections += s.elections;
-        total.commits += s.commits;
-        total.reads += s.reads;
-        total.snapshots_installed += s.snapshots_installed;
-        total.crashes += s.crashes;
-        total.loads += s.loads;
+        total.add(&outcome.stats);
     }
-    println!(
-        "seeds={} nodes={nodes} steps={steps} violations={violations} elections={} commits={} reads={} snapshots_installed={} crashes={} loads={}",
-        outcomes.len(),
-        total.elections,
-        total.commits,
-        total.reads,
-        total.snapshots_installed,
-        total.crashes,
-        total.loads
-    );
+    println!("seeds={} nodes={nodes} steps={steps} violations={violations} {}", outcomes.len(), counters(&total));
     Ok(violations == 0 && outcomes.len() as u64 == count)
+}
+
+/// The counters of a run, `name=value` separated by spaces, in a fixed order.
+fn counters(s: &Stats) -> String {
+    s.named().iter().map(|(name, value)| format!("{name}={value}")).collect::<Vec<_>>().join(" ")
 }

@@ -1,124 +1,63 @@
-//! The simulated world: N real consensus cores, a lossy network, crashing disks, and clients.
+//! The simulated world: N real nodes (replica + WAL + snapshot store on simulated disks, started
+//! by the real recovery), a lossy network, clients running the real client rules, and faults.
 //!
 //! Everything is driven by one seeded RNG and a step counter; nothing reads a clock, iterates a
 //! hash map or spawns a thread, so a seed always replays the same run byte for byte.
 //!
-//! A step is one tick of logical time. In each step: faults may start or heal; every live node
-//! ticks (a few skip, as clocks drift); due messages are delivered; disks finish some in-flight
-//! batches; clients submit writes and reads; and the checker runs over the whole cluster.
+//! A step is one tick of logical time, and one iteration of every node's event loop: faults may
+//! start or heal; stopped nodes restart; every running node ticks (a few skip, as clocks drift);
+//! due network items arrive; the storage lanes finish some jobs and their outcomes reach the
+//! replicas; clients act; every node flushes (proposes, takes its next batch) and its output is
+//! routed; the checker runs. After `steps` steps every fault heals and the cluster must serve
+//! every client again (liveness), then the history must be linearizable.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::VecDeque;
 
-use bytes::Bytes;
-use mini_raft::raft::{
-    ConfState, Entry, EntryKind, Index, LoadRequest, MemStorage, Message, MessageBody, NodeId, Raft, RaftConfig, Ready,
-    Role, Snapshot, SnapshotMeta,
-};
+use mini_raft::history::{check_with, CheckConfig, KeyVerdict};
+use mini_raft::raft::rng::Rng;
+use mini_raft::raft::{MessageBody, NodeId, Role};
+use mini_raft::server::replica::SnapshotPolicy;
+use mini_raft::server::requests::Waiter;
+use mini_raft::storage::WalOptions;
 
-use crate::checker::{Checker, Violation};
+use crate::checker::{Checker, Failure, Violation};
+use crate::clients::{Clients, Ctx, KEYS};
+use crate::net::{ConnId, Net, NetFaults, Payload};
+use crate::node::{NodeSettings, SimNode};
 
-/// The network never holds more than this many messages; beyond it new ones are dropped.
-const NETWORK_QUEUE_MAX: usize = 10_000;
-/// Clients keep at most this many operations outstanding.
-const CLIENT_OPS_OUTSTANDING_MAX: usize = 16;
-/// After every fault heals, the cluster must commit a fresh write on every node within this
-/// many ticks (election 15–30 ticks, a few pre-vote rounds, snapshot retries: far below it).
-pub const LIVENESS_TICKS_MAX: u64 = 1_000;
-/// A probe write not yet committed is proposed again after this many ticks.
-const LIVENESS_PROBE_RETRY_TICKS: u64 = 100;
+/// After every fault heals, every client must get a write acknowledged, then a read of every
+/// key, and every running node must apply what committed, within this many ticks.
+pub const LIVENESS_TICKS_MAX: u64 = 2_000;
 /// Once live again, keep running (and checking) this many more steps.
 const LIVENESS_QUIET_STEPS: u64 = 50;
-/// Number of distinct keys clients touch: few, so reads and writes contend.
-const KEYS: u64 = 4;
 /// Trace lines kept for a violation report.
-const TRACE_LINES_MAX: usize = 80;
+const TRACE_LINES_MAX: usize = 100;
+/// Search budget of the linearizability check per key (a few hundred operations per key need
+/// far less; a key that runs out counts as unknown).
+const HISTORY_SEARCH_STEPS_MAX: u64 = 2_000_000;
 
 #[derive(Clone, Debug)]
 pub struct SimOptions {
     pub nodes: u64,
     pub steps: u64,
     pub seed: u64,
+    /// Keep every trace line (for `--trace`), not only the last ones.
+    pub full_trace: bool,
 }
 
 /// Per-seed fault intensities, drawn from the seed so that runs vary in character.
 #[derive(Clone, Debug)]
 struct Faults {
-    drop_per_mille: u64,
-    duplicate_per_mille: u64,
-    delay_ticks_max: u64,
     crash_per_mille: u64,
     partition_per_mille: u64,
-    compact_every: u64,
-    /// Replication shape: bytes per append (1 means one entry per message) and window size.
-    append_bytes_max: usize,
-    inflight_msgs_max: usize,
-    /// Chance per step that a disk finishes its in-flight batch (slow disks widen crash windows).
-    io_finish_per_mille: u64,
-    /// Payload bytes of applied entries the core keeps in memory (tiny: followers are served by
-    /// reading back from storage).
-    log_window_bytes_max: usize,
-}
-
-/// The key-value state machine the simulated clients talk to: key -> (value, log index written).
-#[derive(Default, Clone)]
-struct StateMachine {
-    applied: Index,
-    values: BTreeMap<String, (String, Index)>,
-}
-
-impl StateMachine {
-    fn encode(&self) -> Bytes {
-        let mut out = format!("{}\n", self.applied);
-        for (k, (v, i)) in &self.values {
-            out.push_str(&format!("{k} {v} {i}\n"));
-        }
-        Bytes::from(out)
-    }
-
-    fn decode(data: &[u8]) -> StateMachine {
-        let text = String::from_utf8_lossy(data);
-        let mut lines = text.lines();
-        let applied = lines.next().and_then(|l| l.parse().ok()).unwrap_or(0);
-        let mut values = BTreeMap::new();
-        for line in lines {
-            let parts: Vec<&str> = line.split(' ').collect();
-            if let [k, v, i] = parts[..] {
-                values.insert(k.to_string(), (v.to_string(), i.parse().unwrap_or(0)));
-            }
-        }
-        StateMachine { applied, values }
-    }
-}
-
-struct SimNode {
-    id: NodeId,
-    raft: Option<Raft>,
-    durable: MemStorage,
-    /// A ready batch being written: lost if the node crashes first.
-    io: Option<Ready>,
-    sm: StateMachine,
-    incarnation: u64,
-    down_until: u64,
-    /// A stalled process (GC pause, VM freeze): no ticks, no messages, no disk until then.
-    paused_until: u64,
-    /// Reads confirmed by the core, waiting for the state machine to reach their index.
-    reads_waiting_apply: Vec<(u64, Index)>,
-}
-
-#[derive(Clone, Debug)]
-pub enum OpKind {
-    Write { key: String, value: String },
-    Read { key: String },
-}
-
-#[derive(Clone, Debug)]
-pub struct Op {
-    pub kind: OpKind,
-    pub invoked_at: u64,
-    pub completed_at: Option<u64>,
-    /// For a write: its log index once acknowledged. For a read: the index of the write it saw.
-    pub index: Option<Index>,
-    pub read_value: Option<String>,
+    /// Chance per step, in 1/10,000, of a cluster-wide power cut.
+    power_cut_per_10k: u64,
+    /// A leader replicates to one follower only, then dies: the Figure 8 shape.
+    figure8_per_mille: u64,
+    eio_per_10k: u64,
+    enospc_per_10k: u64,
+    /// Latent damage to synced data, on this seed's one rotting disk.
+    rot_per_10k: u64,
 }
 
 #[derive(Default, Debug, Clone)]
@@ -128,99 +67,194 @@ pub struct Stats {
     pub reads: u64,
     pub snapshots_installed: u64,
     pub crashes: u64,
+    pub power_cuts: u64,
     pub loads: u64,
+    pub registrations: u64,
+    pub sessions_expired: u64,
+    pub unknown_outcomes: u64,
+    pub recoveries: u64,
+    pub rot: u64,
+    pub eio: u64,
+    pub enospc: u64,
+    pub storage_failures: u64,
+    pub start_failures: u64,
+    pub chunks_corrupted: u64,
+    pub snapshots_refused: u64,
+    pub images_compared: u64,
+    pub history_ops: u64,
+    pub history_unknown_keys: u64,
+    pub residual_losses: u64,
 }
 
-struct InFlight {
-    deliver_at: u64,
-    seq: u64,
-    message: Message,
+/// Where the liveness check after healing is.
+#[derive(Clone, Copy, Debug)]
+enum Phase {
+    /// Every client must get a write acknowledged.
+    Writes,
+    /// No new writes; every outstanding one must complete.
+    Drain,
+    /// Every client reads `key`.
+    Reads { key: u64, reads_before: u64 },
+    /// Every running node (a majority at least) applies what committed.
+    Apply { target: u64 },
+}
+
+impl Stats {
+    /// Every counter with its name, in the order they are printed.
+    pub fn named(&self) -> [(&'static str, u64); 22] {
+        [
+            ("elections", self.elections),
+            ("commits", self.commits),
+            ("reads", self.reads),
+            ("snapshots_installed", self.snapshots_installed),
+            ("crashes", self.crashes),
+            ("power_cuts", self.power_cuts),
+            ("loads", self.loads),
+            ("registrations", self.registrations),
+            ("sessions_expired", self.sessions_expired),
+            ("unknown_outcomes", self.unknown_outcomes),
+            ("recoveries", self.recoveries),
+            ("rot", self.rot),
+            ("eio", self.eio),
+            ("enospc", self.enospc),
+            ("storage_failures", self.storage_failures),
+            ("start_failures", self.start_failures),
+            ("chunks_corrupted", self.chunks_corrupted),
+            ("snapshots_refused", self.snapshots_refused),
+            ("images_compared", self.images_compared),
+            ("history_ops", self.history_ops),
+            ("history_unknown_keys", self.history_unknown_keys),
+            ("residual_losses", self.residual_losses),
+        ]
+    }
+
+    pub fn add(&mut self, o: &Stats) {
+        let fields: [(&mut u64, u64); 22] = [
+            (&mut self.elections, o.elections),
+            (&mut self.commits, o.commits),
+            (&mut self.reads, o.reads),
+            (&mut self.snapshots_installed, o.snapshots_installed),
+            (&mut self.crashes, o.crashes),
+            (&mut self.power_cuts, o.power_cuts),
+            (&mut self.loads, o.loads),
+            (&mut self.registrations, o.registrations),
+            (&mut self.sessions_expired, o.sessions_expired),
+            (&mut self.unknown_outcomes, o.unknown_outcomes),
+            (&mut self.recoveries, o.recoveries),
+            (&mut self.rot, o.rot),
+            (&mut self.eio, o.eio),
+            (&mut self.enospc, o.enospc),
+            (&mut self.storage_failures, o.storage_failures),
+            (&mut self.start_failures, o.start_failures),
+            (&mut self.chunks_corrupted, o.chunks_corrupted),
+            (&mut self.snapshots_refused, o.snapshots_refused),
+            (&mut self.images_compared, o.images_compared),
+            (&mut self.history_ops, o.history_ops),
+            (&mut self.history_unknown_keys, o.history_unknown_keys),
+            (&mut self.residual_losses, o.residual_losses),
+        ];
+        for (mine, theirs) in fields {
+            *mine += theirs;
+        }
+    }
 }
 
 pub struct World {
     opts: SimOptions,
     faults: Faults,
-    rng: mini_raft::raft::rng::Rng,
+    settings: NodeSettings,
+    rng: Rng,
     step: u64,
     /// Logical event clock for the history: strictly increasing, finer than steps.
     clock: u64,
     nodes: Vec<SimNode>,
-    network: Vec<InFlight>,
-    message_seq: u64,
-    blocked: BTreeSet<(NodeId, NodeId)>,
-    pub ops: Vec<Op>,
-    /// (node, log index) -> op id of a proposed, not yet acknowledged write.
-    pending_writes: BTreeMap<(NodeId, Index), usize>,
-    /// (node, read ctx) -> op id.
-    pending_reads: BTreeMap<(NodeId, u64), usize>,
-    next_ctx: u64,
-    pub checker: Checker,
+    net: Net,
+    clients: Clients,
+    checker: Checker,
     pub stats: Stats,
     trace: VecDeque<String>,
-    healed_at: Option<u64>,
-    liveness_probes: Vec<usize>,
-    liveness_probe_at: Option<u64>,
-    durability_checked_to: Index,
-    /// Snapshot images by (index, term): the core moves metadata only; every node's image at one
-    /// (index, term) is the same (state machine safety, which the checker verifies).
-    images: BTreeMap<(Index, u64), Bytes>,
+    /// The node whose disk may rot (one per seed, so that a majority always keeps its data).
+    rotting: usize,
+    /// Per node: the step its full disk frees up again.
+    disk_full_until: Vec<Option<u64>>,
+    /// (step, node): leaders to kill (the end of a Figure 8 shape).
+    scheduled_kills: Vec<(u64, usize)>,
+    last_role: Vec<Option<Role>>,
+    /// Clients that start new operations (all of them until healing; then only as many as the
+    /// session cap lets write without evicting one another; none once liveness is shown).
+    submitting: usize,
 }
 
 impl World {
     pub fn new(opts: SimOptions) -> World {
-        let mut rng = mini_raft::raft::rng::Rng::new(opts.seed);
-        let faults = Faults {
+        let mut rng = Rng::new(opts.seed);
+        let net_faults = NetFaults {
             drop_per_mille: rng.range(0, 150),
             duplicate_per_mille: rng.range(0, 60),
             delay_ticks_max: rng.range(1, 12),
+            chunk_corrupt_per_mille: [0, 0, 20, 100][rng.range(0, 4) as usize],
+            client_drop_per_mille: rng.range(0, 30),
+        };
+        let faults = Faults {
             crash_per_mille: rng.range(0, 20),
             partition_per_mille: rng.range(0, 25),
-            compact_every: rng.range(5, 40),
-            append_bytes_max: [1, 64, 256, 4096][rng.range(0, 4) as usize],
-            inflight_msgs_max: [1, 2, 8, 64][rng.range(0, 4) as usize],
-            io_finish_per_mille: rng.range(100, 900),
-            log_window_bytes_max: [0, 40, 1 << 20][rng.range(0, 3) as usize],
+            power_cut_per_10k: rng.range(0, 20),
+            figure8_per_mille: [0, 2, 6, 12][rng.range(0, 4) as usize],
+            eio_per_10k: [0, 0, 5, 20][rng.range(0, 4) as usize],
+            enospc_per_10k: [0, 0, 5, 20][rng.range(0, 4) as usize],
+            rot_per_10k: [0, 0, 10, 40][rng.range(0, 4) as usize],
         };
-        let nodes = (1..=opts.nodes)
-            .map(|id| SimNode {
-                id,
-                raft: None,
-                durable: MemStorage::default(),
-                io: None,
-                sm: StateMachine::default(),
-                incarnation: 0,
-                down_until: 0,
-                paused_until: 0,
-                reads_waiting_apply: Vec::new(),
-            })
-            .collect();
+        // Small segments and snapshots, tiny windows: rotation, compaction, snapshot streaming
+        // in many chunks and reads back from the WAL all happen within a short run.
+        let segment_bytes = [16 << 10, 32 << 10, 64 << 10][rng.range(0, 3) as usize];
+        let wal_options = WalOptions {
+            spare_step_bytes: [0, 4096, 16 << 10][rng.range(0, 3) as usize],
+            ..WalOptions::with_segment_bytes(segment_bytes)
+        };
+        let settings = NodeSettings {
+            voters: (1..=opts.nodes).collect(),
+            wal_options,
+            snapshot_policy: SnapshotPolicy { entries: rng.range(5, 60), log_bytes: rng.range(4 << 10, 64 << 10) },
+            sessions_max: [2, 4, 1024][rng.range(0, 3) as usize],
+            snapshot_chunk_bytes: [64, 512, 1 << 20][rng.range(0, 3) as usize],
+            inflight_msgs_max: [1, 2, 8, 64][rng.range(0, 4) as usize],
+            append_bytes_max: [1, 64, 256, 4096][rng.range(0, 4) as usize],
+            log_window_bytes_max: [0, 40, 1 << 20][rng.range(0, 3) as usize],
+            io_finish_per_mille: rng.range(100, 900),
+        };
+        let client_count = rng.range(2, 6) as usize;
+        let value_filler = [0, 8, 64][rng.range(0, 3) as usize];
+        let clients = Clients::new(client_count, opts.nodes, &mut rng, value_filler);
+        let rotting = rng.range(0, opts.nodes) as usize;
+        let nodes = (1..=opts.nodes).map(|id| SimNode::new(id, opts.seed)).collect();
+        let n = opts.nodes as usize;
         let mut world = World {
-            checker: Checker::new(),
             opts,
             faults,
+            settings,
             rng,
             step: 0,
             clock: 0,
             nodes,
-            network: Vec::new(),
-            message_seq: 0,
-            blocked: BTreeSet::new(),
-            ops: Vec::new(),
-            pending_writes: BTreeMap::new(),
-            pending_reads: BTreeMap::new(),
-            next_ctx: 1,
+            net: Net::new(net_faults),
+            clients,
+            checker: Checker::new(),
             stats: Stats::default(),
             trace: VecDeque::new(),
-            healed_at: None,
-            liveness_probes: Vec::new(),
-            liveness_probe_at: None,
-            durability_checked_to: 0,
-            images: BTreeMap::new(),
+            rotting,
+            disk_full_until: vec![None; n],
+            scheduled_kills: Vec::new(),
+            last_role: vec![None; n],
+            submitting: usize::MAX,
         };
-        for i in 0..world.nodes.len() {
-            world.start_node(i);
-        }
-        world.note(format!("faults {:?}", world.faults));
+        let line = format!(
+            "faults {:?} net {:?} settings {:?} clients {client_count} rotting n{}",
+            world.faults,
+            world.net.faults,
+            world.settings,
+            rotting + 1
+        );
+        world.note(line);
         world
     }
 
@@ -229,19 +263,23 @@ impl World {
     }
 
     fn note(&mut self, line: String) {
-        if self.trace.len() == TRACE_LINES_MAX {
+        if self.trace.len() == TRACE_LINES_MAX && !self.opts.full_trace {
             self.trace.pop_front();
         }
         self.trace.push_back(format!("t={:<5} {line}", self.step));
     }
 
-    fn tick_clock(&mut self) -> u64 {
-        self.clock += 1;
-        self.clock
+    /// A violation at the current step (for a panic caught around `run`).
+    pub fn violation_now(&self, property: &'static str, detail: String) -> Violation {
+        self.violation((property, detail))
+    }
+
+    fn violation(&self, (property, detail): Failure) -> Violation {
+        Violation { seed: self.opts.seed, step: self.step, property, detail }
     }
 
     /// Runs the whole scenario: `steps` ticks of chaos, then every fault heals and the cluster
-    /// must commit a fresh write on every node within `LIVENESS_TICKS_MAX` ticks.
+    /// must serve every client again; finally the history must be linearizable.
     pub fn run(&mut self) -> Result<(), Violation> {
         while self.step < self.opts.steps {
             self.step += 1;
@@ -249,369 +287,310 @@ impl World {
             self.one_step()?;
         }
         self.heal_everything();
-        let mut quiet_steps = 0;
-        while quiet_steps < LIVENESS_QUIET_STEPS {
-            self.step += 1;
-            self.one_step()?;
-            if self.check_liveness()? {
-                quiet_steps += 1;
-            }
-        }
-        Ok(())
+        self.run_liveness()?;
+        self.finish()
     }
 
     fn one_step(&mut self) -> Result<(), Violation> {
-        self.restart_due_nodes();
+        self.restart_due_nodes()?;
+        self.kill_scheduled();
+        self.release_full_disks();
         for i in 0..self.nodes.len() {
             // Clocks drift: a node occasionally misses a tick.
-            if self.nodes[i].raft.is_some() && !self.is_paused(i) && !self.rng.chance(1, 50) {
-                if let Some(raft) = self.nodes[i].raft.as_mut() {
-                    raft.tick();
+            let live = !self.nodes[i].is_paused(self.step);
+            if live && !self.rng.chance(1, 50) {
+                if let Some(replica) = self.nodes[i].replica_mut() {
+                    replica.tick();
                 }
             }
         }
-        self.deliver_due_messages();
+        self.deliver_network()?;
         for i in 0..self.nodes.len() {
-            if self.is_paused(i) {
+            if self.nodes[i].is_paused(self.step) {
                 continue;
             }
-            if self.nodes[i].io.is_some() && self.rng.chance(self.faults.io_finish_per_mille, 1000) {
-                self.finish_io(i)?;
+            let per_mille = self.settings.io_finish_per_mille;
+            self.nodes[i].run_storage(&mut self.rng, per_mille);
+            if let Err(e) = self.nodes[i].deliver_done(&mut self.rng, per_mille) {
+                self.stats.storage_failures += 1;
+                self.stop_node(i, format!("stopped: {e}"), false);
             }
-            self.start_io(i)?;
         }
-        self.client_actions();
+        self.client_step();
         for i in 0..self.nodes.len() {
-            if self.is_paused(i) {
-                continue;
+            if !self.nodes[i].is_paused(self.step) {
+                self.flush_node(i)?;
             }
-            self.start_io(i)?;
-            // Messages that need no disk leave even while a batch is being written.
-            let messages = self.nodes[i].raft.as_mut().map(|r| r.take_messages()).unwrap_or_default();
-            for m in messages {
-                self.send_checked(i, m)?;
-            }
-            let loads = self.nodes[i].raft.as_mut().map(|r| r.take_load_requests()).unwrap_or_default();
-            self.serve_loads(i, loads)?;
         }
         self.observe()
     }
 
-    // ----- nodes, disks, crashes -------------------------------------------------------------
+    // ----- nodes ---------------------------------------------------------------------------------
 
-    fn start_node(&mut self, i: usize) {
-        let node = &mut self.nodes[i];
-        node.incarnation += 1;
-        let mut config =
-            RaftConfig::new(node.id, (1..=self.opts.nodes).collect(), self.opts.seed ^ node.incarnation << 32);
-        config.inflight_msgs_max = self.faults.inflight_msgs_max;
-        config.append_bytes_max = self.faults.append_bytes_max;
-        config.log_window_bytes_max = self.faults.log_window_bytes_max;
-        let restored = node.durable.restored();
-        node.sm = node
-            .durable
-            .snapshot
-            .as_ref()
-            .and_then(|s| self.images.get(&(s.index, s.term)))
-            .map(|data| StateMachine::decode(data))
-            .unwrap_or_default();
-        match Raft::new(config, restored) {
-            Ok(raft) => node.raft = Some(raft),
-            Err(e) => panic!("node {} failed to restart from its own durable state: {e}", node.id),
-        }
-        self.checker.node_restarted(node.id, node.sm.applied);
-        let line = format!("n{} start (incarnation {}, applied {})", node.id, node.incarnation, node.sm.applied);
-        self.note(line);
-    }
-
-    fn is_paused(&self, i: usize) -> bool {
-        self.step < self.nodes[i].paused_until
-    }
-
-    fn crash_node(&mut self, i: usize) {
-        let id = self.nodes[i].id;
-        let lost = self.nodes[i].io.as_ref().map_or(0, |r| r.entries.len());
-        let node = &mut self.nodes[i];
-        node.raft = None;
-        node.io = None; // the unsynced batch is lost, as after a power cut
-        node.reads_waiting_apply.clear();
-        node.down_until = self.step + self.rng.range(5, 80);
-        self.pending_reads.retain(|&(n, _), _| n != id);
-        self.stats.crashes += 1;
-        self.note(format!("n{id} CRASH (lost {lost} unsynced entries)"));
-    }
-
-    fn restart_due_nodes(&mut self) {
+    fn restart_due_nodes(&mut self) -> Result<(), Violation> {
         for i in 0..self.nodes.len() {
-            if self.nodes[i].raft.is_none() && self.step >= self.nodes[i].down_until {
-                self.start_node(i);
+            let node = &self.nodes[i];
+            if node.running.is_some() || self.step < node.down_until {
+                continue;
             }
-        }
-    }
-
-    /// Takes the next ready batch: its immediate messages leave now, the rest waits for the disk.
-    fn start_io(&mut self, i: usize) -> Result<(), Violation> {
-        if self.nodes[i].io.is_some() {
-            return Ok(());
-        }
-        let Some(raft) = self.nodes[i].raft.as_mut() else { return Ok(()) };
-        if !raft.has_ready() {
-            return Ok(());
-        }
-        let mut ready = raft.ready();
-        if ready.role == Some(Role::Leader) {
-            self.stats.elections += 1;
-            let line = format!("n{} becomes LEADER term {}", self.nodes[i].id, ready.term);
-            self.note(line);
-        }
-        let messages = std::mem::take(&mut ready.messages);
-        let loads = std::mem::take(&mut ready.load_requests);
-        self.nodes[i].io = Some(ready);
-        self.serve_loads(i, loads)?;
-        for m in messages {
-            self.send_checked(i, m)?;
-        }
-        Ok(())
-    }
-
-    /// Reads entries the core evicted back from the node's durable log, as `raftd` does from its
-    /// WAL, and hands them over (the messages they produce leave at once).
-    fn serve_loads(&mut self, i: usize, loads: Vec<LoadRequest>) -> Result<(), Violation> {
-        for request in loads {
-            let node = &mut self.nodes[i];
-            let Some(raft) = node.raft.as_mut() else { return Ok(()) };
-            match node.durable.load(request.lo, request.max_bytes) {
-                Some(entries) => raft.entries_loaded(request, entries),
-                None => raft.load_failed(request),
-            }
-            self.stats.loads += 1;
-            let messages = raft.take_messages();
-            for m in messages {
-                self.send_checked(i, m)?;
+            let before = node.expected_durable();
+            let damaged = node.damaged;
+            let in_window = node.damaged_in_window;
+            let id = node.id;
+            match self.nodes[i].start(&self.settings, self.opts.seed) {
+                Ok(started) => {
+                    let residual = self.checker.node_started(id, &before, &started, damaged, in_window);
+                    if residual.map_err(|f| self.violation(f))? {
+                        self.stats.residual_losses += 1;
+                        self.note(format!("n{id} lost its unconfirmed last batch to damage (the residual window)"));
+                    }
+                    if let Some(g) = started.recovery {
+                        self.stats.recoveries += 1;
+                        self.note(format!("n{id} starts RECOVERING (guard {}@{})", g.index, g.term));
+                    }
+                    let line = format!(
+                        "n{id} start #{} (applied {}, last {}, term {})",
+                        self.nodes[i].incarnation,
+                        started.applied,
+                        started.entries.last().map_or(started.applied, |e| e.index),
+                        started.hard_state.term
+                    );
+                    self.note(line);
+                    self.last_role[i] = None;
+                }
+                Err(e) => {
+                    self.stats.start_failures += 1;
+                    self.nodes[i].fs.process_restart();
+                    self.nodes[i].down_until = self.step + 50;
+                    self.note(format!("n{id} FAILS TO START: {e}"));
+                    self.nodes[i].last_stop = Some(e);
+                }
             }
         }
         Ok(())
     }
 
-    /// The disk finished the batch: make it durable, release the messages that waited on it,
-    /// apply, answer clients, advance, and maybe compact.
-    fn finish_io(&mut self, i: usize) -> Result<(), Violation> {
-        let Some(ready) = self.nodes[i].io.take() else { return Ok(()) };
-        let id = self.nodes[i].id;
-        self.nodes[i].durable.persist(&ready);
-        for m in ready.persisted_messages.iter().cloned() {
-            self.send_checked(i, m)?;
-        }
-        if let Some(snapshot) = &ready.snapshot {
-            self.stats.snapshots_installed += 1;
-            let image = self.images.get(&(snapshot.index, snapshot.term)).cloned().unwrap_or_default();
-            self.nodes[i].sm = StateMachine::decode(&image);
-            self.checker.snapshot_installed(id, snapshot.index).map_err(|d| self.violation("applied monotonic", d))?;
-            let line = format!("n{id} installed snapshot at {}", snapshot.index);
-            self.note(line);
-        }
-        for entry in &ready.committed_entries {
-            self.apply(i, entry)?;
-        }
-        for rs in &ready.read_states {
-            self.nodes[i].reads_waiting_apply.push((rs.ctx, rs.index));
-        }
-        for ctx in &ready.dropped_reads {
-            self.pending_reads.remove(&(id, *ctx));
-        }
-        self.serve_reads(i)?;
-        if let Some(raft) = self.nodes[i].raft.as_mut() {
-            raft.advance();
-        }
-        self.maybe_compact(i);
-        Ok(())
-    }
-
-    fn apply(&mut self, i: usize, entry: &Entry) -> Result<(), Violation> {
-        let id = self.nodes[i].id;
-        self.checker.applied(id, entry).map_err(|d| self.violation("state machine safety", d))?;
-        let sm = &mut self.nodes[i].sm;
-        if entry.index <= sm.applied {
-            return Ok(()); // replay below a restored snapshot
-        }
-        sm.applied = entry.index;
-        if entry.kind == EntryKind::Normal {
-            if let Some((key, value)) = parse_command(&entry.data) {
-                sm.values.insert(key, (value, entry.index));
-            }
-        }
-        if let Some(op_id) = self.pending_writes.remove(&(id, entry.index)) {
-            let expected = match &self.ops[op_id].kind {
-                OpKind::Write { key, value } => command(op_id, key, value),
-                OpKind::Read { .. } => Bytes::new(),
-            };
-            if entry.data == expected {
-                let now = self.tick_clock();
-                self.ops[op_id].completed_at = Some(now);
-                self.ops[op_id].index = Some(entry.index);
-                self.stats.commits += 1;
-                let op = self.ops[op_id].clone();
-                self.checker.write_acked(&op, now).map_err(|d| self.violation("linearizable write", d))?;
-            }
-        }
-        Ok(())
-    }
-
-    fn serve_reads(&mut self, i: usize) -> Result<(), Violation> {
-        let id = self.nodes[i].id;
-        let applied = self.nodes[i].sm.applied;
-        let (ready, waiting): (Vec<_>, Vec<_>) =
-            self.nodes[i].reads_waiting_apply.drain(..).partition(|&(_, index)| index <= applied);
-        self.nodes[i].reads_waiting_apply = waiting;
-        for (ctx, read_index) in ready {
-            let Some(op_id) = self.pending_reads.remove(&(id, ctx)) else { continue };
-            let OpKind::Read { key } = self.ops[op_id].kind.clone() else { continue };
-            let (value, index) = match self.nodes[i].sm.values.get(&key) {
-                Some((v, idx)) => (Some(v.clone()), *idx),
-                None => (None, 0),
-            };
-            let now = self.tick_clock();
-            let op = &mut self.ops[op_id];
-            op.completed_at = Some(now);
-            op.index = Some(index);
-            op.read_value = value;
-            self.stats.reads += 1;
-            let op = self.ops[op_id].clone();
-            self.checker
-                .read_completed(&op, now)
-                .map_err(|d| self.violation("linearizable read", format!("n{id} read_index {read_index}: {d}")))?;
-        }
-        Ok(())
-    }
-
-    fn maybe_compact(&mut self, i: usize) {
-        let node = &mut self.nodes[i];
-        let Some(raft) = node.raft.as_mut() else { return };
-        let applied = node.sm.applied;
-        if applied < raft.snapshot_index() + self.faults.compact_every || applied > raft.applied() {
+    /// Stops node `i`: kill -9 (its page cache survives) or a power cut of its machine.
+    fn stop_node(&mut self, i: usize, why: String, power_cut: bool) {
+        if self.nodes[i].running.is_none() {
             return;
         }
-        let Some(term) = raft.log_term(applied) else { return };
-        let snapshot = Snapshot {
-            meta: SnapshotMeta { index: applied, term, conf: ConfState { voters: raft.voters() } },
-            data: node.sm.encode(),
-        };
-        // Storage first (the snapshot file), then the core forgets the prefix.
-        self.images.insert((applied, term), snapshot.data.clone());
-        node.durable.compact(snapshot.meta.clone());
-        if let Err(e) = raft.compact(snapshot.meta) {
-            panic!("compaction refused by the core: {e}");
+        let id = self.nodes[i].id;
+        if power_cut {
+            self.nodes[i].power_cut(&mut self.rng);
+        } else {
+            self.nodes[i].kill(why.clone());
         }
+        self.nodes[i].down_until = self.step + self.rng.range(5, 80);
+        for conn in self.clients.connections_to(id) {
+            self.net.close_client(&mut self.rng, self.step, conn);
+        }
+        self.stats.crashes += 1;
+        let how = if power_cut { "POWER CUT" } else { "KILL" };
+        self.note(format!("n{id} {how}: {why}"));
     }
 
-    // ----- network -----------------------------------------------------------------------------
-
-    /// Persist-before-send (DESIGN.md): a vote request or grant leaves only once the vote is
-    /// durable, an append acknowledgement only once the entries it covers are.
-    fn send_checked(&mut self, i: usize, message: Message) -> Result<(), Violation> {
-        let durable = &self.nodes[i].durable;
-        let durable_last = durable.last_index();
-        let problem = match message.body {
-            MessageBody::RequestVote { .. } | MessageBody::RequestVoteResponse { granted: true } => {
-                let candidate =
-                    if matches!(message.body, MessageBody::RequestVote { .. }) { message.from } else { message.to };
-                let hs = durable.hard_state;
-                // A later durable term also protects the vote: no vote is ever cast in an old term.
-                (hs.term < message.term || (hs.term == message.term && hs.vote != candidate)).then(|| {
-                    format!(
-                        "{} for n{candidate} in term {} sent with durable hard state {hs:?}",
-                        message.body.name(),
-                        message.term
-                    )
-                })
-            }
-            // An ack from an older term may trail a truncation by that term's successor: it was
-            // generated before the node left its term, which is all the commit proof needs.
-            MessageBody::AppendEntriesResponse { reject: false, index, .. }
-                if index > durable_last.unwrap_or(0) && message.term >= durable.hard_state.term =>
-            {
-                Some(format!("ack of index {index} sent while only {durable_last:?} is durable"))
-            }
-            _ => None,
-        };
-        if let Some(detail) = problem {
-            return Err(self.violation("persist before send", format!("n{}: {detail}", self.nodes[i].id)));
-        }
-        self.send(message);
-        Ok(())
-    }
-
-    fn send(&mut self, message: Message) {
-        if self.network.len() >= NETWORK_QUEUE_MAX || self.rng.chance(self.faults.drop_per_mille, 1000) {
-            return;
-        }
-        let copies = if self.rng.chance(self.faults.duplicate_per_mille, 1000) { 2 } else { 1 };
-        for _ in 0..copies {
-            let delay = if self.rng.chance(1, 20) {
-                self.rng.range(0, 4 * self.faults.delay_ticks_max + 1)
-            } else {
-                self.rng.range(0, self.faults.delay_ticks_max + 1)
-            };
-            self.message_seq += 1;
-            self.network.push(InFlight {
-                deliver_at: self.step + delay,
-                seq: self.message_seq,
-                message: message.clone(),
-            });
-        }
-    }
-
-    fn deliver_due_messages(&mut self) {
+    fn kill_scheduled(&mut self) {
         let now = self.step;
-        let (mut due, later): (Vec<InFlight>, Vec<InFlight>) =
-            std::mem::take(&mut self.network).into_iter().partition(|m| m.deliver_at <= now);
-        self.network = later;
-        due.sort_by_key(|m| (m.deliver_at, m.seq));
-        for inflight in due {
-            let paused_until = self.nodes.get((inflight.message.to - 1) as usize).map_or(0, |n| n.paused_until);
-            if now < paused_until {
-                // A stalled process reads its socket buffers when it wakes up.
-                self.network.push(InFlight { deliver_at: paused_until, ..inflight });
-                continue;
-            }
-            let m = inflight.message;
-            if self.blocked.contains(&(m.from, m.to)) {
-                continue;
-            }
-            let Some(node) = self.nodes.get_mut((m.to - 1) as usize) else { continue };
-            let Some(raft) = node.raft.as_mut() else { continue };
-            if matches!(m.body, MessageBody::InstallSnapshot { .. } | MessageBody::RequestVote { .. }) {
-                let line = format!("n{} -> n{} {} term {}", m.from, m.to, describe(&m.body), m.term);
-                raft.step(m);
-                self.note(line);
-            } else {
-                raft.step(m);
+        let due: Vec<usize> = self.scheduled_kills.iter().filter(|(at, _)| *at <= now).map(|&(_, i)| i).collect();
+        self.scheduled_kills.retain(|(at, _)| *at > now);
+        for i in due {
+            self.stop_node(i, "figure 8: the leader dies with its entry on a minority".into(), false);
+            let id = self.nodes[i].id;
+            self.net.blocked.retain(|&(from, _)| from != id);
+        }
+    }
+
+    fn release_full_disks(&mut self) {
+        for i in 0..self.nodes.len() {
+            if self.disk_full_until[i].is_some_and(|at| at <= self.step) {
+                self.disk_full_until[i] = None;
+                self.nodes[i].fs.set_space_left(None);
+                let id = self.nodes[i].id;
+                self.note(format!("n{id} disk has space again"));
             }
         }
     }
 
-    // ----- faults --------------------------------------------------------------------------------
+    /// One event-loop iteration's end on node `i`: flush the replica and route what it produced.
+    fn flush_node(&mut self, i: usize) -> Result<(), Violation> {
+        let id = self.nodes[i].id;
+        let Some(replica) = self.nodes[i].replica_mut() else { return Ok(()) };
+        if let Err(e) = replica.flush() {
+            self.stats.storage_failures += 1;
+            self.stop_node(i, format!("stopped: {e}"), false);
+            return Ok(());
+        }
+        let out = replica.take_output();
+        let role = replica.raft().role();
+        let recovery = replica.raft().recovery();
+        let snapshot_index = replica.snapshot_index();
+        if self.last_role[i] != Some(role) {
+            if role == Role::Leader {
+                self.stats.elections += 1;
+                let term = replica.raft().term();
+                self.note(format!("n{id} becomes LEADER term {term}"));
+            }
+            self.last_role[i] = Some(role);
+        }
+        self.record_applied(i, &out.applied, snapshot_index)?;
+        for message in out.messages {
+            self.checker.check_send(&self.nodes[i].shadow, &message).map_err(|f| self.violation(f))?;
+            self.checker.check_vote_grant(recovery, &message).map_err(|f| self.violation(f))?;
+            self.net.send_peer(&mut self.rng, self.step, message);
+        }
+        for (waiter, body) in out.replies {
+            let conn = ConnId { client: waiter.token, serial: waiter.serial };
+            let payload = Payload::Reply { conn, request_id: waiter.request_id, body };
+            self.net.send_client(&mut self.rng, self.step, payload);
+        }
+        self.nodes[i].submit(out.jobs);
+        for leader in out.snapshot_rejections {
+            self.stats.snapshots_refused += 1;
+            self.note(format!("n{id} REFUSES the snapshot from n{leader}"));
+            self.net.abort_stream(&mut self.rng, self.step, leader, id);
+        }
+        self.send_snapshot_chunks(i);
+        Ok(())
+    }
+
+    /// Checks what node `i` applied in this iteration; a jump is a snapshot it installed.
+    fn record_applied(
+        &mut self,
+        i: usize,
+        applied: &[mini_raft::raft::Entry],
+        snapshot_index: u64,
+    ) -> Result<(), Violation> {
+        let id = self.nodes[i].id;
+        let jumps = self.checker.applied(id, applied, snapshot_index).map_err(|f| self.violation(f))?;
+        self.stats.snapshots_installed += jumps;
+        if snapshot_index > self.checker.last_applied(id) {
+            // Installed a leader's snapshot and applied nothing after it yet.
+            self.stats.snapshots_installed += 1;
+            let image = self.nodes[i].replica().map(|r| r.kv()).filter(|kv| kv.applied_index() == snapshot_index);
+            let image = image.map(|kv| kv.snapshot());
+            let result = self.checker.snapshot_installed(id, snapshot_index, image);
+            result.map_err(|f| self.violation(f))?;
+            self.note(format!("n{id} installed a snapshot at {snapshot_index}"));
+        }
+        if !applied.is_empty() && self.rng.chance(1, 40) {
+            // Now and then, hold the whole state machine against the reference.
+            if let Some(replica) = self.nodes[i].replica() {
+                let kv = replica.kv();
+                self.checker.image_at(id, kv.applied_index(), kv.snapshot());
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends a snapshot chunk to each follower that has one ready (a link takes one a step).
+    fn send_snapshot_chunks(&mut self, i: usize) {
+        let Some(replica) = self.nodes[i].replica_mut() else { return };
+        let ready = replica.snapshot_chunks_ready();
+        for to in ready {
+            let Some(replica) = self.nodes[i].replica_mut() else { return };
+            let Some(chunk) = replica.take_snapshot_chunk(to) else { continue };
+            let was_corrupted = self.net.chunks_corrupted;
+            self.net.send_chunk(&mut self.rng, self.step, chunk);
+            if self.net.chunks_corrupted > was_corrupted {
+                self.stats.chunks_corrupted += 1;
+            }
+        }
+    }
+
+    // ----- network -------------------------------------------------------------------------------
+
+    fn deliver_network(&mut self) -> Result<(), Violation> {
+        let nodes = &self.nodes;
+        let due = self.net.take_due(self.step, |id| nodes.get((id - 1) as usize).map_or(0, |n| n.paused_until));
+        for payload in due {
+            match payload {
+                Payload::Peer(m) => {
+                    if self.net.blocked.contains(&(m.from, m.to)) {
+                        continue;
+                    }
+                    let Some(node) = self.nodes.get_mut((m.to - 1) as usize) else { continue };
+                    let Some(replica) = node.replica_mut() else { continue };
+                    if matches!(m.body, MessageBody::RequestVote { .. }) {
+                        self.checker.vote_requested(&m);
+                    }
+                    replica.step(m);
+                }
+                Payload::Chunk(chunk) => {
+                    let (leader, follower) = (chunk.from, chunk.to);
+                    let blocked = self.net.blocked.contains(&(leader, follower));
+                    let accepted = match self.nodes.get_mut((follower - 1) as usize).and_then(|n| n.replica_mut()) {
+                        Some(replica) if !blocked => replica.snapshot_chunk_received(chunk).is_ok(),
+                        _ => false,
+                    };
+                    if !accepted {
+                        self.net.abort_stream(&mut self.rng, self.step, leader, follower);
+                    }
+                }
+                Payload::SnapshotAborted { leader, follower } => {
+                    if let Some(replica) = self.nodes.get_mut((leader - 1) as usize).and_then(|n| n.replica_mut()) {
+                        replica.snapshot_send_failed(follower);
+                    }
+                }
+                Payload::Request { conn, node, request_id, request } => {
+                    let waiter = Waiter { token: conn.client, serial: conn.serial, request_id };
+                    if let Some(replica) = self.nodes.get_mut((node - 1) as usize).and_then(|n| n.replica_mut()) {
+                        replica.client_request(waiter, request);
+                    }
+                }
+                reply @ (Payload::Reply { .. } | Payload::Closed { .. }) => {
+                    let nodes = &self.nodes;
+                    let up = |id: NodeId| nodes.get((id - 1) as usize).is_some_and(|n| n.running.is_some());
+                    let mut ctx = Ctx {
+                        rng: &mut self.rng,
+                        net: &mut self.net,
+                        now: self.step,
+                        clock: &mut self.clock,
+                        nodes: self.opts.nodes,
+                        up: &up,
+                    };
+                    self.clients.deliver(&mut ctx, reply);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn client_step(&mut self) {
+        let nodes = &self.nodes;
+        let up = |id: NodeId| nodes.get((id - 1) as usize).is_some_and(|n| n.running.is_some());
+        let mut ctx = Ctx {
+            rng: &mut self.rng,
+            net: &mut self.net,
+            now: self.step,
+            clock: &mut self.clock,
+            nodes: self.opts.nodes,
+            up: &up,
+        };
+        self.clients.act(&mut ctx, self.submitting);
+    }
+
+    // ----- faults ----------------------------------------------------------------------------------
+
+    fn live_leader(&self) -> Option<usize> {
+        self.nodes.iter().position(|n| !n.is_paused(self.step) && n.raft().is_some_and(|r| r.role() == Role::Leader))
+    }
 
     fn inject_faults(&mut self) {
         let n = self.nodes.len();
         if self.rng.chance(self.faults.crash_per_mille, 1000) {
             // Half the crashes hit a leader: that is where uncommitted entries are lost.
-            let leader = self.live_leaders().into_iter().next().filter(|_| self.rng.chance(1, 2));
-            let i = match leader {
-                Some(id) => (id - 1) as usize,
-                None => self.rng.range(0, n as u64) as usize,
-            };
-            if self.nodes[i].raft.is_some() {
-                self.crash_node(i);
-            }
+            let leader = self.live_leader().filter(|_| self.rng.chance(1, 2));
+            let i = leader.unwrap_or_else(|| self.rng.range(0, n as u64) as usize);
+            let power_cut = self.rng.chance(1, 2);
+            self.stop_node(i, "crash".into(), power_cut);
         }
-        if self.rng.chance(self.faults.crash_per_mille, 10_000) {
+        if self.rng.chance(self.faults.power_cut_per_10k, 10_000) {
             // A power cut takes out every node at once; they come back at different times.
-            self.note("POWER CUT".into());
+            self.stats.power_cuts += 1;
+            self.note("CLUSTER POWER CUT".into());
             for i in 0..n {
-                if self.nodes[i].raft.is_some() {
-                    self.crash_node(i);
-                }
+                self.stop_node(i, "cluster power cut".into(), true);
             }
         }
         if self.rng.chance(self.faults.partition_per_mille, 1000) {
@@ -621,15 +600,75 @@ impl World {
                 1 => self.partition_one_way(),
                 2 => self.isolate_leader(),
                 _ => {
-                    self.blocked.clear();
+                    self.net.blocked.clear();
                     self.note("network healed".into());
                 }
             }
         }
-        if self.rng.chance(1, 400) && !self.blocked.is_empty() {
-            self.blocked.clear();
+        if self.rng.chance(1, 400) && !self.net.blocked.is_empty() {
+            self.net.blocked.clear();
             self.note("network healed".into());
         }
+        if self.rng.chance(self.faults.figure8_per_mille, 1000) {
+            self.figure8_shape();
+        }
+        self.storage_faults();
+    }
+
+    fn storage_faults(&mut self) {
+        let n = self.nodes.len() as u64;
+        if self.rng.chance(self.faults.eio_per_10k, 10_000) {
+            let i = self.rng.range(0, n) as usize;
+            self.nodes[i].fs.fail_next_sync();
+            self.stats.eio += 1;
+            let id = self.nodes[i].id;
+            self.note(format!("n{id}: the next sync fails with EIO"));
+        }
+        if self.rng.chance(self.faults.enospc_per_10k, 10_000) {
+            let i = self.rng.range(0, n) as usize;
+            if self.disk_full_until[i].is_none() {
+                let left = self.rng.range(0, 64 << 10);
+                self.nodes[i].fs.set_space_left(Some(left));
+                self.disk_full_until[i] = Some(self.step + self.rng.range(20, 300));
+                self.stats.enospc += 1;
+                let id = self.nodes[i].id;
+                self.note(format!("n{id}: the disk fills up ({left} bytes left)"));
+            }
+        }
+        let i = self.rotting;
+        if self.rng.chance(self.faults.rot_per_10k, 10_000) {
+            let dir = self.nodes[i].dir().to_path_buf();
+            self.nodes[i].dump(&format!("before-damage-t{}", self.step));
+            if let Some(damage) = self.nodes[i].fs.corrupt_durable(&mut self.rng, &dir) {
+                self.nodes[i].damaged = true;
+                self.nodes[i].damaged_in_window |=
+                    damage.path.starts_with(dir.join("wal")) && self.nodes[i].wal_unconfirmed();
+                self.stats.rot += 1;
+                let id = self.nodes[i].id;
+                self.note(format!("n{id}: LATENT DAMAGE {damage:?}"));
+                if self.rng.chance(1, 2) {
+                    // The damage shows at the next start: the cache forgets the good copy.
+                    self.nodes[i].fs.drop_caches();
+                    self.stop_node(i, "restart over a damaged disk".into(), false);
+                }
+            }
+        }
+    }
+
+    /// The Figure 8 shape (paper §5.4.2): the leader gets its new entries to one follower only,
+    /// then dies. Later leaders of other terms hold conflicting suffixes; a leader that counted
+    /// replicas of an old-term entry would commit what a later leader overwrites.
+    fn figure8_shape(&mut self) {
+        let Some(leader) = self.live_leader() else { return };
+        let id = self.nodes[leader].id;
+        let others: Vec<NodeId> = self.nodes.iter().map(|n| n.id).filter(|&o| o != id).collect();
+        let keep = others[self.rng.range(0, others.len() as u64) as usize];
+        for &o in others.iter().filter(|&&o| o != keep) {
+            self.net.blocked.insert((id, o));
+        }
+        let at = self.step + self.rng.range(2, 25);
+        self.scheduled_kills.push((at, leader));
+        self.note(format!("figure 8: n{id} reaches only n{keep}, dies at t={at}"));
     }
 
     fn partition_random_split(&mut self) {
@@ -637,8 +676,8 @@ impl World {
         let side: Vec<NodeId> = ids.iter().copied().filter(|_| self.rng.chance(1, 2)).collect();
         for &a in &side {
             for &b in ids.iter().filter(|b| !side.contains(b)) {
-                self.blocked.insert((a, b));
-                self.blocked.insert((b, a));
+                self.net.blocked.insert((a, b));
+                self.net.blocked.insert((b, a));
             }
         }
         self.note(format!("partition {side:?} | rest"));
@@ -647,10 +686,11 @@ impl World {
     /// Stalls a node (preferably a leader) for longer than an election timeout: when it wakes up
     /// it still believes it leads, which is exactly when a stale read would slip out.
     fn pause_node(&mut self) {
-        let leader = self.live_leaders().into_iter().next().filter(|_| self.rng.chance(3, 4));
-        let id = leader.unwrap_or_else(|| self.rng.range(1, self.nodes.len() as u64 + 1));
+        let leader = self.live_leader().filter(|_| self.rng.chance(3, 4));
+        let i = leader.unwrap_or_else(|| self.rng.range(0, self.nodes.len() as u64) as usize);
         let ticks = self.rng.range(20, 120);
-        self.nodes[(id - 1) as usize].paused_until = self.step + ticks;
+        self.nodes[i].paused_until = self.step + ticks;
+        let id = self.nodes[i].id;
         self.note(format!("n{id} PAUSED for {ticks} ticks"));
     }
 
@@ -659,202 +699,180 @@ impl World {
         let from = self.rng.range(1, n + 1);
         let to = self.rng.range(1, n + 1);
         if from != to {
-            self.blocked.insert((from, to));
+            self.net.blocked.insert((from, to));
             self.note(format!("one-way partition n{from} -/-> n{to}"));
         }
     }
 
     fn isolate_leader(&mut self) {
-        let Some(leader) = self.live_leaders().into_iter().next() else { return };
-        for other in self.nodes.iter().map(|n| n.id).filter(|&o| o != leader) {
-            self.blocked.insert((leader, other));
-            self.blocked.insert((other, leader));
+        let Some(leader) = self.live_leader() else { return };
+        let id = self.nodes[leader].id;
+        for other in self.nodes.iter().map(|n| n.id).filter(|&o| o != id) {
+            self.net.blocked.insert((id, other));
+            self.net.blocked.insert((other, id));
         }
-        self.note(format!("isolate leader n{leader}"));
+        self.note(format!("isolate leader n{id}"));
     }
 
     fn heal_everything(&mut self) {
-        self.blocked.clear();
-        self.faults.drop_per_mille = 0;
-        self.faults.duplicate_per_mille = 0;
-        self.faults.delay_ticks_max = self.faults.delay_ticks_max.min(3);
+        self.net.heal();
+        self.scheduled_kills.clear();
         // A very slow disk is a fault too: with 10% completion per tick a vote needs two syncs of
         // ~10 ticks each, longer than the election timeout, and no election can finish (as for
         // any Raft whose fsync approaches its election timeout). Healing restores a sane disk.
-        self.faults.io_finish_per_mille = self.faults.io_finish_per_mille.max(500);
+        self.settings.io_finish_per_mille = self.settings.io_finish_per_mille.max(500);
         for i in 0..self.nodes.len() {
             self.nodes[i].paused_until = self.step;
-            if self.nodes[i].raft.is_none() {
+            self.nodes[i].fs.set_space_left(None);
+            self.disk_full_until[i] = None;
+            if self.nodes[i].running.is_none() {
                 self.nodes[i].down_until = self.step;
             }
         }
-        self.healed_at = Some(self.step);
         self.note("ALL FAULTS HEALED".into());
     }
 
-    /// After healing: a leader must emerge and a new write must reach every node in time.
-    /// Returns true once that happened. A probe write lost with a deposed leader is re-proposed.
-    fn check_liveness(&mut self) -> Result<bool, Violation> {
-        let Some(healed) = self.healed_at else { return Ok(false) };
-        let done = self
-            .liveness_probes
-            .iter()
-            .filter_map(|&op| self.ops[op].index)
-            .any(|index| self.nodes.iter().all(|n| n.raft.is_some() && n.sm.applied >= index));
-        if done {
-            return Ok(true);
-        }
-        let retry_due = self.liveness_probe_at.is_none_or(|at| self.step - at >= LIVENESS_PROBE_RETRY_TICKS);
-        if retry_due {
-            if let Some(leader) = self.live_leaders().into_iter().next() {
-                if let Some(op) = self.propose_write(leader, "probe".into()) {
-                    self.liveness_probes.push(op);
-                    self.liveness_probe_at = Some(self.step);
+    // ----- liveness and the final check -------------------------------------------------------------
+
+    /// After healing: every client gets a write acknowledged, then reads every key; every running
+    /// node applies what committed; a majority runs.
+    fn run_liveness(&mut self) -> Result<(), Violation> {
+        let healed = self.step;
+        self.clients.mark();
+        // More writers than session slots evict each other for ever (each registration evicts
+        // the least recently active session): a real limit, not a liveness bug. One slot is
+        // left for a stale session of a registration whose answer was lost.
+        let slots = (self.settings.sessions_max as usize).saturating_sub(1).max(1);
+        self.submitting = self.clients.list.len().min(slots);
+        let mut phase = Phase::Writes;
+        let mut quiet = 0;
+        while quiet < LIVENESS_QUIET_STEPS {
+            self.step += 1;
+            self.one_step()?;
+            phase = match phase {
+                Phase::Writes if self.clients.list[..self.submitting].iter().all(|c| c.acked_since_mark > 0) => {
+                    self.submitting = 0;
+                    Phase::Drain
                 }
+                Phase::Drain if self.clients.quiet() => self.start_final_reads(0),
+                Phase::Reads { key, reads_before } if self.clients.quiet() => {
+                    let all_read = self.clients.stats.reads_ok - reads_before == self.clients.list.len() as u64;
+                    match (all_read, key + 1 < KEYS) {
+                        (false, _) => self.start_final_reads(key), // some read was abandoned: again
+                        (true, true) => self.start_final_reads(key + 1),
+                        (true, false) => {
+                            let rafts = self.nodes.iter().filter_map(|n| n.raft());
+                            Phase::Apply { target: rafts.map(|r| r.committed()).max().unwrap_or(0) }
+                        }
+                    }
+                }
+                Phase::Apply { target } => {
+                    let running: Vec<_> = self.nodes.iter().filter_map(|n| n.replica()).collect();
+                    let majority = running.len() > self.nodes.len() / 2;
+                    if majority && running.iter().all(|r| r.kv().applied_index() >= target) {
+                        quiet += 1;
+                    }
+                    phase
+                }
+                other => other,
+            };
+            if self.step - healed > LIVENESS_TICKS_MAX {
+                return Err(self.violation(("liveness", self.stuck_report(phase))));
             }
-        }
-        if self.step - healed > LIVENESS_TICKS_MAX {
-            let state: Vec<String> = self
-                .nodes
-                .iter()
-                .map(|n| match &n.raft {
-                    Some(r) => format!(
-                        "n{}:{} t{} c{} a{} last {} progress {:?} io {}",
-                        n.id,
-                        r.role().name(),
-                        r.term(),
-                        r.committed(),
-                        n.sm.applied,
-                        r.last_index(),
-                        r.progress(),
-                        n.io.is_some()
-                    ),
-                    None => format!("n{}:down", n.id),
-                })
-                .collect();
-            return Err(self.violation(
-                "liveness",
-                format!("{LIVENESS_TICKS_MAX} ticks after healing no probe write is applied everywhere: {state:?}"),
-            ));
-        }
-        Ok(false)
-    }
-
-    // ----- clients -------------------------------------------------------------------------------
-
-    fn live_leaders(&self) -> Vec<NodeId> {
-        self.nodes
-            .iter()
-            .filter(|n| self.step >= n.paused_until && n.raft.as_ref().is_some_and(|r| r.role() == Role::Leader))
-            .map(|n| n.id)
-            .collect()
-    }
-
-    fn client_actions(&mut self) {
-        let outstanding = self.pending_writes.len() + self.pending_reads.len();
-        if outstanding >= CLIENT_OPS_OUTSTANDING_MAX {
-            return;
-        }
-        let leaders = self.live_leaders();
-        if leaders.is_empty() {
-            return;
-        }
-        // Clients do not know who the real leader is: any node that thinks it leads will do.
-        let leader = leaders[self.rng.range(0, leaders.len() as u64) as usize];
-        let key = format!("k{}", self.rng.range(0, KEYS));
-        if self.rng.chance(3, 10) {
-            self.propose_write(leader, key);
-        } else if self.rng.chance(3, 10) {
-            self.start_read(leader, key);
-        }
-    }
-
-    fn propose_write(&mut self, leader: NodeId, key: String) -> Option<usize> {
-        let op_id = self.ops.len();
-        let value = format!("v{op_id}");
-        let data = command(op_id, &key, &value);
-        let raft = self.nodes[(leader - 1) as usize].raft.as_mut()?;
-        let index = raft.propose(data).ok()?;
-        let invoked_at = self.tick_clock();
-        self.ops.push(Op {
-            kind: OpKind::Write { key, value },
-            invoked_at,
-            completed_at: None,
-            index: None,
-            read_value: None,
-        });
-        self.pending_writes.insert((leader, index), op_id);
-        Some(op_id)
-    }
-
-    fn start_read(&mut self, leader: NodeId, key: String) {
-        let ctx = self.next_ctx;
-        let Some(raft) = self.nodes[(leader - 1) as usize].raft.as_mut() else { return };
-        if raft.read_index(ctx).is_err() {
-            return;
-        }
-        self.next_ctx += 1;
-        let invoked_at = self.tick_clock();
-        let op_id = self.ops.len();
-        self.ops.push(Op { kind: OpKind::Read { key }, invoked_at, completed_at: None, index: None, read_value: None });
-        self.pending_reads.insert((leader, ctx), op_id);
-    }
-
-    // ----- checking ------------------------------------------------------------------------------
-
-    fn observe(&mut self) -> Result<(), Violation> {
-        let result = self.checker.observe(self.nodes.iter().filter_map(|n| n.raft.as_ref()));
-        result.map_err(|(property, detail)| self.violation(property, detail))?;
-        self.check_commit_durability()
-    }
-
-    /// A committed entry must be durable on a majority at the moment it commits, or a power
-    /// cut could lose it.
-    fn check_commit_durability(&mut self) -> Result<(), Violation> {
-        let max_commit = self.nodes.iter().filter_map(|n| n.raft.as_ref()).map(|r| r.committed()).max().unwrap_or(0);
-        let majority = self.nodes.len() / 2 + 1;
-        while self.durability_checked_to < max_commit {
-            let index = self.durability_checked_to + 1;
-            let Some(term) = self.checker.committed_term(index) else { break };
-            let holders = self
-                .nodes
-                .iter()
-                .filter(|n| {
-                    n.durable.snapshot.as_ref().is_some_and(|s| s.index >= index)
-                        || n.durable.entries.iter().any(|e| e.index == index && e.term == term)
-                })
-                .count();
-            if holders < majority {
-                let detail = format!("entry {index}@{term} is committed but durable on only {holders} nodes");
-                return Err(self.violation("commit durability", detail));
-            }
-            self.durability_checked_to = index;
         }
         Ok(())
     }
 
-    fn violation(&self, property: &'static str, detail: String) -> Violation {
-        Violation { seed: self.opts.seed, step: self.step, property, detail }
+    /// Every client reads `key` (linearizably).
+    fn start_final_reads(&mut self, key: u64) -> Phase {
+        let reads_before = self.clients.stats.reads_ok;
+        let nodes = &self.nodes;
+        let up = |id: NodeId| nodes.get((id - 1) as usize).is_some_and(|n| n.running.is_some());
+        let mut ctx = Ctx {
+            rng: &mut self.rng,
+            net: &mut self.net,
+            now: self.step,
+            clock: &mut self.clock,
+            nodes: self.opts.nodes,
+            up: &up,
+        };
+        self.clients.read_on_every_client(&mut ctx, key);
+        Phase::Reads { key, reads_before }
     }
-}
 
-fn command(op_id: usize, key: &str, value: &str) -> Bytes {
-    Bytes::from(format!("{op_id} {key} {value}"))
-}
+    fn stuck_report(&self, phase: Phase) -> String {
+        let nodes: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| match n.replica() {
+                Some(r) => {
+                    let raft = r.raft();
+                    format!(
+                        "n{}:{} t{} c{} a{} last {} io {} recovering {:?}",
+                        n.id,
+                        raft.role().name(),
+                        raft.term(),
+                        raft.committed(),
+                        r.kv().applied_index(),
+                        raft.last_index(),
+                        r.io_busy() || n.storage_busy(),
+                        raft.recovery()
+                    )
+                }
+                None => format!("n{}:down ({:?})", n.id, n.last_stop),
+            })
+            .collect();
+        format!(
+            "{LIVENESS_TICKS_MAX} ticks after healing the cluster still does not serve every client ({phase:?}): {nodes:?}"
+        )
+    }
 
-fn parse_command(data: &[u8]) -> Option<(String, String)> {
-    let text = std::str::from_utf8(data).ok()?;
-    let mut parts = text.split(' ');
-    let _op = parts.next()?;
-    Some((parts.next()?.to_string(), parts.next()?.to_string()))
-}
-
-fn describe(body: &MessageBody) -> String {
-    match body {
-        MessageBody::InstallSnapshot { meta } => format!("InstallSnapshot@{}", meta.index),
-        MessageBody::RequestVote { last_log_index, last_log_term } => {
-            format!("RequestVote(last {last_log_index}/{last_log_term})")
+    /// The end: the clients' history must be linearizable.
+    fn finish(&mut self) -> Result<(), Violation> {
+        self.collect_stats();
+        if let Some(problem) = self.clients.problems.first() {
+            return Err(self.violation(("client protocol", problem.clone())));
         }
-        other => other.name().to_string(),
+        let (history, answered_by) = self.clients.history();
+        self.stats.history_ops = history.len() as u64;
+        let config = CheckConfig {
+            search_steps_max: HISTORY_SEARCH_STEPS_MAX,
+            shrink_search_steps_max: HISTORY_SEARCH_STEPS_MAX,
+            ..CheckConfig::default()
+        };
+        let report = check_with(&history, &config)
+            .map_err(|e| self.violation(("history", format!("the recorded history is malformed: {e}"))))?;
+        self.stats.history_unknown_keys =
+            report.keys.iter().filter(|k| matches!(k.verdict, KeyVerdict::Unknown)).count() as u64;
+        if let Some(v) = report.violations().next() {
+            let mut detail = format!("the clients' history is not linearizable:\n{}", v.render(&|t| format!("t{t}")));
+            for op in &v.ops {
+                if let Some(Some((node, step))) = answered_by.get(op.index) {
+                    detail.push_str(&format!("  #{} was answered by n{node} at step {step}\n", op.index));
+                }
+            }
+            return Err(self.violation(("linearizability", detail)));
+        }
+        Ok(())
+    }
+
+    fn collect_stats(&mut self) {
+        let c = &self.clients.stats;
+        self.stats.commits = c.writes_ok;
+        self.stats.reads = c.reads_ok;
+        self.stats.registrations = c.registrations;
+        self.stats.sessions_expired = c.sessions_expired;
+        self.stats.unknown_outcomes = c.writes_unknown;
+        self.stats.loads = self.nodes.iter().map(|n| n.loads).sum();
+        self.stats.images_compared = self.checker.images_compared;
+    }
+
+    fn observe(&mut self) -> Result<(), Violation> {
+        let rafts: Vec<_> = self.nodes.iter().filter_map(|n| n.raft()).collect();
+        let shadows: Vec<_> = self.nodes.iter().map(|n| &n.shadow).collect();
+        let result = self.checker.observe(&rafts, &shadows);
+        result.map_err(|f| self.violation(f))?;
+        let result = self.checker.compare_images();
+        result.map_err(|f| self.violation(f))
     }
 }
