@@ -187,7 +187,7 @@ fn answer_reply(request: ClientRequest, store: &Store) -> ClientReply {
             }
         }
         ClientRequest::Get { key, .. } => map.get(&key).cloned().map_or(ClientReply::NotFound, ClientReply::Value),
-        ClientRequest::Status => ClientReply::Status(StatusReport {
+        ClientRequest::Status | ClientRequest::StatusDetailed => ClientReply::Status(StatusReport {
             node_id: 1,
             role: NodeRole::Leader,
             term: 2,
@@ -199,6 +199,7 @@ fn answer_reply(request: ClientRequest, store: &Store) -> ClientReply {
             snapshot_index: 0,
             snapshot_term: 0,
             peers: Vec::new(),
+            http_addr: None,
         }),
     }
 }

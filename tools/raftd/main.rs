@@ -17,6 +17,12 @@ fn main() -> ExitCode {
     opts.optopt("", "id", "this node's id (a positive integer, one of --peers)", "N");
     opts.optopt("", "listen", "address to serve peers and clients on", "HOST:PORT");
     opts.optopt("", "peers", "every member, this node included", "1=HOST:PORT,2=HOST:PORT,...");
+    opts.optopt(
+        "",
+        "http-listen",
+        "also serve HTTP GET /metrics (Prometheus), /status (JSON) and /health here (default: off)",
+        "HOST:PORT",
+    );
     opts.optopt("", "data-dir", "directory for the log and snapshots (created if missing)", "DIR");
     opts.optopt(
         "",
@@ -102,6 +108,10 @@ fn config_from(matches: &getopts::Matches) -> Result<NodeConfig, String> {
     let listen_text = required(matches, "listen")?;
     let listen = listen_text.parse().map_err(|_| format!("--listen {listen_text:?} is not an IP:PORT address"))?;
     let peers = parse_peers(&required(matches, "peers")?)?;
+    let http_listen = match matches.opt_str("http-listen") {
+        None => None,
+        Some(text) => Some(text.parse().map_err(|_| format!("--http-listen {text:?} is not an IP:PORT address"))?),
+    };
     let data_dir = PathBuf::from(required(matches, "data-dir")?);
     let segment_mib: u64 = number(matches, "segment-mib", 64)?;
     // A segment must hold the largest entry the state machine accepts, or a replicated entry
@@ -118,6 +128,7 @@ fn config_from(matches: &getopts::Matches) -> Result<NodeConfig, String> {
         id,
         cluster_id: number(matches, "cluster-id", 1)?,
         listen,
+        http_listen,
         peers,
         data_dir,
         tick: Duration::from_millis(number(matches, "tick-ms", 10)?),
