@@ -32,7 +32,8 @@ fn gauge(cluster: &TestCluster, id: usize, series: &str) -> Option<f64> {
 /// observations' bucket lower bounds add up to. Returns how many histogram series it checked.
 fn check_histograms(samples: &[(String, f64)]) -> Result<usize, String> {
     // (name, labels without le) -> [(le, cumulative)]
-    let mut buckets: Vec<(String, String, Vec<(f64, f64)>)> = Vec::new();
+    type Buckets = Vec<(f64, f64)>;
+    let mut buckets: Vec<(String, String, Buckets)> = Vec::new();
     for (series, value) in samples {
         let Some((name, labels)) = series.split_once("_bucket{") else { continue };
         let labels = labels.trim_end_matches('}');
@@ -340,7 +341,7 @@ fn five_hundred_scrapers_do_not_stall_consensus() {
             _ => dropped += 1,
         }
     }
-    assert!(served >= 1 && served <= HTTP_CONNECTIONS_MAX, "{served} served at once (max {HTTP_CONNECTIONS_MAX})");
+    assert!((1..=HTTP_CONNECTIONS_MAX).contains(&served), "{served} served at once (max {HTTP_CONNECTIONS_MAX})");
     assert!(refused + dropped + served == scrapers.len() && refused >= 1, "{served} / {refused} / {dropped}");
     let status = cluster.status(leader).expect("leader status");
     assert_eq!((status.term, status.leader_id), (term, leader as u64), "the storm caused an election");
