@@ -361,3 +361,78 @@ fn five_hundred_scrapers_do_not_stall_consensus() {
     );
     let _ = std::io::stderr().write_all(line.as_bytes());
 }
+
+/// The PromQL expressions of the Grafana dashboard (`"expr": "..."`), JSON-unescaped.
+fn dashboard_expressions(json: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for piece in json.split("\"expr\": \"").skip(1) {
+        let mut expr = String::new();
+        let mut chars = piece.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '"' => break,
+                '\\' => expr.extend(chars.next()),
+                c => expr.push(c),
+            }
+        }
+        out.push(expr);
+    }
+    out
+}
+
+/// The dashboards under `tools/dashboards` stay true to the node: the scrape config and every
+/// panel query pass promtool, and every metric a panel names exists on a real node's page.
+#[test]
+fn dashboards_query_metrics_the_node_exports() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let json = std::fs::read_to_string(format!("{root}/tools/dashboards/grafana-mini-raft.json")).expect("dashboard");
+    let expressions = dashboard_expressions(&json);
+    assert!(expressions.len() >= 5, "{expressions:?}");
+    let cluster = TestCluster::start_http(1, &[]);
+    cluster.wait_leader(Duration::from_secs(10)).expect("leader");
+    write_and_read(&cluster, "k");
+    let page = http_get(&cluster.http_addrs[0], "/metrics").expect("scrape").body;
+    for expr in &expressions {
+        for word in
+            expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| w.starts_with("mini_raft_"))
+        {
+            let base = ["_bucket", "_sum", "_count"].iter().fold(word, |w, s| w.strip_suffix(s).unwrap_or(w));
+            assert!(
+                page.contains(&format!("# TYPE {base} ")),
+                "the dashboard queries {word}, which the node does not export"
+            );
+        }
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let rules: String = expressions
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            format!(
+                "      - record: dashboard:query{i}\n        expr: '{}'\n",
+                e.replace("$__rate_interval", "1m").replace('\'', "''")
+            )
+        })
+        .collect();
+    let rules_path = dir.path().join("rules.yml");
+    std::fs::write(&rules_path, format!("groups:\n  - name: dashboard\n    rules:\n{rules}")).expect("write rules");
+    let checks = [
+        vec!["check".to_string(), "rules".to_string(), rules_path.display().to_string()],
+        vec!["check".to_string(), "config".to_string(), format!("{root}/tools/dashboards/prometheus.yml")],
+    ];
+    for args in checks {
+        let output = match Command::new("promtool").args(&args).output() {
+            Ok(output) => output,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let required = std::env::var("MINI_RAFT_REQUIRE_PROMTOOL").is_ok_and(|v| v == "1");
+                assert!(!required, "MINI_RAFT_REQUIRE_PROMTOOL=1 but promtool is not on PATH");
+                let _ = std::io::stderr()
+                    .write_all(b"\n!!!!! skipped: promtool not installed; dashboards NOT checked !!!!!\n");
+                return;
+            }
+            Err(e) => panic!("cannot run promtool: {e}"),
+        };
+        let report = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        assert!(output.status.success(), "promtool {}: {report}", args.join(" "));
+    }
+}
