@@ -23,7 +23,7 @@ use slab::Slab;
 
 use super::conn::{ConnKind, Connection, Traffic};
 use super::http::Request as HttpRequest;
-use super::node_metrics::{ConnLabel, NodeMetrics};
+use super::node_metrics::NodeMetrics;
 use super::requests::Waiter;
 use crate::wire::{ClientReply, ErrorCode, ErrorReply, Frame, FrameBody};
 
@@ -176,25 +176,6 @@ impl Reactor {
         if let Some(conn) = self.conns.get_mut(token) {
             conn.traffic = Some(traffic);
         }
-    }
-
-    /// Open connections and their queued bytes, by metrics label (a scan of the slab: called
-    /// when metrics are rendered, not on the hot path).
-    pub fn connection_counts(&self) -> [(usize, usize); 5] {
-        let mut counts = [(0usize, 0usize); 5];
-        for (_, conn) in self.conns.iter() {
-            let label = match conn.kind {
-                ConnKind::AwaitingHello => ConnLabel::Handshake,
-                ConnKind::Client => ConnLabel::Client,
-                ConnKind::InboundPeer(_) => ConnLabel::PeerInbound,
-                ConnKind::OutboundPeer { .. } => ConnLabel::PeerOutbound,
-                ConnKind::Http => ConnLabel::Http,
-            };
-            let slot = &mut counts[label as usize];
-            slot.0 += 1;
-            slot.1 += conn.queued_bytes();
-        }
-        counts
     }
 
     fn drain_signals(&mut self) {

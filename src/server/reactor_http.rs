@@ -18,6 +18,8 @@
 //!   accept (first request) or of its first byte (later ones), or the connection gets `408` and
 //!   is closed (slow loris); a keep-alive connection idle for [`HTTP_IDLE_TIMEOUT`] is closed.
 //!
+//! Also here, for the metrics: [`Reactor::connection_counts`], a scan of the slab by kind.
+//!
 //! Invariants: at most one request per connection is handed up and unanswered; responses go out
 //! in request order; a connection whose request asked to close is closed once its response is
 //! written.
@@ -34,6 +36,7 @@ use mio::{Interest, Token};
 use super::{Event, Reactor};
 use crate::server::conn::{ConnKind, Connection, HttpState};
 use crate::server::http::{Method, Response, Status, CONTENT_TYPE_TEXT};
+use crate::server::node_metrics::ConnLabel;
 
 pub(super) const HTTP_LISTENER: Token = Token(usize::MAX - 4);
 
@@ -73,6 +76,25 @@ impl Reactor {
             .map_err(|e| format!("cannot register the HTTP listener: {e}"))?;
         self.http_listener = Some(listener);
         Ok(())
+    }
+
+    /// Open connections and their queued bytes, by metrics label (a scan of the slab: called
+    /// when metrics are rendered, not on the hot path).
+    pub fn connection_counts(&self) -> [(usize, usize); 5] {
+        let mut counts = [(0usize, 0usize); 5];
+        for (_, conn) in self.conns.iter() {
+            let label = match conn.kind {
+                ConnKind::AwaitingHello => ConnLabel::Handshake,
+                ConnKind::Client => ConnLabel::Client,
+                ConnKind::InboundPeer(_) => ConnLabel::PeerInbound,
+                ConnKind::OutboundPeer { .. } => ConnLabel::PeerOutbound,
+                ConnKind::Http => ConnLabel::Http,
+            };
+            let slot = &mut counts[label as usize];
+            slot.0 += 1;
+            slot.1 += conn.queued_bytes();
+        }
+        counts
     }
 
     pub fn http_local_addr(&self) -> Option<SocketAddr> {

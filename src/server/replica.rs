@@ -34,6 +34,7 @@ use crate::raft::{
 use crate::wire::{
     ClientReply, ClientRequest, ErrorCode, ErrorReply, FrameBody, NodeRole, PeerStatus, SnapshotChunk, StatusReport,
 };
+use metrics::{command_type, request_type, write_type};
 
 #[path = "replica_metrics.rs"]
 mod metrics;
@@ -621,31 +622,6 @@ impl Replica {
             http_addr: None,
         }
     }
-}
-
-/// The metrics type of a request.
-fn request_type(request: &ClientRequest) -> RequestType {
-    match request {
-        ClientRequest::Write(command) => command_type(command),
-        ClientRequest::RegisterClient => RequestType::Register,
-        ClientRequest::Get { consistency: crate::wire::ReadConsistency::Local, .. } => RequestType::StaleGet,
-        ClientRequest::Get { .. } => RequestType::Get,
-        ClientRequest::Status | ClientRequest::StatusDetailed => RequestType::Status,
-    }
-}
-
-fn command_type(command: &Command) -> RequestType {
-    match command {
-        Command::Register { .. } => RequestType::Register,
-        Command::Set { .. } => RequestType::Set,
-        Command::Delete { .. } => RequestType::Delete,
-        Command::Cas { .. } => RequestType::Cas,
-    }
-}
-
-/// The metrics type of an encoded command waiting to be proposed (always one of ours).
-fn write_type(data: &[u8]) -> RequestType {
-    RequestType::of_command(data).unwrap_or(RequestType::Set)
 }
 
 /// The reply a client gets for the state machine's result of its write.

@@ -15,10 +15,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::Replica;
+use crate::kv::Command;
 use crate::raft::{NodeId, Role, Term};
 use crate::server::node_metrics::{NodeMetrics, Outcome, ProposalFailure, RequestType, SnapshotOp};
 use crate::server::requests::WriteTicket;
-use crate::wire::FrameBody;
+use crate::wire::{ClientRequest, FrameBody};
 
 /// ReadIndex rounds stamped at once (rounds start at most once per loop iteration and are
 /// confirmed within a heartbeat round trip, so a handful is the normal count).
@@ -215,4 +216,29 @@ impl Replica {
             peer.inflight_appends.set_u64(inflight);
         }
     }
+}
+
+/// The metrics type of a request.
+pub(super) fn request_type(request: &ClientRequest) -> RequestType {
+    match request {
+        ClientRequest::Write(command) => command_type(command),
+        ClientRequest::RegisterClient => RequestType::Register,
+        ClientRequest::Get { consistency: crate::wire::ReadConsistency::Local, .. } => RequestType::StaleGet,
+        ClientRequest::Get { .. } => RequestType::Get,
+        ClientRequest::Status | ClientRequest::StatusDetailed => RequestType::Status,
+    }
+}
+
+pub(super) fn command_type(command: &Command) -> RequestType {
+    match command {
+        Command::Register { .. } => RequestType::Register,
+        Command::Set { .. } => RequestType::Set,
+        Command::Delete { .. } => RequestType::Delete,
+        Command::Cas { .. } => RequestType::Cas,
+    }
+}
+
+/// The metrics type of an encoded command waiting to be proposed (always one of ours).
+pub(super) fn write_type(data: &[u8]) -> RequestType {
+    RequestType::of_command(data).unwrap_or(RequestType::Set)
 }
