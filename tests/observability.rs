@@ -436,3 +436,41 @@ fn dashboards_query_metrics_the_node_exports() {
         assert!(output.status.success(), "promtool {}: {report}", args.join(" "));
     }
 }
+
+/// A scraper that pipelines many requests and reads nothing is backpressured like any other
+/// connection: the node answers only while little is queued for it, never queues much more than
+/// the connection's cap, keeps serving everyone else, and closes it once it stalls too long.
+#[test]
+fn a_scraper_that_does_not_read_is_backpressured_then_closed() {
+    use mini_raft::server::reactor::HTTP_QUEUE_BYTES_MAX;
+    let cluster = TestCluster::start_http(1, &[]);
+    cluster.wait_leader(Duration::from_secs(10)).expect("leader");
+    let addr = cluster.http_addrs[0].clone();
+    let page_bytes = http_get(&addr, "/metrics").expect("scrape").body.len();
+    let mut slow = TcpStream::connect(&addr).expect("connect");
+    slow.set_write_timeout(Some(Duration::from_secs(2))).expect("timeout");
+    let request = b"GET /metrics HTTP/1.1\r\nHost: slow\r\n\r\n";
+    const REQUESTS: usize = 400;
+    // The requests themselves fit in the socket buffers; the answers would be ~REQUESTS pages.
+    let sent = (0..REQUESTS).take_while(|_| slow.write_all(request).is_ok()).count();
+    assert!(sent > 100, "only {sent} requests could be sent");
+    std::thread::sleep(Duration::from_secs(2));
+    let page = scrape(&cluster, 1).expect("others are still served");
+    let queued = metric(&page, "mini_raft_connection_queued_bytes{kind=\"http\"}").expect("queue gauge");
+    let answered = metric(&page, "mini_raft_http_responses_total{code=\"200\"}").expect("responses");
+    assert!(
+        queued <= (HTTP_QUEUE_BYTES_MAX + 2 * page_bytes) as f64,
+        "{queued} bytes queued for a scraper that reads nothing (cap {HTTP_QUEUE_BYTES_MAX}, page {page_bytes})"
+    );
+    assert!(answered < (sent / 2) as f64, "{answered} of {sent} pipelined requests answered without reading");
+    write_and_read(&cluster, "during-the-stall");
+    // After the write-stall timeout (10 s) the node gives up on it: reading finds the end.
+    std::thread::sleep(Duration::from_secs(12));
+    slow.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let mut drained = Vec::new();
+    let end = slow.read_to_end(&mut drained);
+    let closed = end.as_ref().map_or_else(|e| e.kind() == std::io::ErrorKind::ConnectionReset, |_| true);
+    assert!(closed, "the stalled connection was not closed: {end:?} after {} bytes", drained.len());
+    let page = scrape(&cluster, 1).expect("scrape");
+    assert_eq!(metric(&page, "mini_raft_connections{kind=\"http\"}"), Some(1.0), "only this scrape's connection");
+}

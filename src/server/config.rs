@@ -16,6 +16,9 @@ pub struct NodeConfig {
     pub listen: SocketAddr,
     /// `--http-listen`: serve `/metrics`, `/status` and `/health` here (off when `None`).
     pub http_listen: Option<SocketAddr>,
+    /// `--metrics off` clears this: no counter or histogram is updated (state gauges are still
+    /// sampled when `/metrics` is rendered). For measuring what the updates cost.
+    pub metrics_updates: bool,
     /// Every voter, this node included: id -> address (the address clients and peers dial).
     pub peers: BTreeMap<NodeId, String>,
     pub data_dir: PathBuf,

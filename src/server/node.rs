@@ -114,22 +114,32 @@ impl Node {
             snapshot_policy: SnapshotPolicy { entries: cfg.snapshot_every, log_bytes: cfg.snapshot_log_bytes },
             sessions_max: cfg.sessions_max,
         });
-        replica.attach_metrics(std::sync::Arc::clone(&metrics));
+        // Every hot-path update goes through one of these handles; `--metrics off` hands none out.
+        let updates = cfg.metrics_updates.then(|| std::sync::Arc::clone(&metrics));
+        if let Some(m) = &updates {
+            replica.attach_metrics(std::sync::Arc::clone(m));
+        }
         let (mut reactor, waker) = Reactor::bind(cfg.listen).map_err(StartError)?;
         reactor.watch_signals().map_err(StartError)?;
-        reactor.set_metrics(std::sync::Arc::clone(&metrics));
+        if let Some(m) = &updates {
+            reactor.set_metrics(std::sync::Arc::clone(m));
+        }
         if let Some(http) = cfg.http_listen {
             reactor.bind_http(http).map_err(StartError)?;
             replica.set_http_addr(reactor.http_local_addr().map(|a| a.to_string()));
         }
-        let wal_worker = WalWorker::new(recovered.wal, recovered.meta, cfg.segment_bytes)
-            .with_metrics(std::sync::Arc::clone(&metrics));
-        let snapshot_worker =
-            SnapshotWorker::new(fs, recovered.snapshots).with_metrics(std::sync::Arc::clone(&metrics));
+        let mut wal_worker = WalWorker::new(recovered.wal, recovered.meta, cfg.segment_bytes);
+        let mut snapshot_worker = SnapshotWorker::new(fs, recovered.snapshots);
+        if let Some(m) = &updates {
+            wal_worker = wal_worker.with_metrics(std::sync::Arc::clone(m));
+            snapshot_worker = snapshot_worker.with_metrics(std::sync::Arc::clone(m));
+        }
         let storage = StorageThread::spawn(wal_worker, snapshot_worker, waker)
             .map_err(|e| StartError(format!("cannot start the storage thread: {e}")))?;
         let mut peers = PeerLinks::new(cfg.id, cfg.cluster_id, cfg.peers.clone(), seed);
-        peers.set_metrics(std::sync::Arc::clone(&metrics));
+        if let Some(m) = updates {
+            peers.set_metrics(m);
+        }
         info!("node {} listening on {} (cluster {}, peers {:?})", cfg.id, cfg.listen, cfg.cluster_id, cfg.peers);
         if let Some(http) = reactor.http_local_addr() {
             info!("node {} serving /metrics, /status and /health on http://{http}", cfg.id);

@@ -55,7 +55,7 @@ impl Node {
 
     /// Samples the state gauges and renders every metric into the body buffer.
     fn render_metrics(&mut self) {
-        self.replica.sample_metrics();
+        self.replica.sample_metrics(&self.metrics);
         let counts = self.reactor.connection_counts();
         for label in ConnLabel::ALL {
             let (open, queued) = counts[label as usize];

@@ -11,6 +11,9 @@
 //!   before each render ([`NodeMetrics::render`] takes a closure that sets them), so keeping
 //!   them current costs the consensus path nothing at all.
 //!
+//! `raftd --metrics off` hands the hot-path handles to no one (the replica, the storage lanes, the
+//! peer links and the reactor then update nothing); the sampled gauges still work.
+//!
 //! Invariants: names follow Prometheus conventions (namespace `mini_raft_`, base units,
 //! `_total` counters; the registry refuses anything else), and label cardinality is bounded by
 //! construction: fixed label sets ([`RequestType`] × [`Outcome`], [`ProposalFailure`], ...)

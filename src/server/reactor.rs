@@ -8,6 +8,9 @@
 //! ([`CLIENT_QUEUE_BYTES_MAX`], [`PEER_QUEUE_BYTES_MAX`]) and client requests in flight per
 //! connection ([`CLIENT_REQUESTS_IN_FLIGHT_MAX`]). Frames are bounded by the decoder.
 //!
+//! HTTP (`--http-listen`) is a second listener on the same poll with its own connection kind and
+//! bounds; `reactor_http.rs` holds that side.
+//!
 //! Invariants: a connection is answered only while its serial matches (a reused slab slot never
 //! receives another connection's reply); every close is reported exactly once.
 

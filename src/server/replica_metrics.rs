@@ -170,10 +170,10 @@ impl Replica {
         self.observer.snapshot_sends.remove(&to);
     }
 
-    /// Sets the state gauges and the counters the core keeps from the current state; called just
-    /// before a render, so keeping them current costs the consensus path nothing.
-    pub fn sample_metrics(&self) {
-        let Some(m) = self.observer.get() else { return };
+    /// Sets the state gauges and the counters the core keeps in `m` from the current state;
+    /// called just before a render, so keeping them current costs the consensus path nothing
+    /// (and works whether or not hot-path metrics are attached).
+    pub fn sample_metrics(&self, m: &NodeMetrics) {
         let raft = &self.raft;
         let state = &m.state;
         state.term.set_u64(raft.term());

@@ -30,6 +30,12 @@ fn main() -> ExitCode {
         "cluster identity; peers and clients of another cluster are refused (default 1)",
         "N",
     );
+    opts.optopt(
+        "",
+        "metrics",
+        "on: update counters and histograms (default); off: only state gauges, to measure the cost",
+        "on|off",
+    );
     opts.optopt("", "tick-ms", "length of one logical tick in milliseconds (default 10)", "MS");
     opts.optopt("", "heartbeat-ticks", "leader heartbeat interval in ticks (default 5 = 50 ms)", "N");
     opts.optopt("", "election-ticks", "base election timeout in ticks, randomized up to twice that (default 15)", "N");
@@ -129,6 +135,11 @@ fn config_from(matches: &getopts::Matches) -> Result<NodeConfig, String> {
         cluster_id: number(matches, "cluster-id", 1)?,
         listen,
         http_listen,
+        metrics_updates: match matches.opt_str("metrics").as_deref() {
+            None | Some("on") => true,
+            Some("off") => false,
+            Some(other) => return Err(format!("--metrics must be on or off, got {other:?}")),
+        },
         peers,
         data_dir,
         tick: Duration::from_millis(number(matches, "tick-ms", 10)?),
