@@ -187,7 +187,7 @@ fn answer_reply(request: ClientRequest, store: &Store) -> ClientReply {
             }
         }
         ClientRequest::Get { key, .. } => map.get(&key).cloned().map_or(ClientReply::NotFound, ClientReply::Value),
-        ClientRequest::Status => ClientReply::Status(StatusReport {
+        ClientRequest::Status | ClientRequest::StatusDetailed => ClientReply::Status(StatusReport {
             node_id: 1,
             role: NodeRole::Leader,
             term: 2,
@@ -199,6 +199,7 @@ fn answer_reply(request: ClientRequest, store: &Store) -> ClientReply {
             snapshot_index: 0,
             snapshot_term: 0,
             peers: Vec::new(),
+            http_addr: None,
         }),
     }
 }
@@ -363,10 +364,12 @@ fn cluster_up_reports_a_dead_node_and_keeps_the_others() {
             .contains("raftctl --cluster 127.0.0.1:27001,127.0.0.1:27002,127.0.0.1:27003 --cluster-id 5 set foo bar"),
         "{announced}"
     );
+    assert!(announced.contains("node 2  127.0.0.1:27002  http://127.0.0.1:27102"), "{announced}");
 
     let recorded = std::fs::read_to_string(dir.path().join("args.txt")).expect("args recorded");
     let expected = format!(
-        "--id 1 --listen 127.0.0.1:27001 --peers 1=127.0.0.1:27001,2=127.0.0.1:27002,3=127.0.0.1:27003 \
+        "--id 1 --listen 127.0.0.1:27001 --http-listen 127.0.0.1:27101 \
+         --peers 1=127.0.0.1:27001,2=127.0.0.1:27002,3=127.0.0.1:27003 \
          --data-dir {data}/node-1 --cluster-id 5 --log-file {data}/node-1.log --tick-ms 5"
     );
     assert!(recorded.lines().any(|line| line == expected), "{recorded}");

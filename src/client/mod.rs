@@ -45,7 +45,7 @@ use bytes::Bytes;
 
 use crate::kv::{Command, Session, FIRST_SEQ, KEY_BYTES_MAX};
 use crate::raft::rng::Rng;
-use crate::wire::{ClientReply, ClientRequest, ReadConsistency, StatusReport};
+use crate::wire::{ClientReply, ClientRequest, ErrorCode, ReadConsistency, StatusReport};
 use conn::Connection;
 use error::Failure;
 pub use error::{ClientError, NodeReport};
@@ -228,18 +228,35 @@ impl Client {
     /// The status of the node at `addr` (which need not be in the cluster list). One attempt, no
     /// retries: a status is about that node, and a table of nodes should not wait for a dead one.
     pub fn status(&mut self, addr: &str) -> Result<Answered<StatusReport>, ClientError> {
+        self.status_with(addr, &ClientRequest::Status).map_err(|failure| node_error(addr, failure))
+    }
+
+    /// Like [`Client::status`], with the report's extension (`protocol.md` §7.2: the node's HTTP
+    /// address, in `http_addr`). A node older than the extension refuses the request as malformed
+    /// and closes the connection: then the plain report is asked for, and `http_addr` is `None`.
+    pub fn status_detailed(&mut self, addr: &str) -> Result<Answered<StatusReport>, ClientError> {
+        match self.status_with(addr, &ClientRequest::StatusDetailed) {
+            Err(Failure::Server { code: ErrorCode::MalformedFrame, .. }) => {
+                self.connection = None; // the node closes it after the error
+                self.status_with(addr, &ClientRequest::Status)
+            }
+            other => other,
+        }
+        .map_err(|failure| node_error(addr, failure))
+    }
+
+    fn status_with(&mut self, addr: &str, request: &ClientRequest) -> Result<Answered<StatusReport>, Failure> {
         let deadline = Instant::now() + self.options.deadline;
         let reused = self.connection.take_if_to(addr);
-        let result = self.attempt_on(reused, addr, Some(&ClientRequest::Status), deadline);
-        let node_error = |failure: Failure| ClientError::Node { addr: addr.to_string(), failure: failure.to_string() };
-        let (connection, reply) = result.map_err(|(failure, _)| node_error(failure))?;
+        let result = self.attempt_on(reused, addr, Some(request), deadline);
+        let (connection, reply) = result.map_err(|(failure, _)| failure)?;
         let answer = Answered { value: (), addr: connection.addr().to_string(), node_id: connection.node_id() };
         if self.connection.is_none() {
             self.connection = Some(connection);
         }
         match reply {
             Some(ClientReply::Status(report)) => Ok(map_answer(answer, |_| report)),
-            other => Err(node_error(Failure::Unexpected(format!("reply {}", reply_name(other.as_ref()))))),
+            other => Err(Failure::Unexpected(format!("reply {}", reply_name(other.as_ref())))),
         }
     }
 
@@ -351,4 +368,8 @@ fn entropy_seed() -> u64 {
     let pid = u64::from(std::process::id());
     let instance = CLIENT_INSTANCES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     nanos ^ pid.rotate_left(32) ^ instance.wrapping_mul(0xD1B5_4A32_D192_ED03)
+}
+
+fn node_error(addr: &str, failure: Failure) -> ClientError {
+    ClientError::Node { addr: addr.to_string(), failure: failure.to_string() }
 }

@@ -412,6 +412,7 @@ fn status_asks_one_node_once() {
         snapshot_index: 5,
         snapshot_term: 2,
         peers: Vec::new(),
+        http_addr: None,
     };
     let expected = report.clone();
     let node = FakeNode::spawn(4, accept(), move |_, _| Action::Reply(ClientReply::Status(report.clone())));

@@ -133,6 +133,20 @@ impl Role {
     }
 }
 
+/// One follower's replication as the leader sees it (read-only, for status and metrics).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FollowerProgress {
+    pub id: NodeId,
+    pub matched: Index,
+    pub next: Index,
+    /// `probe`, `replicate` or `snapshot` (see `tracker::Progress`).
+    pub state: &'static str,
+    /// Appends sent and not yet acknowledged.
+    pub inflight: usize,
+    /// Heard from since the last CheckQuorum round.
+    pub recent_active: bool,
+}
+
 /// A linearizable read may be served once the state machine has applied `index`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReadState {
@@ -179,6 +193,8 @@ pub struct Raft {
     pub(super) verified_by_leader: (Term, Index),
     /// Entries to read back from the WAL for followers (see [`LoadRequest`]).
     pub(super) load_requests: Vec<LoadRequest>,
+    /// Counters of election events, for the node's metrics.
+    pub(super) election_stats: super::election::ElectionStats,
 }
 
 impl Raft {
@@ -223,6 +239,7 @@ impl Raft {
             log_lost_reported_term: 0,
             verified_by_leader: (0, 0),
             load_requests: Vec::new(),
+            election_stats: Default::default(),
         };
         raft.become_follower(hs.term, 0);
         Ok(raft)
@@ -285,6 +302,23 @@ impl Raft {
     /// Per-follower (matched, next) for status displays; empty unless leader.
     pub fn progress(&self) -> Vec<(NodeId, Index, Index)> {
         self.tracker.iter().map(|(id, pr)| (id, pr.matched, pr.next)).collect()
+    }
+    /// Per-follower replication detail for status and metrics; empty unless leader.
+    pub fn follower_progress(&self) -> Vec<FollowerProgress> {
+        let state = |pr: &super::tracker::Progress| match pr.state {
+            ProgressState::Probe => "probe",
+            ProgressState::Replicate => "replicate",
+            ProgressState::Snapshot { .. } => "snapshot",
+        };
+        let progress = self.tracker.iter().map(|(id, pr)| FollowerProgress {
+            id,
+            matched: pr.matched,
+            next: pr.next,
+            state: state(pr),
+            inflight: pr.inflights.len(),
+            recent_active: pr.recent_active,
+        });
+        progress.collect()
     }
 
     // ----- inputs ------------------------------------------------------------------------------

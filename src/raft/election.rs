@@ -12,8 +12,32 @@ use super::message::{Message, MessageBody};
 use super::quorum::VoteResult;
 use super::types::{EntryKind, Index, NodeId, Term};
 
+/// Counts of election events, kept by the core for the node's metrics (the core itself has no
+/// metrics and no clock). They only grow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ElectionStats {
+    /// Elections started as candidate (real votes requested).
+    pub elections_started: u64,
+    /// Pre-vote rounds started.
+    pub pre_votes_started: u64,
+    /// Votes this node granted.
+    pub votes_granted: u64,
+    /// Pre-votes this node granted.
+    pub pre_votes_granted: u64,
+}
+
 impl Raft {
+    /// Election counters since start-up (see [`ElectionStats`]).
+    pub fn election_stats(&self) -> ElectionStats {
+        self.election_stats
+    }
+
     pub(super) fn campaign(&mut self, pre: bool) {
+        if pre {
+            self.election_stats.pre_votes_started += 1;
+        } else {
+            self.election_stats.elections_started += 1;
+        }
         let campaign_term = if pre {
             self.reset(self.term);
             self.role = Role::PreCandidate;
@@ -54,6 +78,7 @@ impl Raft {
         // A grant answers in the candidate's term; a refusal in ours, so a stale candidate learns it.
         let term = if granted { m.term } else { self.term };
         if pre {
+            self.election_stats.pre_votes_granted += u64::from(granted);
             self.send_with_term(m.from, term, MessageBody::PreVoteResponse { granted });
             return;
         }
@@ -69,6 +94,7 @@ impl Raft {
             debug_assert_eq!(m.term, self.term);
             self.vote = m.from;
             self.election_elapsed = 0;
+            self.election_stats.votes_granted += 1;
         }
         self.send_with_term(m.from, term, MessageBody::RequestVoteResponse { granted });
     }

@@ -69,7 +69,10 @@ pub mod types;
 #[cfg(test)]
 mod tests;
 
-pub use consensus::{LoadRequest, ProposeError, Raft, RaftConfig, ReadState, Restored, Role, READS_PENDING_MAX};
+pub use consensus::{
+    FollowerProgress, LoadRequest, ProposeError, Raft, RaftConfig, ReadState, Restored, Role, READS_PENDING_MAX,
+};
+pub use election::ElectionStats;
 pub use mem_storage::MemStorage;
 pub use message::{Message, MessageBody};
 pub use raw_node::{Ready, RecoveryChange};

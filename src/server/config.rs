@@ -14,6 +14,11 @@ pub struct NodeConfig {
     pub id: NodeId,
     pub cluster_id: u64,
     pub listen: SocketAddr,
+    /// `--http-listen`: serve `/metrics`, `/status` and `/health` here (off when `None`).
+    pub http_listen: Option<SocketAddr>,
+    /// `--metrics off` clears this: no counter or histogram is updated (state gauges are still
+    /// sampled when `/metrics` is rendered). For measuring what the updates cost.
+    pub metrics_updates: bool,
     /// Every voter, this node included: id -> address (the address clients and peers dial).
     pub peers: BTreeMap<NodeId, String>,
     pub data_dir: PathBuf,
@@ -49,6 +54,9 @@ impl NodeConfig {
                 "--election-ticks ({}) must be greater than --heartbeat-ticks ({}), which must be positive",
                 self.election_ticks, self.heartbeat_ticks
             ));
+        }
+        if self.http_listen.is_some_and(|http| http == self.listen) {
+            return Err(format!("--http-listen {} is the same address as --listen", self.listen));
         }
         if self.snapshot_every == 0 {
             return Err("--snapshot-every must be positive".into());

@@ -7,6 +7,10 @@
 //! one snapshot per peer); a connection being closed (`close_after_flush`) or half-closed by its
 //! peer reads no more requests.
 //!
+//! HTTP connections (`ConnKind::Http`, see `reactor_http.rs`) carry an [`HttpState`] instead of
+//! using the frame decoder: one request is handed up at a time, and the next is parsed only once
+//! its response is queued and the queue has drained below the low watermark.
+//!
 //! Backpressure for clients: a reply is never refused. Past the cap it waits *unencoded* in
 //! `held` (a frame whose value is a `Bytes` shared with the state machine costs a few dozen bytes
 //! until it is encoded) and is encoded as the socket drains. Reading requests stops above the high
@@ -16,11 +20,14 @@
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Read, Write};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 use mio::net::TcpStream;
 
+use super::http::{HttpError, RequestParser};
+use super::metrics::Counter;
 use crate::raft::NodeId;
 use crate::wire::{FrameDecoder, RawFrame, WireError};
 
@@ -44,6 +51,35 @@ pub enum ConnKind {
         peer: NodeId,
         ready: bool,
     },
+    /// Accepted on the HTTP listener (`/metrics`, `/status`, `/health`).
+    Http,
+}
+
+/// Byte counters of a peer's connections (metrics), added to as bytes move.
+#[derive(Clone)]
+pub struct Traffic {
+    pub sent: Arc<Counter>,
+    pub received: Arc<Counter>,
+}
+
+/// The HTTP side of an HTTP connection.
+pub struct HttpState {
+    pub parser: RequestParser,
+    /// A request was handed up and its response is not queued yet: parse nothing more.
+    pub awaiting_response: bool,
+    /// When the head of the request now arriving had to start: the accept for the first request,
+    /// its first byte for later ones. `None` while idle between requests.
+    pub head_started_at: Option<Instant>,
+    /// When the last response was queued (or the connection accepted).
+    pub idle_since: Instant,
+}
+
+/// What one HTTP read pass did.
+pub struct HttpReadOutcome {
+    pub eof: bool,
+    pub error: Option<HttpError>,
+    /// The read stopped at its budget: more may be waiting in the socket.
+    pub more: bool,
 }
 
 pub struct Connection {
@@ -76,6 +112,10 @@ pub struct Connection {
     pub broken: bool,
     /// Client requests accepted on this connection and not yet answered.
     pub requests_in_flight: usize,
+    /// Peer connections: where the bytes moved are counted.
+    pub traffic: Option<Traffic>,
+    /// HTTP connections only.
+    pub http: Option<Box<HttpState>>,
 }
 
 /// What one read pass produced.
@@ -113,7 +153,47 @@ impl Connection {
             connecting: false,
             broken: false,
             requests_in_flight: 0,
+            traffic: None,
+            http: None,
         }
+    }
+
+    /// Reads at most `budget` bytes (one pass) into the HTTP parser. The caller drains the
+    /// parser's requests; what a read delivers beyond a request waits in the parser, bounded by
+    /// `budget` plus one request head.
+    pub fn read_http(&mut self, budget: usize) -> HttpReadOutcome {
+        let mut outcome = HttpReadOutcome { eof: false, error: None, more: false };
+        let Some(http) = self.http.as_mut() else { return outcome };
+        let mut buf = [0u8; 4096];
+        let mut left = budget;
+        while left > 0 {
+            let want = left.min(buf.len());
+            match self.stream.read(&mut buf[..want]) {
+                Ok(0) => {
+                    outcome.eof = true;
+                    break;
+                }
+                Ok(n) => {
+                    left -= n;
+                    outcome.more = left == 0;
+                    self.last_read = Instant::now();
+                    if http.head_started_at.is_none() && http.parser.buffered_bytes() == 0 {
+                        http.head_started_at = Some(self.last_read);
+                    }
+                    if let Err(e) = http.parser.feed(&buf[..n]) {
+                        outcome.error = Some(e);
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    outcome.eof = true;
+                    break;
+                }
+            }
+        }
+        outcome
     }
 
     pub fn queued_bytes(&self) -> usize {
@@ -201,6 +281,9 @@ impl Connection {
                     budget = budget.saturating_sub(n);
                     outcome.more = budget == 0;
                     self.last_read = Instant::now();
+                    if let Some(traffic) = &self.traffic {
+                        traffic.received.add(n as u64);
+                    }
                     if let Err(e) = self.decoder.feed(&buf[..n]) {
                         outcome.error = Some(e);
                         return outcome;
@@ -257,6 +340,9 @@ impl Connection {
     fn consume(&mut self, mut written: usize) {
         self.queued_bytes -= written;
         self.last_write_progress = Instant::now();
+        if let Some(traffic) = &self.traffic {
+            traffic.sent.add(written as u64);
+        }
         while written > 0 {
             let Some(front) = self.out.front() else { break };
             let left = front.len() - self.out_offset;

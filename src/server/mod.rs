@@ -17,12 +17,14 @@ pub mod conn;
 pub mod http;
 pub mod metrics;
 pub mod node;
+pub mod node_metrics;
 pub mod peers;
 pub mod reactor;
 pub mod recovery;
 pub mod replica;
 pub mod requests;
 pub mod snapshot_transfer;
+pub mod status;
 pub mod storage_thread;
 
 pub use config::{parse_peers, NodeConfig};

@@ -9,6 +9,10 @@
 //!
 //! Invariants: frames of a connection are handled in arrival order and none after the one that
 //! got it refused; every client request counted in flight on its connection is answered once.
+//!
+//! HTTP requests (`--http-listen`) are served on the same loop (`node_http.rs`): each is answered
+//! in the iteration it arrived, from state the loop already holds, and the reactor hands up only
+//! a bounded number per poll, so a scraper costs consensus at most a few renders of latency.
 
 use std::io;
 use std::time::{Duration, Instant};
@@ -17,6 +21,7 @@ use log::{info, warn};
 
 use super::config::NodeConfig;
 use super::conn::ConnKind;
+use super::node_metrics::NodeMetrics;
 use super::peers::PeerLinks;
 use super::reactor::{Event, Reactor, CLIENT_CONNECTIONS_MAX, CLIENT_REQUESTS_IN_FLIGHT_MAX};
 use super::recovery::{recover, RecoveryOptions};
@@ -42,6 +47,9 @@ const SHUTDOWN_IO_WAIT_MAX: Duration = Duration::from_secs(10);
 /// ...and the last replies are written out for this long at most.
 const SHUTDOWN_FLUSH_MAX: Duration = Duration::from_secs(1);
 
+#[path = "node_http.rs"]
+mod http;
+
 /// Running, or shutting down since a signal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Lifecycle {
@@ -58,6 +66,9 @@ pub struct Node {
     next_tick: Instant,
     next_maintenance: Instant,
     lifecycle: Lifecycle,
+    metrics: std::sync::Arc<NodeMetrics>,
+    /// Reused for every HTTP response body.
+    http_body: String,
 }
 
 /// Why a node could not start: each message names the flag, file or address at fault.
@@ -90,7 +101,11 @@ impl Node {
         let hard_state = recovered.restored.hard_state;
         let raft = Raft::new(raft_cfg, recovered.restored)
             .map_err(|e| StartError(format!("inconsistent durable state: {e}")))?;
-        let replica = Replica::new(ReplicaInit {
+        let others: Vec<NodeId> = cfg.peers.keys().copied().filter(|&id| id != cfg.id).collect();
+        let metrics = std::sync::Arc::new(
+            NodeMetrics::new(&others).map_err(|e| StartError(format!("cannot register metrics: {e}")))?,
+        );
+        let mut replica = Replica::new(ReplicaInit {
             raft,
             kv: recovered.kv,
             hard_state,
@@ -101,21 +116,60 @@ impl Node {
             snapshot_chunk_bytes: crate::wire::SNAPSHOT_CHUNK_BYTES,
             record_applied: false,
         });
+        // Every hot-path update goes through one of these handles; `--metrics off` hands none out.
+        let updates = cfg.metrics_updates.then(|| std::sync::Arc::clone(&metrics));
+        if let Some(m) = &updates {
+            replica.attach_metrics(std::sync::Arc::clone(m));
+        }
         let (mut reactor, waker) = Reactor::bind(cfg.listen).map_err(StartError)?;
         reactor.watch_signals().map_err(StartError)?;
-        let wal_worker = WalWorker::new(recovered.wal, recovered.meta, cfg.segment_bytes);
-        let snapshot_worker = SnapshotWorker::new(fs, recovered.snapshots);
+        if let Some(m) = &updates {
+            reactor.set_metrics(std::sync::Arc::clone(m));
+        }
+        if let Some(http) = cfg.http_listen {
+            reactor.bind_http(http).map_err(StartError)?;
+            replica.set_http_addr(reactor.http_local_addr().map(|a| a.to_string()));
+        }
+        let mut wal_worker = WalWorker::new(recovered.wal, recovered.meta, cfg.segment_bytes);
+        let mut snapshot_worker = SnapshotWorker::new(fs, recovered.snapshots);
+        if let Some(m) = &updates {
+            wal_worker = wal_worker.with_metrics(std::sync::Arc::clone(m));
+            snapshot_worker = snapshot_worker.with_metrics(std::sync::Arc::clone(m));
+        }
         let storage = StorageThread::spawn(wal_worker, snapshot_worker, waker)
             .map_err(|e| StartError(format!("cannot start the storage thread: {e}")))?;
-        let peers = PeerLinks::new(cfg.id, cfg.cluster_id, cfg.peers.clone(), seed);
+        let mut peers = PeerLinks::new(cfg.id, cfg.cluster_id, cfg.peers.clone(), seed);
+        if let Some(m) = updates {
+            peers.set_metrics(m);
+        }
         info!("node {} listening on {} (cluster {}, peers {:?})", cfg.id, cfg.listen, cfg.cluster_id, cfg.peers);
+        if let Some(http) = reactor.http_local_addr() {
+            info!("node {} serving /metrics, /status and /health on http://{http}", cfg.id);
+        }
         let now = Instant::now();
         let lifecycle = Lifecycle::Running;
-        Ok(Node { next_tick: now + cfg.tick, next_maintenance: now, lifecycle, cfg, reactor, peers, replica, storage })
+        let http_body = String::new();
+        Ok(Node {
+            next_tick: now + cfg.tick,
+            next_maintenance: now,
+            lifecycle,
+            cfg,
+            reactor,
+            peers,
+            replica,
+            storage,
+            metrics,
+            http_body,
+        })
     }
 
     pub fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
         self.reactor.local_addr()
+    }
+
+    /// The HTTP listener's address, if `--http-listen` was given.
+    pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
+        self.reactor.http_local_addr()
     }
 
     /// Runs the event loop until a fatal error (a storage failure or a broken invariant), or
@@ -190,6 +244,7 @@ impl Node {
                         }
                     }
                     Event::Signal => self.on_signal()?,
+                    Event::HttpRequest { token, serial, request } => self.serve_http(token, serial, request),
                 }
             }
             events = self.reactor.take_events();
@@ -337,6 +392,7 @@ impl Node {
             let text = format!("invalid {}: {why}", message.body.name());
             return self.reactor.refuse(token, 0, ErrorReply::new(ErrorCode::MalformedFrame, text));
         }
+        self.peers.heard_from(peer, &message.body);
         self.replica.step(message);
     }
 

@@ -12,11 +12,13 @@
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 
-use super::conn::ConnKind;
+use super::conn::{ConnKind, Traffic};
+use super::node_metrics::NodeMetrics;
 use super::reactor::{Reactor, PEER_QUEUE_BYTES_MAX};
 use crate::raft::rng::Rng;
 use crate::raft::{Message, MessageBody, NodeId};
@@ -26,6 +28,8 @@ const BACKOFF_MIN: Duration = Duration::from_millis(50);
 /// Snapshot bytes queued on one link at most (a few chunks): the rest waits in the replica.
 const SNAPSHOT_QUEUE_BYTES_MAX: usize = 4 << 20;
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// A heartbeat unanswered for this long is presumed lost: the next one is timed instead.
+const HEARTBEAT_PROBE_STALE: Duration = Duration::from_secs(1);
 
 struct PeerLink {
     /// The connection this node dialed, while it is open.
@@ -37,6 +41,14 @@ struct PeerLink {
     ready: bool,
     backoff: Duration,
     next_attempt: Instant,
+    /// Dialed at least once (later dials count as reconnects).
+    dialed: bool,
+    /// The heartbeat being timed: its `read_seq` and when it was queued. One at a time; the
+    /// first response carrying that `read_seq` ends it (a later heartbeat with the same
+    /// `read_seq` answered first would make the sample longer, never shorter).
+    heartbeat_probe: Option<(u64, Instant)>,
+    /// When a message from the peer last arrived, on either connection.
+    last_heard: Option<Instant>,
 }
 
 /// What became of one outgoing message.
@@ -54,6 +66,7 @@ pub struct PeerLinks {
     addresses: BTreeMap<NodeId, String>,
     links: BTreeMap<NodeId, PeerLink>,
     rng: Rng,
+    metrics: Option<Arc<NodeMetrics>>,
 }
 
 impl PeerLinks {
@@ -64,10 +77,57 @@ impl PeerLinks {
             .keys()
             .filter(|&&id| id != self_id)
             .map(|&id| {
-                (id, PeerLink { token: None, inbound: None, ready: false, backoff: BACKOFF_MIN, next_attempt: now })
+                let link = PeerLink {
+                    token: None,
+                    inbound: None,
+                    ready: false,
+                    backoff: BACKOFF_MIN,
+                    next_attempt: now,
+                    dialed: false,
+                    heartbeat_probe: None,
+                    last_heard: None,
+                };
+                (id, link)
             })
             .collect();
-        PeerLinks { self_id, cluster_id, addresses, links, rng: Rng::new(seed) }
+        PeerLinks { self_id, cluster_id, addresses, links, rng: Rng::new(seed), metrics: None }
+    }
+
+    /// Counts bytes, redials and heartbeat round trips per peer in `metrics`.
+    pub fn set_metrics(&mut self, metrics: Arc<NodeMetrics>) {
+        self.metrics = Some(metrics);
+    }
+
+    fn traffic(&self, peer: NodeId) -> Option<Traffic> {
+        let m = self.metrics.as_ref()?.peer(peer)?;
+        Some(Traffic { sent: Arc::clone(&m.sent_bytes), received: Arc::clone(&m.received_bytes) })
+    }
+
+    /// A message from `peer` arrived: note when, and end a heartbeat round trip it answers.
+    pub fn heard_from(&mut self, peer: NodeId, message: &MessageBody) {
+        let Some(link) = self.links.get_mut(&peer) else { return };
+        let now = Instant::now();
+        link.last_heard = Some(now);
+        let MessageBody::HeartbeatResponse { read_seq } = message else { return };
+        let Some((probe_seq, sent_at)) = link.heartbeat_probe else { return };
+        if probe_seq != *read_seq {
+            return;
+        }
+        link.heartbeat_probe = None;
+        if let Some(m) = self.metrics.as_ref().and_then(|m| m.peer(peer)) {
+            m.heartbeat_rtt.observe_duration(now.saturating_duration_since(sent_at));
+        }
+    }
+
+    /// Peers heard from within `window` of `now`.
+    pub fn heard_within(&self, now: Instant, window: Duration) -> usize {
+        let recent = |l: &&PeerLink| l.last_heard.is_some_and(|at| now.saturating_duration_since(at) <= window);
+        self.links.values().filter(recent).count()
+    }
+
+    /// How long ago `peer` was last heard from (`None`: never since start-up).
+    pub fn last_heard(&self, peer: NodeId, now: Instant) -> Option<Duration> {
+        self.links.get(&peer).and_then(|l| l.last_heard).map(|at| now.saturating_duration_since(at))
     }
 
     pub fn is_peer(&self, id: NodeId) -> bool {
@@ -100,6 +160,14 @@ impl PeerLinks {
             }
             return;
         };
+        if let Some(link) = self.links.get_mut(&peer) {
+            if link.dialed {
+                if let Some(m) = self.metrics.as_ref().and_then(|m| m.peer(peer)) {
+                    m.reconnects.inc();
+                }
+            }
+            link.dialed = true;
+        }
         let token = match reactor.connect(addr, ConnKind::OutboundPeer { peer, ready: false }, PEER_QUEUE_BYTES_MAX) {
             Ok(token) => token,
             Err(e) => {
@@ -117,6 +185,9 @@ impl PeerLinks {
             node_id: self.self_id,
             protocol_version: PROTOCOL_VERSION,
         };
+        if let Some(traffic) = self.traffic(peer) {
+            reactor.set_traffic(token, traffic);
+        }
         reactor.send(token, &Frame::new(0, FrameBody::Hello(hello)));
         if let Some(link) = self.links.get_mut(&peer) {
             link.token = Some(token);
@@ -126,6 +197,9 @@ impl PeerLinks {
     /// A peer dialed us and said `Hello` on `token`. Its process may have just restarted: reset
     /// the backoff toward it and dial at once if our own link is down.
     pub fn on_inbound_hello(&mut self, reactor: &mut Reactor, peer: NodeId, token: usize) {
+        if let Some(traffic) = self.traffic(peer) {
+            reactor.set_traffic(token, traffic);
+        }
         let Some(link) = self.links.get_mut(&peer) else { return };
         link.inbound = Some(token);
         link.backoff = BACKOFF_MIN;
@@ -184,9 +258,26 @@ impl PeerLinks {
         debug_assert!(!matches!(message.body, MessageBody::InstallSnapshot { .. }), "snapshots stream as chunks");
         let Some(token) = self.token_for(message.to) else { return Sent::Dropped };
         if reactor.send(token, &Frame::new(0, FrameBody::Peer(message.clone()))) {
+            if let MessageBody::Heartbeat { read_seq, .. } = message.body {
+                self.time_heartbeat(message.to, read_seq);
+            }
             Sent::Queued
         } else {
             Sent::Dropped // queue full (a slow or dead peer); Raft retransmits
+        }
+    }
+
+    /// Starts timing a heartbeat to `to` unless one is being timed (and not presumed lost).
+    fn time_heartbeat(&mut self, to: NodeId, read_seq: u64) {
+        if self.metrics.is_none() {
+            return;
+        }
+        let Some(link) = self.links.get_mut(&to) else { return };
+        let now = Instant::now();
+        let busy =
+            link.heartbeat_probe.is_some_and(|(_, at)| now.saturating_duration_since(at) < HEARTBEAT_PROBE_STALE);
+        if !busy {
+            link.heartbeat_probe = Some((read_seq, now));
         }
     }
 

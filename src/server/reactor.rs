@@ -8,6 +8,9 @@
 //! ([`CLIENT_QUEUE_BYTES_MAX`], [`PEER_QUEUE_BYTES_MAX`]) and client requests in flight per
 //! connection ([`CLIENT_REQUESTS_IN_FLIGHT_MAX`]). Frames are bounded by the decoder.
 //!
+//! HTTP (`--http-listen`) is a second listener on the same poll with its own connection kind and
+//! bounds; `reactor_http.rs` holds that side.
+//!
 //! Invariants: a connection is answered only while its serial matches (a reused slab slot never
 //! receives another connection's reply); every close is reported exactly once.
 
@@ -21,9 +24,18 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
-use super::conn::{ConnKind, Connection};
+use super::conn::{ConnKind, Connection, Traffic};
+use super::http::Request as HttpRequest;
+use super::node_metrics::NodeMetrics;
 use super::requests::Waiter;
 use crate::wire::{ClientReply, ErrorCode, ErrorReply, Frame, FrameBody};
+
+#[path = "reactor_http.rs"]
+mod http;
+use http::HTTP_LISTENER;
+pub use http::{
+    HTTP_CONNECTIONS_MAX, HTTP_HEAD_TIMEOUT, HTTP_IDLE_TIMEOUT, HTTP_QUEUE_BYTES_MAX, HTTP_REQUESTS_PER_POLL_MAX,
+};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
@@ -66,6 +78,9 @@ pub enum Event {
     Eof { token: usize },
     /// The connection is gone (closed by either side, refused, or reaped).
     Closed { token: usize, kind: ConnKind },
+    /// A complete HTTP request on `token`; answer it with [`Reactor::http_respond`] (nothing
+    /// more is read from that connection until then).
+    HttpRequest { token: usize, serial: u64, request: HttpRequest },
     /// SIGTERM or SIGINT arrived (once per signal, as far as the self-pipe tells).
     Signal,
 }
@@ -86,6 +101,12 @@ pub struct Reactor {
     accept_again: bool,
     /// Events produced between polls (closes done on the node's behalf).
     pending: Vec<Event>,
+    /// The HTTP listener (`--http-listen`), if any (`reactor_http.rs`).
+    http_listener: Option<TcpListener>,
+    /// HTTP requests handed up since the last poll (bounded per poll).
+    http_requests_this_poll: usize,
+    /// Where HTTP responses the reactor writes itself are counted.
+    metrics: Option<Arc<NodeMetrics>>,
 }
 
 impl Reactor {
@@ -107,6 +128,9 @@ impl Reactor {
             read_again: Vec::new(),
             accept_again: false,
             pending: Vec::new(),
+            http_listener: None,
+            http_requests_this_poll: 0,
+            metrics: None,
         };
         Ok((reactor, waker))
     }
@@ -138,10 +162,22 @@ impl Reactor {
         Ok(())
     }
 
-    /// Closes the listener: new connections are refused by the kernel from now on.
+    /// Closes the listeners: new connections are refused by the kernel from now on.
     pub fn stop_listening(&mut self) {
-        if let Some(mut listener) = self.listener.take() {
+        for mut listener in [self.listener.take(), self.http_listener.take()].into_iter().flatten() {
             let _ = self.poll.registry().deregister(&mut listener);
+        }
+    }
+
+    /// Counts the HTTP responses the reactor writes itself (errors, refusals) in `metrics`.
+    pub fn set_metrics(&mut self, metrics: Arc<NodeMetrics>) {
+        self.metrics = Some(metrics);
+    }
+
+    /// Counts the bytes moved on `token` (a peer connection) in `traffic`.
+    pub fn set_traffic(&mut self, token: usize, traffic: Traffic) {
+        if let Some(conn) = self.conns.get_mut(token) {
+            conn.traffic = Some(traffic);
         }
     }
 
@@ -168,8 +204,10 @@ impl Reactor {
                 return Err(format!("event loop poll failed: {e}"));
             }
         }
+        self.http_requests_this_poll = 0;
         if std::mem::take(&mut self.accept_again) {
             self.accept_all();
+            self.accept_http_all();
         }
         for token in std::mem::take(&mut self.read_again) {
             self.read_from(token);
@@ -179,6 +217,7 @@ impl Reactor {
         for (token, readable, writable) in ready {
             match token {
                 LISTENER => self.accept_all(),
+                HTTP_LISTENER => self.accept_http_all(),
                 WAKER => {}
                 SIGNALS => self.drain_signals(),
                 Token(index) => {
@@ -316,6 +355,9 @@ impl Reactor {
 
     fn read_from(&mut self, token: usize) {
         let Some(conn) = self.conns.get_mut(token) else { return };
+        if conn.kind == ConnKind::Http && !conn.read_paused && !conn.close_after_flush {
+            return self.read_http(token);
+        }
         if conn.close_after_flush || conn.half_closed || conn.read_paused || conn.connecting || conn.broken {
             return;
         }
@@ -474,8 +516,9 @@ impl Reactor {
             self.close(token);
             return;
         }
+        let awaiting_http = conn.http.as_ref().is_some_and(|h| h.awaiting_response);
         let done = !conn.has_pending_writes()
-            && (conn.close_after_flush || (conn.half_closed && conn.requests_in_flight == 0));
+            && (conn.close_after_flush || (conn.half_closed && conn.requests_in_flight == 0 && !awaiting_http));
         if done {
             self.close(token);
             return;
@@ -498,9 +541,14 @@ impl Reactor {
     /// clients and peers, outbound peer connections that stalled or never connected.
     pub fn reap_idle(&mut self, now: Instant) {
         let mut stale = Vec::new();
+        let mut http_expired = Vec::new();
         for (token, conn) in self.conns.iter() {
             let idle = now.saturating_duration_since(conn.last_read);
             let expired = match conn.kind {
+                ConnKind::Http => {
+                    http_expired.extend(Reactor::http_expiry(conn, now).map(|expiry| (token, expiry)));
+                    false
+                }
                 ConnKind::AwaitingHello => now.saturating_duration_since(conn.accepted_at) > HANDSHAKE_TIMEOUT,
                 ConnKind::Client => {
                     let not_reading = conn.has_pending_writes()
@@ -522,6 +570,9 @@ impl Reactor {
         for token in stale {
             debug!("closing idle or stalled connection {token}");
             self.close(token);
+        }
+        for (token, expiry) in http_expired {
+            self.expire_http(token, expiry);
         }
     }
 }

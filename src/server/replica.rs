@@ -21,7 +21,8 @@ use std::time::Instant;
 use bytes::Bytes;
 use log::{info, warn};
 
-use super::requests::{Abandoned, ReadWaiter, Requests, Waiter};
+use super::node_metrics::RequestType;
+use super::requests::{Abandoned, ReadWaiter, Requests, Waiter, WriteTicket};
 use super::snapshot_transfer::{Received, Transfers};
 use super::storage_thread::{IoDone, IoJob};
 use crate::kv::{ApplyResult, Command, KvStore, SESSION_REPLIES_MAX};
@@ -33,6 +34,10 @@ use crate::raft::{
 use crate::wire::{
     ClientReply, ClientRequest, ErrorCode, ErrorReply, FrameBody, NodeRole, PeerStatus, SnapshotChunk, StatusReport,
 };
+use metrics::{command_type, request_type, write_type};
+
+#[path = "replica_metrics.rs"]
+mod metrics;
 
 /// Received snapshots staged at once: one being made durable, one the core accepted meanwhile.
 const STAGED_SNAPSHOTS_MAX: usize = 2;
@@ -119,6 +124,8 @@ pub struct Replica {
     sessions_max: u32,
     record_applied: bool,
     out: Output,
+    /// Metrics bookkeeping (`replica_metrics.rs`); inert until metrics are attached.
+    observer: metrics::ReplicaObserver,
 }
 
 impl Replica {
@@ -144,6 +151,7 @@ impl Replica {
             sessions_max: init.sessions_max,
             record_applied: init.record_applied,
             out: Output::default(),
+            observer: metrics::ReplicaObserver::default(),
         }
     }
 
@@ -159,11 +167,11 @@ impl Replica {
 
     /// Answers every waiting request `ShuttingDown` (graceful shutdown's deadline passed).
     pub fn abandon_all_requests(&mut self) {
-        for (waiter, _) in std::mem::take(&mut self.proposals_batch) {
-            self.reply_abandoned(waiter, Abandoned::ShuttingDown);
+        for (waiter, data) in std::mem::take(&mut self.proposals_batch) {
+            self.reply_abandoned(waiter, Abandoned::ShuttingDown, write_type(&data));
         }
-        for (waiter, why) in self.requests.abandon_all() {
-            self.reply_abandoned(waiter, why);
+        for (waiter, why, kind) in self.requests.abandon_all() {
+            self.reply_abandoned(waiter, why, kind);
         }
     }
 
@@ -197,6 +205,7 @@ impl Replica {
 
     /// The transport could not deliver a snapshot to `peer`: the core probes again.
     pub fn snapshot_send_failed(&mut self, peer: NodeId) {
+        self.note_snapshot_send_failed(peer);
         self.transfers.abort_send(peer);
         self.raft.report_snapshot_failed(peer);
     }
@@ -208,7 +217,9 @@ impl Replica {
 
     /// The next snapshot chunk for `to`; the transport calls it when `to`'s connection has room.
     pub fn take_snapshot_chunk(&mut self, to: NodeId) -> Option<SnapshotChunk> {
-        self.transfers.take_chunk(to)
+        let chunk = self.transfers.take_chunk(to)?;
+        self.note_snapshot_chunk_sent(to, chunk.done, chunk.total_bytes);
+        Some(chunk)
     }
 
     /// A snapshot chunk arrived from `chunk.from`. An error means the stream is broken: the
@@ -226,21 +237,27 @@ impl Replica {
 
     /// A client request. Writes and linearizable reads are batched until [`Replica::flush`].
     pub fn client_request(&mut self, waiter: Waiter, request: ClientRequest) {
+        self.note_request(request_type(&request));
+        let request_is_detailed = request == ClientRequest::StatusDetailed;
         match request {
-            ClientRequest::Status => {
-                let report = self.status_report();
-                self.reply(waiter, FrameBody::Reply(ClientReply::Status(report)));
+            ClientRequest::Status | ClientRequest::StatusDetailed => {
+                let mut report = self.status_report();
+                if request_is_detailed {
+                    report.http_addr = Some(self.http_addr().unwrap_or_default().to_string());
+                }
+                self.reply(waiter, RequestType::Status, FrameBody::Reply(ClientReply::Status(report)));
             }
             ClientRequest::Get { key, consistency: crate::wire::ReadConsistency::Local } => {
                 let reply = self.kv.get(&key).map_or(ClientReply::NotFound, |v| ClientReply::Value(v.clone()));
-                self.reply(waiter, FrameBody::Reply(reply));
+                self.reply(waiter, RequestType::StaleGet, FrameBody::Reply(reply));
             }
             ClientRequest::Get { key, consistency: crate::wire::ReadConsistency::Linearizable } => {
                 if self.raft.role() != Role::Leader {
-                    return self.reply_not_leader(waiter);
+                    return self.reply_not_leader(waiter, RequestType::Get);
                 }
                 if self.requests.reads_full() {
-                    return self.reply_error(waiter, ErrorCode::Overloaded, "too many reads waiting".into());
+                    let text = "too many reads waiting".into();
+                    return self.reply_error(waiter, RequestType::Get, ErrorCode::Overloaded, text);
                 }
                 self.requests.read_arrived(ReadWaiter { waiter, key });
             }
@@ -254,12 +271,13 @@ impl Replica {
 
     /// Queues a command for this iteration's batch of proposals.
     fn propose_later(&mut self, waiter: Waiter, command: &Command) {
+        let kind = command_type(command);
         if self.requests.writes_full(self.proposals_batch.len()) {
             let text = "too many writes waiting to commit".to_string();
-            return self.reply_error(waiter, ErrorCode::Overloaded, text);
+            return self.reply_error(waiter, kind, ErrorCode::Overloaded, text);
         }
         if self.raft.role() != Role::Leader {
-            return self.reply_not_leader(waiter);
+            return self.reply_not_leader(waiter, kind);
         }
         // Proposed together with every other write of this loop iteration: one append
         // per follower carries them all.
@@ -287,7 +305,10 @@ impl Replica {
     fn route(&mut self, messages: Vec<Message>) {
         for message in messages {
             match message.body {
-                MessageBody::InstallSnapshot { meta } => self.transfers.start_send(message.to, message.term, meta),
+                MessageBody::InstallSnapshot { meta } => {
+                    self.note_snapshot_send_started(message.to);
+                    self.transfers.start_send(message.to, message.term, meta)
+                }
                 _ => self.out.messages.push(message),
             }
         }
@@ -360,6 +381,7 @@ impl Replica {
     fn drive_ready(&mut self) -> Result<(), String> {
         while self.io_in_flight.is_none() && self.raft.has_ready() {
             let mut ready = self.raft.ready();
+            self.note_leadership(ready.term, ready.leader);
             self.on_soft_state(&ready);
             let messages = std::mem::take(&mut ready.messages);
             self.route(messages);
@@ -407,8 +429,8 @@ impl Replica {
         if self.was_leader && !is_leader {
             // Writes may still commit under the next leader; the client retries with the same
             // session seq, which is safe.
-            for (waiter, why) in self.requests.leadership_lost() {
-                self.reply_abandoned(waiter, why);
+            for (waiter, why, kind) in self.requests.leadership_lost() {
+                self.reply_abandoned(waiter, why, kind);
             }
         }
         self.was_leader = is_leader;
@@ -427,12 +449,16 @@ impl Replica {
             self.snapshot_meta = meta.clone();
             self.logged_bytes_since_snapshot = 0;
             info!("installed snapshot at index {} (term {}) from the leader", meta.index, meta.term);
-            for (waiter, why) in self.requests.snapshot_installed(meta.index) {
-                self.reply_abandoned(waiter, why);
+            for (waiter, why, kind) in self.requests.snapshot_installed(meta.index) {
+                self.reply_abandoned(waiter, why, kind);
             }
         }
-        for entry in &ready.committed_entries {
-            self.apply(entry)?;
+        if !ready.committed_entries.is_empty() {
+            let started = Instant::now();
+            for entry in &ready.committed_entries {
+                self.apply(entry, started)?;
+            }
+            self.note_applied_batch(started.elapsed());
         }
         // The state machine lands exactly where this batch took it. The core may already be
         // further: a snapshot that arrived while the batch was in flight moves its applied index,
@@ -446,11 +472,13 @@ impl Replica {
             self.raft.applied()
         );
         for read in &ready.read_states {
+            self.note_read_round_finished(read.ctx, true);
             self.requests.read_round_confirmed(read.ctx, read.index);
         }
         for &ctx in &ready.dropped_reads {
+            self.note_read_round_finished(ctx, false);
             for read in self.requests.read_round_failed(ctx) {
-                self.reply_not_leader(read.waiter);
+                self.reply_not_leader(read.waiter, RequestType::Get);
             }
         }
         self.serve_reads();
@@ -459,7 +487,9 @@ impl Replica {
         Ok(())
     }
 
-    fn apply(&mut self, entry: &Entry) -> Result<(), String> {
+    /// Applies one committed entry; `batch_started` stamps its proposal's commit (one clock read
+    /// per batch).
+    fn apply(&mut self, entry: &Entry, batch_started: Instant) -> Result<(), String> {
         if self.record_applied {
             self.out.applied.push(entry.clone());
         }
@@ -472,7 +502,10 @@ impl Replica {
                 Some(self.kv.apply(entry.index, &entry.data).map_err(|e| format!("apply {}: {e}", entry.index))?)
             }
         };
-        let Some((waiter, own_entry)) = self.requests.write_applied(entry.index, entry.term) else { return Ok(()) };
+        let Some((ticket, own_entry)) = self.requests.write_applied(entry.index, entry.term) else { return Ok(()) };
+        if own_entry {
+            self.note_committed(&ticket, batch_started);
+        }
         let body = match result {
             _ if !own_entry => {
                 FrameBody::Error(ErrorReply::new(ErrorCode::OutcomeUnknown, "another leader's entry took this index"))
@@ -480,7 +513,7 @@ impl Replica {
             Some(result) => write_reply(result),
             None => FrameBody::Error(ErrorReply::new(ErrorCode::Internal, "a no-op took this write's index")),
         };
-        self.reply(waiter, body);
+        self.reply(ticket.waiter, ticket.kind, body);
         Ok(())
     }
 
@@ -500,6 +533,7 @@ impl Replica {
             data: Bytes::from(self.kv.snapshot()),
         };
         let serialized = started.elapsed();
+        self.note_snapshot_created(serialized, snapshot.data.len() as u64);
         if serialized > SNAPSHOT_SERIALIZE_WARN {
             warn!(
                 "serializing the snapshot at index {applied} ({} bytes) held the event loop for {serialized:?}",
@@ -520,12 +554,14 @@ impl Replica {
         let batch = std::mem::take(&mut self.proposals_batch);
         let results = self.raft.propose_batch(batch.iter().map(|(_, data)| data.clone()));
         let term = self.raft.term();
-        for ((waiter, _), result) in batch.into_iter().zip(results) {
+        let proposed_at = Instant::now();
+        for ((waiter, data), result) in batch.into_iter().zip(results) {
+            let kind = write_type(&data);
             match result {
-                Ok(index) => self.requests.write_proposed(index, term, waiter),
-                Err(ProposeError::NotLeader { .. }) => self.reply_not_leader(waiter),
+                Ok(index) => self.requests.write_proposed(index, term, WriteTicket { waiter, kind, proposed_at }),
+                Err(ProposeError::NotLeader { .. }) => self.reply_not_leader(waiter, kind),
                 Err(ProposeError::Busy) => {
-                    self.reply_error(waiter, ErrorCode::Overloaded, "too many uncommitted entries".into())
+                    self.reply_error(waiter, kind, ErrorCode::Overloaded, "too many uncommitted entries".into())
                 }
             }
         }
@@ -536,39 +572,46 @@ impl Replica {
         if let Err(e) = self.raft.read_index(ctx) {
             for read in self.requests.read_round_failed(ctx) {
                 match e {
-                    ProposeError::NotLeader { .. } => self.reply_not_leader(read.waiter),
-                    ProposeError::Busy => self.reply_error(read.waiter, ErrorCode::Overloaded, "too many reads".into()),
+                    ProposeError::NotLeader { .. } => self.reply_not_leader(read.waiter, RequestType::Get),
+                    ProposeError::Busy => {
+                        self.reply_error(read.waiter, RequestType::Get, ErrorCode::Overloaded, "too many reads".into())
+                    }
                 }
             }
+        } else {
+            self.note_read_round_started(ctx);
         }
     }
 
     fn serve_reads(&mut self) {
         for read in self.requests.reads_servable(self.kv.applied_index()) {
             let reply = self.kv.get(&read.key).map_or(ClientReply::NotFound, |v| ClientReply::Value(v.clone()));
-            self.reply(read.waiter, FrameBody::Reply(reply));
+            self.reply(read.waiter, RequestType::Get, FrameBody::Reply(reply));
         }
     }
 
-    fn reply(&mut self, waiter: Waiter, body: FrameBody) {
+    /// Every reply leaves through here (`kind` is what was asked, for the metrics).
+    fn reply(&mut self, waiter: Waiter, kind: RequestType, body: FrameBody) {
+        self.note_reply(kind, &body);
         self.out.replies.push((waiter, body));
     }
 
-    fn reply_error(&mut self, waiter: Waiter, code: ErrorCode, message: String) {
-        self.reply(waiter, FrameBody::Error(ErrorReply::new(code, message)));
+    fn reply_error(&mut self, waiter: Waiter, kind: RequestType, code: ErrorCode, message: String) {
+        self.reply(waiter, kind, FrameBody::Error(ErrorReply::new(code, message)));
     }
 
-    fn reply_abandoned(&mut self, waiter: Waiter, why: Abandoned) {
+    fn reply_abandoned(&mut self, waiter: Waiter, why: Abandoned, kind: RequestType) {
         match why {
-            Abandoned::OutcomeUnknown(text) => self.reply_error(waiter, ErrorCode::OutcomeUnknown, text.into()),
-            Abandoned::NotLeader => self.reply_not_leader(waiter),
+            Abandoned::OutcomeUnknown(text) => self.reply_error(waiter, kind, ErrorCode::OutcomeUnknown, text.into()),
+            Abandoned::NotLeader => self.reply_not_leader(waiter, kind),
             Abandoned::ShuttingDown => {
-                self.reply_error(waiter, ErrorCode::ShuttingDown, "the node is shutting down; try another".into())
+                let text = "the node is shutting down; try another".into();
+                self.reply_error(waiter, kind, ErrorCode::ShuttingDown, text)
             }
         }
     }
 
-    fn reply_not_leader(&mut self, waiter: Waiter) {
+    fn reply_not_leader(&mut self, waiter: Waiter, kind: RequestType) {
         let leader_id = self.raft.leader();
         let leader_addr = if leader_id == self.id {
             String::new()
@@ -576,7 +619,7 @@ impl Replica {
             self.addresses.get(&leader_id).cloned().unwrap_or_default()
         };
         let leader_id = if leader_addr.is_empty() { 0 } else { leader_id };
-        self.reply(waiter, FrameBody::Reply(ClientReply::NotLeader { leader_id, leader_addr }));
+        self.reply(waiter, kind, FrameBody::Reply(ClientReply::NotLeader { leader_id, leader_addr }));
     }
 
     /// This node's status, as `Status` answers it.
@@ -604,6 +647,7 @@ impl Replica {
                 .into_iter()
                 .map(|(node_id, match_index, next_index)| PeerStatus { node_id, match_index, next_index })
                 .collect(),
+            http_addr: None,
         }
     }
 }

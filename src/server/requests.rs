@@ -18,9 +18,11 @@
 //! checks [`Requests::writes_full`] / [`Requests::reads_full`] before adding one.
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 use bytes::Bytes;
 
+pub use super::node_metrics::RequestType;
 use crate::raft::{Index, Term};
 
 /// Writes proposed and not yet applied, per node.
@@ -57,11 +59,23 @@ pub struct ReadWaiter {
     pub key: Bytes,
 }
 
+/// A proposed write: who waits for it, what it is (for the metrics) and when it was proposed
+/// (for the proposal-to-commit latency).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WriteTicket {
+    pub waiter: Waiter,
+    pub kind: RequestType,
+    pub proposed_at: Instant,
+}
+
 #[derive(Clone, Copy, Debug)]
 struct WriteWaiter {
-    waiter: Waiter,
+    ticket: WriteTicket,
     term: Term,
 }
+
+/// A request answered without a result: who, why, and what it was.
+pub type AbandonedRequest = (Waiter, Abandoned, RequestType);
 
 /// The tables of waiting client requests of one node. See the module doc for the rules.
 #[derive(Debug, Default)]
@@ -99,8 +113,8 @@ impl Requests {
     }
 
     /// A write was proposed at (`index`, `term`).
-    pub fn write_proposed(&mut self, index: Index, term: Term, waiter: Waiter) {
-        let previous = self.writes.insert(index, WriteWaiter { waiter, term });
+    pub fn write_proposed(&mut self, index: Index, term: Term, ticket: WriteTicket) {
+        let previous = self.writes.insert(index, WriteWaiter { ticket, term });
         // A leader proposes each index once per term, and waiters of an older term are
         // answered when leadership is lost, so a slot is never taken twice.
         debug_assert!(previous.is_none(), "two writes wait on index {index}");
@@ -109,26 +123,26 @@ impl Requests {
     /// The entry at `index` with `term` was applied: the write waiting there, if any, and
     /// whether its result is the state machine's (`true`) or another leader's entry took the
     /// index (`false`: answer `OutcomeUnknown`).
-    pub fn write_applied(&mut self, index: Index, term: Term) -> Option<(Waiter, bool)> {
+    pub fn write_applied(&mut self, index: Index, term: Term) -> Option<(WriteTicket, bool)> {
         let w = self.writes.remove(&index)?;
-        Some((w.waiter, w.term == term))
+        Some((w.ticket, w.term == term))
     }
 
     /// A snapshot up to `index` replaced the log: the writes it covers cannot learn their fate.
-    pub fn snapshot_installed(&mut self, index: Index) -> Vec<(Waiter, Abandoned)> {
+    pub fn snapshot_installed(&mut self, index: Index) -> Vec<AbandonedRequest> {
         let kept = self.writes.split_off(&(index + 1));
         let covered = std::mem::replace(&mut self.writes, kept);
-        covered.into_values().map(|w| (w.waiter, Abandoned::OutcomeUnknown("superseded by a snapshot"))).collect()
+        let why = Abandoned::OutcomeUnknown("superseded by a snapshot");
+        covered.into_values().map(|w| (w.ticket.waiter, why, w.ticket.kind)).collect()
     }
 
     /// This node stopped leading: every write and every unconfirmed read is answered.
-    pub fn leadership_lost(&mut self) -> Vec<(Waiter, Abandoned)> {
-        let mut out: Vec<(Waiter, Abandoned)> = std::mem::take(&mut self.writes)
-            .into_values()
-            .map(|w| (w.waiter, Abandoned::OutcomeUnknown("leadership lost before the write committed")))
-            .collect();
+    pub fn leadership_lost(&mut self) -> Vec<AbandonedRequest> {
+        let why = Abandoned::OutcomeUnknown("leadership lost before the write committed");
+        let mut out: Vec<AbandonedRequest> =
+            std::mem::take(&mut self.writes).into_values().map(|w| (w.ticket.waiter, why, w.ticket.kind)).collect();
         let batch = std::mem::take(&mut self.reads_batch);
-        out.extend(self.forget_reads(batch).into_iter().map(|r| (r.waiter, Abandoned::NotLeader)));
+        out.extend(self.forget_reads(batch).into_iter().map(|r| (r.waiter, Abandoned::NotLeader, RequestType::Get)));
         out
     }
 
@@ -138,13 +152,14 @@ impl Requests {
     }
 
     /// The node is shutting down: every waiting request is answered.
-    pub fn abandon_all(&mut self) -> Vec<(Waiter, Abandoned)> {
-        let mut out: Vec<(Waiter, Abandoned)> =
-            std::mem::take(&mut self.writes).into_values().map(|w| (w.waiter, Abandoned::ShuttingDown)).collect();
+    pub fn abandon_all(&mut self) -> Vec<AbandonedRequest> {
+        let why = Abandoned::ShuttingDown;
+        let mut out: Vec<AbandonedRequest> =
+            std::mem::take(&mut self.writes).into_values().map(|w| (w.ticket.waiter, why, w.ticket.kind)).collect();
         let mut reads = std::mem::take(&mut self.reads_batch);
         reads.extend(std::mem::take(&mut self.reads_awaiting_confirm).into_values().flatten());
         reads.extend(std::mem::take(&mut self.reads_awaiting_apply).into_iter().flat_map(|(_, batch)| batch));
-        out.extend(self.forget_reads(reads).into_iter().map(|r| (r.waiter, Abandoned::ShuttingDown)));
+        out.extend(self.forget_reads(reads).into_iter().map(|r| (r.waiter, why, RequestType::Get)));
         out
     }
 
@@ -204,6 +219,12 @@ mod tests {
         Waiter { token: 1, serial: 7, request_id }
     }
 
+    fn ticket(request_id: u64) -> WriteTicket {
+        // One instant for every ticket, so that tickets compare equal by value.
+        static AT: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        WriteTicket { waiter: waiter(request_id), kind: RequestType::Set, proposed_at: *AT.get_or_init(Instant::now) }
+    }
+
     fn read(request_id: u64, key: &str) -> ReadWaiter {
         ReadWaiter { waiter: waiter(request_id), key: Bytes::from(key.to_string()) }
     }
@@ -211,12 +232,12 @@ mod tests {
     #[test]
     fn a_write_gets_its_result_only_when_its_own_entry_applies() {
         let mut r = Requests::new();
-        r.write_proposed(5, 2, waiter(1));
-        r.write_proposed(6, 2, waiter(2));
+        r.write_proposed(5, 2, ticket(1));
+        r.write_proposed(6, 2, ticket(2));
         assert_eq!(r.write_applied(4, 2), None, "no write waits there");
-        assert_eq!(r.write_applied(5, 2), Some((waiter(1), true)));
+        assert_eq!(r.write_applied(5, 2), Some((ticket(1), true)));
         // Another leader's entry (term 3) took index 6: the outcome of write 2 is unknown.
-        assert_eq!(r.write_applied(6, 3), Some((waiter(2), false)));
+        assert_eq!(r.write_applied(6, 3), Some((ticket(2), false)));
         assert_eq!(r.writes_waiting(), 0);
         assert_eq!(r.write_applied(5, 2), None, "answered exactly once");
     }
@@ -224,16 +245,17 @@ mod tests {
     #[test]
     fn stepping_down_answers_every_write_and_every_unconfirmed_read() {
         let mut r = Requests::new();
-        r.write_proposed(5, 2, waiter(1));
-        r.write_proposed(9, 2, waiter(2));
+        r.write_proposed(5, 2, ticket(1));
+        r.write_proposed(9, 2, ticket(2));
         r.read_arrived(read(3, "a"));
         let abandoned = r.leadership_lost();
+        let lost = Abandoned::OutcomeUnknown("leadership lost before the write committed");
         assert_eq!(
             abandoned,
             vec![
-                (waiter(1), Abandoned::OutcomeUnknown("leadership lost before the write committed")),
-                (waiter(2), Abandoned::OutcomeUnknown("leadership lost before the write committed")),
-                (waiter(3), Abandoned::NotLeader),
+                (waiter(1), lost, RequestType::Set),
+                (waiter(2), lost, RequestType::Set),
+                (waiter(3), Abandoned::NotLeader, RequestType::Get),
             ]
         );
         assert_eq!((r.writes_waiting(), r.reads_waiting()), (0, 0));
@@ -244,13 +266,13 @@ mod tests {
     fn a_snapshot_abandons_only_the_writes_it_covers() {
         let mut r = Requests::new();
         for (index, id) in [(3, 1), (4, 2), (8, 3)] {
-            r.write_proposed(index, 1, waiter(id));
+            r.write_proposed(index, 1, ticket(id));
         }
         let abandoned = r.snapshot_installed(4);
-        let ids: Vec<u64> = abandoned.iter().map(|(w, _)| w.request_id).collect();
+        let ids: Vec<u64> = abandoned.iter().map(|(w, _, _)| w.request_id).collect();
         assert_eq!(ids, vec![1, 2]);
-        assert!(abandoned.iter().all(|(_, why)| *why == Abandoned::OutcomeUnknown("superseded by a snapshot")));
-        assert_eq!(r.write_applied(8, 1), Some((waiter(3), true)));
+        assert!(abandoned.iter().all(|(_, why, _)| *why == Abandoned::OutcomeUnknown("superseded by a snapshot")));
+        assert_eq!(r.write_applied(8, 1), Some((ticket(3), true)));
     }
 
     #[test]
@@ -289,7 +311,7 @@ mod tests {
     #[test]
     fn shutting_down_answers_everything_once() {
         let mut r = Requests::new();
-        r.write_proposed(5, 2, waiter(1));
+        r.write_proposed(5, 2, ticket(1));
         r.read_arrived(read(2, "a"));
         let ctx = r.start_read_round().expect("round");
         r.read_arrived(read(3, "b"));
@@ -300,7 +322,7 @@ mod tests {
         let mut ids: Vec<u64> = r
             .abandon_all()
             .iter()
-            .map(|(w, why)| {
+            .map(|(w, why, _)| {
                 assert_eq!(*why, Abandoned::ShuttingDown);
                 w.request_id
             })

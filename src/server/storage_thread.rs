@@ -22,11 +22,12 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use mio::Waker;
 
+use super::node_metrics::{NodeMetrics, SnapshotOp};
 use super::snapshot_transfer::ChunkRead;
 use crate::kv::KvStore;
 use crate::raft::{Entry, HardState, LoadRequest, NodeId, RecoveryChange, Snapshot, SnapshotMeta, Term};
@@ -137,11 +138,17 @@ pub struct WalWorker {
     wal: Wal,
     meta: MetaStore,
     segment_bytes: u64,
+    metrics: Option<Arc<NodeMetrics>>,
 }
 
 impl WalWorker {
     pub fn new(wal: Wal, meta: MetaStore, segment_bytes: u64) -> WalWorker {
-        WalWorker { wal, meta, segment_bytes }
+        WalWorker { wal, meta, segment_bytes, metrics: None }
+    }
+
+    /// Records sync durations and batch sizes in `metrics` (shared with the reactor thread).
+    pub fn with_metrics(self, metrics: Arc<NodeMetrics>) -> WalWorker {
+        WalWorker { metrics: Some(metrics), ..self }
     }
 
     /// Runs one WAL-lane job. An error means durability can no longer be promised.
@@ -193,7 +200,14 @@ impl WalWorker {
             self.wal.set_hard_state(hs)?;
         }
         self.store_meta(hard_state, recovery)?;
-        self.wal.sync()
+        let started = Instant::now();
+        self.wal.sync()?;
+        if let Some(m) = &self.metrics {
+            m.wal_sync_duration.observe_duration(started.elapsed());
+            m.wal_batch_entries.observe(entries.len() as u64);
+            m.wal_batch_bytes.observe(entries.iter().map(|e| e.size_bytes() as u64).sum());
+        }
+        Ok(())
     }
 
     /// Term and vote (and the recovery state) also go to the meta file, two synced slots, before
@@ -248,11 +262,23 @@ pub struct SnapshotWorker {
     store: SnapshotStore,
     readers: Vec<(PathBuf, SnapshotReader)>,
     incoming: Option<(SnapshotChunk, SnapshotWriter)>,
+    metrics: Option<Arc<NodeMetrics>>,
 }
 
 impl SnapshotWorker {
     pub fn new(fs: Arc<dyn FileSystem>, store: SnapshotStore) -> SnapshotWorker {
-        SnapshotWorker { fs, store, readers: Vec::new(), incoming: None }
+        SnapshotWorker { fs, store, readers: Vec::new(), incoming: None, metrics: None }
+    }
+
+    /// Records save and install durations in `metrics` (shared with the reactor thread).
+    pub fn with_metrics(self, metrics: Arc<NodeMetrics>) -> SnapshotWorker {
+        SnapshotWorker { metrics: Some(metrics), ..self }
+    }
+
+    fn observe(&self, op: SnapshotOp, started: Instant, size_bytes: Option<u64>) {
+        if let Some(m) = &self.metrics {
+            m.observe_snapshot(op, started.elapsed(), size_bytes);
+        }
     }
 
     /// Runs one snapshot-lane job. Only a failure to save the node's own snapshot is an error;
@@ -260,7 +286,12 @@ impl SnapshotWorker {
     pub fn run(&mut self, job: IoJob) -> Result<IoDone, StorageError> {
         match job {
             // `save` prunes old snapshots once the new one is installed.
-            IoJob::SaveSnapshot(snapshot) => self.store.save(&snapshot).map(|_| IoDone::SnapshotSaved(snapshot.meta)),
+            IoJob::SaveSnapshot(snapshot) => {
+                let started = Instant::now();
+                self.store.save(&snapshot)?;
+                self.observe(SnapshotOp::Save, started, Some(snapshot.data.len() as u64));
+                Ok(IoDone::SnapshotSaved(snapshot.meta))
+            }
             IoJob::ReadSnapshotImage(read) => Ok(self.read_image(read)),
             IoJob::ReceiveSnapshotChunk { chunk, first, last } => Ok(self.receive(chunk, first, last)),
             other => Err(StorageError::Invalid(format!("{other:?} is not a snapshot job"))),
@@ -327,7 +358,9 @@ impl SnapshotWorker {
         let Some((_, writer)) = self.incoming.take() else { return Err("lost the incoming snapshot".into()) };
         let meta = chunk.meta;
         let fs = Arc::clone(&self.fs);
+        let started = Instant::now();
         let (_, kv) = writer.finish_checked(|tmp| decode_image(fs.as_ref(), tmp, &meta)).map_err(|e| e.to_string())?;
+        self.observe(SnapshotOp::Install, started, Some(chunk.total_bytes));
         Ok(Some((term, Box::new(kv))))
     }
 }

@@ -177,7 +177,13 @@ pub(super) fn decode_request(
             let consistency = decode_consistency(reader.u8("consistency")?)?;
             return Ok(ClientRequest::Get { key: reader.bytes("key", KEY_BYTES_MAX)?, consistency });
         }
-        MessageType::Status => return Ok(ClientRequest::Status),
+        MessageType::Status if reader.remaining() == 0 => return Ok(ClientRequest::Status),
+        MessageType::Status => {
+            return match reader.u8("detail")? {
+                super::message::STATUS_DETAIL_EXTENDED => Ok(ClientRequest::StatusDetailed),
+                other => Err(invalid("detail", format!("{other} is not a known detail level (1)"))),
+            };
+        }
         MessageType::RegisterClient => return Ok(ClientRequest::RegisterClient),
         MessageType::Set => {
             let session = decode_session(reader)?;
@@ -245,6 +251,7 @@ pub(super) fn decode_status(reader: &mut PayloadReader) -> Result<StatusReport, 
         snapshot_index: reader.u64("snapshot_index")?,
         snapshot_term: reader.u64("snapshot_term")?,
         peers: Vec::new(),
+        http_addr: None,
     };
     let count = reader.count("peers", STATUS_PEERS_MAX, 24)?;
     status.peers.reserve_exact(count);
@@ -255,6 +262,10 @@ pub(super) fn decode_status(reader: &mut PayloadReader) -> Result<StatusReport, 
             match_index: reader.u64(field("match_index"))?,
             next_index: reader.u64(field("next_index"))?,
         });
+    }
+    // The extension (§7.2) follows only in answer to a detailed request.
+    if reader.remaining() > 0 {
+        status.http_addr = Some(reader.string("http_addr", ADDRESS_BYTES_MAX)?);
     }
     Ok(status)
 }

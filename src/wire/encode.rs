@@ -46,7 +46,10 @@ pub(super) fn validate_for_encode(body: &FrameBody) -> Result<(), WireError> {
         FrameBody::Reply(ClientReply::CasFailed { current }) => {
             limit("current", current.as_ref().map_or(0, Bytes::len), VALUE_BYTES_MAX)
         }
-        FrameBody::Reply(ClientReply::Status(status)) => limit("peers", status.peers.len(), STATUS_PEERS_MAX),
+        FrameBody::Reply(ClientReply::Status(status)) => {
+            limit("peers", status.peers.len(), STATUS_PEERS_MAX)?;
+            limit("http_addr", status.http_addr.as_ref().map_or(0, String::len), ADDRESS_BYTES_MAX)
+        }
         FrameBody::Reply(ClientReply::NotLeader { leader_addr, .. }) => {
             limit("leader_addr", leader_addr.len(), ADDRESS_BYTES_MAX)
         }
@@ -176,6 +179,7 @@ pub(super) fn encode_request(request: &ClientRequest, out: &mut BytesMut) {
             put_bytes(out, key);
         }
         ClientRequest::Status => {}
+        ClientRequest::StatusDetailed => out.put_u8(super::message::STATUS_DETAIL_EXTENDED),
     }
 }
 
@@ -204,6 +208,9 @@ pub(super) fn encode_reply(reply: &ClientReply, out: &mut BytesMut) {
                 out.put_u64(peer.node_id);
                 out.put_u64(peer.match_index);
                 out.put_u64(peer.next_index);
+            }
+            if let Some(http_addr) = &status.http_addr {
+                put_bytes(out, http_addr.as_bytes());
             }
         }
         ClientReply::NotLeader { leader_id, leader_addr } => {

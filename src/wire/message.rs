@@ -170,7 +170,15 @@ pub enum ClientRequest {
         consistency: ReadConsistency,
     },
     Status,
+    /// `Status` asking for the report's extension (`protocol.md` §7.2): on the wire a `Status`
+    /// frame whose payload is the single byte `0x01`. A node older than the extension refuses it
+    /// as malformed (trailing bytes); [`Client::status_detailed`](crate::client::Client) then
+    /// asks again with a plain `Status`.
+    StatusDetailed,
 }
+
+/// The `detail` byte of a `Status` request that asks for the report's extension.
+pub const STATUS_DETAIL_EXTENDED: u8 = 1;
 
 /// A node's role in a status report.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -205,6 +213,10 @@ pub struct StatusReport {
     pub snapshot_term: Term,
     /// Filled in by a leader; empty otherwise.
     pub peers: Vec<PeerStatus>,
+    /// Extension (`protocol.md` §7.2), sent only to a [`ClientRequest::StatusDetailed`]: the
+    /// address of the node's HTTP listener (`/metrics`, `/status`, `/health`), `Some("")` if it
+    /// has none. `None`: the report carried no extension (a plain `Status`, or an older node).
+    pub http_addr: Option<String>,
 }
 
 /// A reply to a client request (errors travel as [`FrameBody::Error`]).
@@ -266,7 +278,7 @@ impl Frame {
             }
             FrameBody::Request(ClientRequest::RegisterClient) => MessageType::RegisterClient,
             FrameBody::Request(ClientRequest::Get { .. }) => MessageType::Get,
-            FrameBody::Request(ClientRequest::Status) => MessageType::Status,
+            FrameBody::Request(ClientRequest::Status | ClientRequest::StatusDetailed) => MessageType::Status,
             FrameBody::Reply(ClientReply::Ok) => MessageType::Ok,
             FrameBody::Reply(ClientReply::Value(_)) => MessageType::Value,
             FrameBody::Reply(ClientReply::NotFound) => MessageType::NotFound,

@@ -102,6 +102,11 @@ impl PayloadReader {
         Ok(count)
     }
 
+    /// Payload bytes not read yet (for a trailing optional extension).
+    pub fn remaining(&self) -> usize {
+        self.payload.len()
+    }
+
     pub fn finish(self) -> Result<(), WireError> {
         if self.payload.is_empty() {
             Ok(())

@@ -80,6 +80,7 @@ fn sample_frames() -> Vec<Frame> {
             new: Bytes::new(),
         })),
         FrameBody::Request(ClientRequest::Status),
+        FrameBody::Request(ClientRequest::StatusDetailed),
         FrameBody::Request(ClientRequest::RegisterClient),
         FrameBody::Reply(ClientReply::Ok),
         FrameBody::Reply(ClientReply::Value(b("bar"))),
@@ -98,6 +99,21 @@ fn sample_frames() -> Vec<Frame> {
             snapshot_index: 50,
             snapshot_term: 5,
             peers: vec![PeerStatus { node_id: 2, match_index: 101, next_index: 102 }],
+            http_addr: None,
+        })),
+        FrameBody::Reply(ClientReply::Status(StatusReport {
+            node_id: 2,
+            role: NodeRole::Follower,
+            term: 7,
+            leader_id: 1,
+            commit_index: 100,
+            applied_index: 99,
+            last_log_index: 101,
+            log_size_bytes: 65536,
+            snapshot_index: 50,
+            snapshot_term: 5,
+            peers: Vec::new(),
+            http_addr: Some("127.0.0.1:7102".to_string()),
         })),
         FrameBody::Reply(ClientReply::NotLeader { leader_id: 2, leader_addr: "10.0.0.2:7001".to_string() }),
         FrameBody::Reply(ClientReply::NotLeader { leader_id: 0, leader_addr: String::new() }),
@@ -228,14 +244,31 @@ fn truncated_payload_of_every_frame_is_an_error() {
         let bytes = encode(&frame);
         let message_type = frame.message_type().unwrap();
         let payload = &bytes[LENGTH_PREFIX_BYTES + FRAME_HEADER_BYTES..];
+        // Cut just before its optional tail (§7.2), a frame is the same frame without it.
+        let tail_start = match &frame.body {
+            FrameBody::Request(ClientRequest::StatusDetailed) => Some(0),
+            FrameBody::Reply(ClientReply::Status(StatusReport { http_addr: Some(addr), .. })) => {
+                Some(payload.len() - 4 - addr.len())
+            }
+            _ => None,
+        };
         for cut in 0..payload.len() {
             let result = Frame::decode(raw(message_type, &payload[..cut]));
-            assert!(result.is_err(), "{frame:?} cut at {cut} decoded as {result:?}");
+            assert!(result.is_err() || tail_start == Some(cut), "{frame:?} cut at {cut} decoded as {result:?}");
         }
         let mut longer = payload.to_vec();
         longer.push(0);
         let error = Frame::decode(raw(message_type, &longer)).unwrap_err();
-        assert_eq!(error, WireError::TrailingBytes { message: message_type.name(), count: 1 });
+        // A plain `Status` and a report without its extension have an optional tail (§7.2): an
+        // extra byte starts it, and is refused by the tail's own rules instead.
+        let optional_tail = matches!(
+            &frame.body,
+            FrameBody::Request(ClientRequest::Status)
+                | FrameBody::Reply(ClientReply::Status(StatusReport { http_addr: None, .. }))
+        );
+        if !optional_tail {
+            assert_eq!(error, WireError::TrailingBytes { message: message_type.name(), count: 1 });
+        }
     }
 }
 
@@ -478,6 +511,7 @@ fn protocol_md_examples_match_the_encoder() {
         ("get", request(7, ClientRequest::Get { key: b("foo"), consistency: ReadConsistency::Linearizable })),
         ("value", reply(7, ClientReply::Value(b("bar")))),
         ("not_leader", reply(8, ClientReply::NotLeader { leader_id: 2, leader_addr: "10.0.0.2:7001".to_string() })),
+        ("status_detailed", request(9, ClientRequest::StatusDetailed)),
     ];
     for (name, frame) in examples {
         let documented = example_bytes(doc, name);
@@ -500,4 +534,36 @@ fn example_bytes(doc: &str, name: &str) -> Vec<u8> {
             u8::from_str_radix(hex, 16).unwrap_or_else(|_| panic!("`{hex}` in example `{name}` is not a hex byte"))
         })
         .collect()
+}
+
+/// §7.2: the report's extension changes nothing for a client that does not ask for it.
+#[test]
+fn status_extension_leaves_the_plain_exchange_unchanged() {
+    let plain = encode(&Frame::new(1, FrameBody::Request(ClientRequest::Status)));
+    assert_eq!(plain.len(), LENGTH_PREFIX_BYTES + FRAME_HEADER_BYTES, "a plain Status has an empty payload");
+    let detailed = encode(&Frame::new(1, FrameBody::Request(ClientRequest::StatusDetailed)));
+    assert_eq!(&detailed[LENGTH_PREFIX_BYTES + FRAME_HEADER_BYTES..], &[1]);
+    let refused = Frame::decode(raw(MessageType::Status, &[2])).unwrap_err();
+    assert!(matches!(&refused, WireError::InvalidField { field, .. } if field == "detail"), "{refused:?}");
+    let report = |http_addr: Option<&str>| StatusReport {
+        node_id: 3,
+        role: NodeRole::Follower,
+        term: 1,
+        leader_id: 2,
+        commit_index: 4,
+        applied_index: 4,
+        last_log_index: 4,
+        log_size_bytes: 1,
+        snapshot_index: 0,
+        snapshot_term: 0,
+        peers: Vec::new(),
+        http_addr: http_addr.map(str::to_string),
+    };
+    let old_layout = encode(&Frame::new(1, FrameBody::Reply(ClientReply::Status(report(None)))));
+    // node_id, role, 8 u64 fields, an empty peer list: the layout before the extension.
+    assert_eq!(old_layout.len(), LENGTH_PREFIX_BYTES + FRAME_HEADER_BYTES + 8 + 1 + 8 * 8 + 4);
+    let extended = encode(&Frame::new(1, FrameBody::Reply(ClientReply::Status(report(Some("h:1"))))));
+    assert_eq!(extended.len(), old_layout.len() + 4 + 3);
+    assert_eq!(&extended[..LENGTH_PREFIX_BYTES], &(old_layout.len() as u32 + 7 - 4).to_be_bytes());
+    assert_eq!(&extended[4..old_layout.len()], &old_layout[4..], "the extension only appends");
 }

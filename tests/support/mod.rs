@@ -19,6 +19,8 @@ use mini_raft::wire::{
 pub struct TestCluster {
     pub dir: tempfile::TempDir,
     pub addrs: Vec<String>,
+    /// Each node's `--http-listen` address ([`TestCluster::start_http`]); empty otherwise.
+    pub http_addrs: Vec<String>,
     procs: Vec<Option<Child>>,
     extra_args: Vec<String>,
 }
@@ -68,11 +70,23 @@ pub fn wait_until(deadline: Duration, mut condition: impl FnMut() -> bool) -> bo
 
 impl TestCluster {
     pub fn start(n: usize, extra_args: &[&str]) -> TestCluster {
+        TestCluster::start_with(n, extra_args, false)
+    }
+
+    /// Like [`TestCluster::start`], each node also serving HTTP (`--http-listen`).
+    pub fn start_http(n: usize, extra_args: &[&str]) -> TestCluster {
+        TestCluster::start_with(n, extra_args, true)
+    }
+
+    fn start_with(n: usize, extra_args: &[&str], http: bool) -> TestCluster {
         let dir = tempfile::tempdir().expect("temp dir");
-        let addrs = free_ports(n).into_iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let ports = free_ports(if http { 2 * n } else { n });
+        let addrs = ports[..n].iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let http_addrs = ports[n..].iter().map(|p| format!("127.0.0.1:{p}")).collect();
         let mut cluster = TestCluster {
             dir,
             addrs,
+            http_addrs,
             procs: (0..n).map(|_| None).collect(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
         };
@@ -105,6 +119,7 @@ impl TestCluster {
             .arg("--log-file")
             .arg(self.log_path(id))
             .args(["--segment-mib", "4"])
+            .args(self.http_addrs.get(id - 1).map(|http| ["--http-listen", http.as_str()]).into_iter().flatten())
             .args(&self.extra_args)
             .stdout(Stdio::null())
             .stderr(Stdio::from(stderr))
@@ -265,4 +280,88 @@ impl RawConn {
 
 pub fn value(bytes: &[u8]) -> Bytes {
     Bytes::copy_from_slice(bytes)
+}
+
+/// One HTTP response as a test sees it.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    /// Header lines, lower-cased names: `("content-type", "text/plain")`.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends `request` (raw bytes) on a new connection and reads one response (`None` if the
+/// connection fails or closes first).
+pub fn http_raw(addr: &str, request: &[u8]) -> Option<HttpResponse> {
+    let mut stream = TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    stream.write_all(request).ok()?;
+    read_http_response(&mut stream)
+}
+
+/// `GET path` on a new connection that closes after the response.
+pub fn http_get(addr: &str, path: &str) -> Option<HttpResponse> {
+    http_raw(addr, format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes())
+}
+
+/// Reads one response (head, then `Content-Length` bytes of body) from `stream`.
+pub fn read_http_response(stream: &mut TcpStream) -> Option<HttpResponse> {
+    read_http_response_after(stream, &mut Vec::new())
+}
+
+/// Like [`read_http_response`] for pipelined responses: `data` holds bytes read past the previous
+/// response, and keeps those past this one.
+pub fn read_http_response_after(stream: &mut TcpStream, data: &mut Vec<u8>) -> Option<HttpResponse> {
+    let mut buf = [0u8; 16 * 1024];
+    let head_end = loop {
+        if let Some(at) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        let n = stream.read(&mut buf).ok()?;
+        if n == 0 {
+            return None;
+        }
+        data.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&data[..head_end]).to_string();
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_string()))
+        .collect();
+    let length: usize = headers.iter().find(|(n, _)| n == "content-length")?.1.parse().ok()?;
+    while data.len() < head_end + length {
+        let n = stream.read(&mut buf).ok()?;
+        if n == 0 {
+            return None;
+        }
+        data.extend_from_slice(&buf[..n]);
+    }
+    let body = String::from_utf8_lossy(&data[head_end..head_end + length]).to_string();
+    data.drain(..head_end + length);
+    Some(HttpResponse { status, headers, body })
+}
+
+/// The samples of a Prometheus text page: (series name with labels, value).
+pub fn parse_metrics(text: &str) -> Vec<(String, f64)> {
+    text.lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            Some((series.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The value of the sample named exactly `series` (labels included, as rendered).
+pub fn metric(samples: &[(String, f64)], series: &str) -> Option<f64> {
+    samples.iter().find(|(name, _)| name == series).map(|&(_, value)| value)
 }

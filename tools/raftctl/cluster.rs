@@ -1,6 +1,7 @@
 //! `raftctl cluster up`: runs N local `raftd` processes in the foreground.
 //!
-//! Node i (1-based) listens on 127.0.0.1:(P+i-1), keeps its data in DIR/node-i and logs to
+//! Node i (1-based) listens on 127.0.0.1:(P+i-1), serves HTTP (`/metrics`, `/status`, `/health`)
+//! on 127.0.0.1:(P+i-1+[`HTTP_PORT_OFFSET`]), keeps its data in DIR/node-i and logs to
 //! DIR/node-i.log. Ctrl-C reaches the children through the terminal's process group. raftctl also
 //! polls them every [`POLL_INTERVAL`]; when one exits, it stops the others (SIGTERM, then SIGKILL
 //! after [`STOP_GRACE`]) and exits 3 naming the node and its exit status.
@@ -20,6 +21,9 @@ const STOP_GRACE: Duration = Duration::from_secs(3);
 /// Most nodes `cluster up` starts: a local test cluster, not a data center.
 const NODES_MAX: u16 = 64;
 const BASE_PORT_DEFAULT: u16 = 7001;
+/// Node i's HTTP port is its client port plus this (7001 -> 7101), as the scrape config in
+/// `tools/dashboards/prometheus.yml` expects.
+pub const HTTP_PORT_OFFSET: u16 = 100;
 
 struct Node {
     id: u16,
@@ -49,8 +53,9 @@ pub fn run(args: &[String], before: &Matches) -> Result<u8, CliError> {
         Some(text) => parse_number(&text, "--base-port")?,
         None => BASE_PORT_DEFAULT,
     };
-    if base_port == 0 || u32::from(base_port) + u32::from(nodes) - 1 > u32::from(u16::MAX) {
-        return Err(usage(&format!("--base-port {base_port} leaves no room for {nodes} ports")));
+    let last_port = u32::from(base_port) + u32::from(nodes) - 1 + u32::from(HTTP_PORT_OFFSET);
+    if base_port == 0 || last_port > u32::from(u16::MAX) {
+        return Err(usage(&format!("--base-port {base_port} leaves no room for {nodes} ports and their HTTP ports")));
     }
     let data = PathBuf::from(matches.opt_str("data").unwrap_or_else(|| "./data".to_string()));
     let raftd = match matches.opt_str("raftd") {
@@ -101,6 +106,8 @@ fn node_args(id: u16, addrs: &[String], data: &Path, cluster_id: u64) -> Vec<Str
         id.to_string(),
         "--listen".to_string(),
         addrs[usize::from(id) - 1].clone(),
+        "--http-listen".to_string(),
+        http_addr(&addrs[usize::from(id) - 1]),
         "--peers".to_string(),
         peers.join(","),
         "--data-dir".to_string(),
@@ -110,6 +117,14 @@ fn node_args(id: u16, addrs: &[String], data: &Path, cluster_id: u64) -> Vec<Str
         "--log-file".to_string(),
         data.join(format!("node-{id}.log")).display().to_string(),
     ]
+}
+
+/// The HTTP address of the node whose client address is `addr` (`host:port`).
+fn http_addr(addr: &str) -> String {
+    match addr.rsplit_once(':').and_then(|(host, port)| Some((host, port.parse::<u16>().ok()?))) {
+        Some((host, port)) => format!("{host}:{}", port.saturating_add(HTTP_PORT_OFFSET)),
+        None => addr.to_string(),
+    }
 }
 
 fn start(
@@ -148,11 +163,16 @@ fn announce(running: &[Node], data: &Path, cluster_id: u64) {
     println!("started {} raftd nodes (cluster id {cluster_id}, data in {}):", running.len(), data.display());
     for node in running {
         let log = data.join(format!("node-{}.log", node.id));
-        println!("  node {}  {}  pid {}  log {}", node.id, node.addr, node.child.id(), log.display());
+        let http = http_addr(&node.addr);
+        println!("  node {}  {}  http://{http}  pid {}  log {}", node.id, node.addr, node.child.id(), log.display());
     }
     let cluster: Vec<&str> = running.iter().map(|node| node.addr.as_str()).collect();
     let id_flag = if cluster_id == 1 { String::new() } else { format!(" --cluster-id {cluster_id}") };
     println!("try:\n  raftctl --cluster {}{id_flag} set foo bar", cluster.join(","));
+    println!("  raftctl --cluster {}{id_flag} watch", cluster.join(","));
+    if let Some(first) = running.first() {
+        println!("  curl http://{}/metrics   (also /status, /health)", http_addr(&first.addr));
+    }
     println!("Ctrl-C stops the cluster.");
 }
 
@@ -208,8 +228,8 @@ mod tests {
         let args = node_args(2, &addrs, Path::new("d"), 9).join(" ");
         assert_eq!(
             args,
-            "--id 2 --listen 127.0.0.1:7002 --peers 1=127.0.0.1:7001,2=127.0.0.1:7002 --data-dir d/node-2 \
-             --cluster-id 9 --log-file d/node-2.log"
+            "--id 2 --listen 127.0.0.1:7002 --http-listen 127.0.0.1:7102 --peers 1=127.0.0.1:7001,2=127.0.0.1:7002 \
+             --data-dir d/node-2 --cluster-id 9 --log-file d/node-2.log"
         );
     }
 }

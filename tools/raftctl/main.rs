@@ -18,6 +18,7 @@ mod cluster;
 mod json;
 mod output;
 mod status;
+mod watch;
 
 use std::io::{self, Write};
 use std::process::ExitCode;
@@ -50,6 +51,10 @@ Commands:
   cas KEY OLD NEW             store NEW if the value is OLD; on mismatch exit 1 and print
   cas --absent KEY NEW        the current value. --absent: store NEW only if KEY does not exist
   status                      ask every node of --cluster for its status; print a table
+  watch [--interval SECS] [--once]
+                              live dashboard: a row per node, throughput, commit latency,
+                              leader and reachability events; q or Ctrl-C quits (default
+                              interval 1 s; --once prints one frame and exits)
   cluster up --nodes N [--base-port P] [--data DIR] [--raftd PATH] [-- RAFTD ARGS...]
                               run N local raftd processes in the foreground until Ctrl-C
                               or until one of them exits (defaults: P 7001, DIR ./data,
@@ -150,6 +155,7 @@ fn run(args: &[std::ffi::OsString]) -> Result<u8, CliError> {
             status::run(&global)
         }
         "cluster" => cluster::run(rest, &first),
+        "watch" => watch::run(rest, &first),
         "bench" => bench::run(rest, &first),
         "help" => {
             print!("{HELP}");

@@ -5,9 +5,11 @@ use std::fmt::Write as _;
 use std::thread;
 
 use mini_raft::client::{Client, ClientError};
-use mini_raft::wire::{NodeRole, StatusReport};
+use mini_raft::server::status::role_name;
+use mini_raft::server::status::{status_error_json, status_json};
+use mini_raft::wire::StatusReport;
 
-use crate::output::{json_string, table};
+use crate::output::table;
 use crate::{CliError, Global, EXIT_FAILED};
 
 const HEADER: [&str; 11] =
@@ -43,15 +45,6 @@ fn ask(global: &Global, addr: &str) -> Result<StatusReport, String> {
         Ok(answer) => Ok(answer.value),
         Err(ClientError::Node { failure, .. }) => Err(failure),
         Err(other) => Err(other.to_string()),
-    }
-}
-
-pub fn role_name(role: NodeRole) -> &'static str {
-    match role {
-        NodeRole::Follower => "follower",
-        NodeRole::PreCandidate => "pre-candidate",
-        NodeRole::Candidate => "candidate",
-        NodeRole::Leader => "leader",
     }
 }
 
@@ -91,32 +84,10 @@ fn render(results: &[(String, Result<StatusReport, String>)]) -> String {
     out
 }
 
+/// One `--json` line: the library's encoder, shared with the node's `GET /status`.
 fn json_line(addr: &str, result: &Result<StatusReport, String>) -> String {
-    let addr = json_string(addr.as_bytes());
     match result {
-        Err(error) => format!("{{\"addr\":{addr},\"ok\":false,\"error\":{}}}", json_string(error.as_bytes())),
-        Ok(s) => {
-            let peers: Vec<String> = s
-                .peers
-                .iter()
-                .map(|p| format!("{{\"id\":{},\"match\":{},\"next\":{}}}", p.node_id, p.match_index, p.next_index))
-                .collect();
-            format!(
-                "{{\"addr\":{addr},\"ok\":true,\"id\":{},\"role\":\"{}\",\"term\":{},\"leader\":{},\"commit\":{},\
-                 \"applied\":{},\"last_index\":{},\"log_bytes\":{},\"snapshot_index\":{},\"snapshot_term\":{},\
-                 \"peers\":[{}]}}",
-                s.node_id,
-                role_name(s.role),
-                s.term,
-                s.leader_id,
-                s.commit_index,
-                s.applied_index,
-                s.last_log_index,
-                s.log_size_bytes,
-                s.snapshot_index,
-                s.snapshot_term,
-                peers.join(",")
-            )
-        }
+        Ok(report) => status_json(addr, report),
+        Err(error) => status_error_json(addr, error),
     }
 }

@@ -17,12 +17,24 @@ fn main() -> ExitCode {
     opts.optopt("", "id", "this node's id (a positive integer, one of --peers)", "N");
     opts.optopt("", "listen", "address to serve peers and clients on", "HOST:PORT");
     opts.optopt("", "peers", "every member, this node included", "1=HOST:PORT,2=HOST:PORT,...");
+    opts.optopt(
+        "",
+        "http-listen",
+        "also serve HTTP GET /metrics (Prometheus), /status (JSON) and /health here (default: off)",
+        "HOST:PORT",
+    );
     opts.optopt("", "data-dir", "directory for the log and snapshots (created if missing)", "DIR");
     opts.optopt(
         "",
         "cluster-id",
         "cluster identity; peers and clients of another cluster are refused (default 1)",
         "N",
+    );
+    opts.optopt(
+        "",
+        "metrics",
+        "on: update counters and histograms (default); off: only state gauges, to measure the cost",
+        "on|off",
     );
     opts.optopt("", "tick-ms", "length of one logical tick in milliseconds (default 10)", "MS");
     opts.optopt("", "heartbeat-ticks", "leader heartbeat interval in ticks (default 5 = 50 ms)", "N");
@@ -102,6 +114,10 @@ fn config_from(matches: &getopts::Matches) -> Result<NodeConfig, String> {
     let listen_text = required(matches, "listen")?;
     let listen = listen_text.parse().map_err(|_| format!("--listen {listen_text:?} is not an IP:PORT address"))?;
     let peers = parse_peers(&required(matches, "peers")?)?;
+    let http_listen = match matches.opt_str("http-listen") {
+        None => None,
+        Some(text) => Some(text.parse().map_err(|_| format!("--http-listen {text:?} is not an IP:PORT address"))?),
+    };
     let data_dir = PathBuf::from(required(matches, "data-dir")?);
     let segment_mib: u64 = number(matches, "segment-mib", 64)?;
     // A segment must hold the largest entry the state machine accepts, or a replicated entry
@@ -118,6 +134,12 @@ fn config_from(matches: &getopts::Matches) -> Result<NodeConfig, String> {
         id,
         cluster_id: number(matches, "cluster-id", 1)?,
         listen,
+        http_listen,
+        metrics_updates: match matches.opt_str("metrics").as_deref() {
+            None | Some("on") => true,
+            Some("off") => false,
+            Some(other) => return Err(format!("--metrics must be on or off, got {other:?}")),
+        },
         peers,
         data_dir,
         tick: Duration::from_millis(number(matches, "tick-ms", 10)?),

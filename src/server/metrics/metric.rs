@@ -2,9 +2,12 @@
 //!
 //! Every update is one or two relaxed atomic read-modify-writes on memory allocated at
 //! construction: no lock, no allocation, no system call, safe from any thread. Relaxed is
-//! enough because each value is independent and readers only need an eventually current
-//! number; a render racing updates may see a histogram's `_sum` a few observations ahead of or
-//! behind its buckets, which Prometheus tolerates. All arithmetic wraps rather than panics.
+//! enough for counters and gauges because each value is independent and readers only need an
+//! eventually current number. A histogram adds to its sum *before* it counts the observation
+//! (release), and a render reads the counts (acquire) before the sum, so every observation a
+//! render counts is in the sum it shows: a render racing updates may show a `_sum` ahead of its
+//! buckets, never behind them (on x86 this ordering costs nothing over relaxed). All arithmetic
+//! wraps rather than panics.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
@@ -216,8 +219,9 @@ impl Histogram {
     /// bound counts in that bound's bucket (`le` is "less than or equal").
     pub fn observe(&self, value: u64) {
         let bucket = self.bounds.partition_point(|&bound| bound < value);
-        self.counts[bucket].fetch_add(1, Ordering::Relaxed);
+        // Sum first, then the count (release): see the module doc.
         self.sum.fetch_add(value, Ordering::Relaxed);
+        self.counts[bucket].fetch_add(1, Ordering::Release);
     }
 
     /// Records a duration as nanoseconds (saturating at `u64::MAX`).
@@ -226,7 +230,7 @@ impl Histogram {
     }
 
     pub fn count(&self) -> u64 {
-        self.counts.iter().fold(0u64, |total, c| total.wrapping_add(c.load(Ordering::Relaxed)))
+        self.counts.iter().fold(0u64, |total, c| total.wrapping_add(c.load(Ordering::Acquire)))
     }
 
     /// Sum of observations in raw units.
@@ -236,7 +240,7 @@ impl Histogram {
 
     /// Observations per bucket, not cumulative, the `+Inf` bucket last.
     pub fn bucket_counts(&self) -> Vec<u64> {
-        self.counts.iter().map(|c| c.load(Ordering::Relaxed)).collect()
+        self.counts.iter().map(|c| c.load(Ordering::Acquire)).collect()
     }
 
     pub fn unit(&self) -> HistogramUnit {
@@ -260,7 +264,7 @@ impl Metric for Histogram {
     fn render_samples(&self, name: &str, labels: &str, out: &mut String) {
         let mut cumulative = 0u64;
         for (count, le) in self.counts.iter().zip(self.le_values.iter()) {
-            cumulative = cumulative.wrapping_add(count.load(Ordering::Relaxed));
+            cumulative = cumulative.wrapping_add(count.load(Ordering::Acquire));
             out.push_str(name);
             out.push_str("_bucket{");
             if !labels.is_empty() {
