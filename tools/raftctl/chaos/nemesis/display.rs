@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::{Action, Fault, Links, NodeId, Shape, Step, Target};
+use super::{Action, Blocking, Fault, Links, NodeId, Shape, Step, Target};
 
 fn node_list(nodes: &[NodeId]) -> String {
     nodes.iter().map(|node| format!("n{node}")).collect::<Vec<_>>().join(",")
@@ -54,7 +54,7 @@ impl fmt::Display for Fault {
             Fault::Pause { target } => write!(f, "pause {target}"),
             Fault::Restart { target } => write!(f, "restart {target}"),
             Fault::PowerCut => write!(f, "power-cut all nodes"),
-            Fault::Partition { shape } => write!(f, "partition {shape}"),
+            Fault::Partition { shape, blocking } => write!(f, "partition {shape} {blocking}"),
             Fault::Delay { links, fixed, jitter } => {
                 write!(f, "delay {}ms+0..{}ms on {links}", fixed.as_millis(), jitter.as_millis())
             }
@@ -62,7 +62,7 @@ impl fmt::Display for Fault {
             Fault::Bandwidth { links, bytes_per_sec } => {
                 write!(f, "bandwidth {} KiB/s on {links}", bytes_per_sec / 1024)
             }
-            Fault::OneWay { from, to } => write!(f, "oneway n{from} -/-> n{to}"),
+            Fault::OneWay { from, to, blocking } => write!(f, "oneway n{from} -/-> n{to} {blocking}"),
         }
     }
 }
@@ -74,5 +74,15 @@ impl fmt::Display for Step {
             Action::Start(id, fault) => write!(f, "{at:>8}  START #{id} {fault}"),
             Action::Heal(id) => write!(f, "{at:>8}  HEAL  #{id}"),
         }
+    }
+}
+
+impl fmt::Display for Blocking {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Blocking::Cut => "by reset",
+            Blocking::Silent => "silently, delivered on heal",
+            Blocking::SilentThenReset => "silently, reset on heal",
+        })
     }
 }

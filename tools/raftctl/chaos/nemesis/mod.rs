@@ -13,8 +13,10 @@
 //! - Steps are sorted by time; at equal times heals come before starts.
 //!
 //! Nodes are numbered `1..=nodes`. A blocked directed link `(from, to)` means no byte sent by `from`
-//! reaches `to`, on any connection between the two.
-
+//! reaches `to`, on any connection between the two. How it is blocked is the fault's [`Blocking`].
+//!
+//! Kinds are dealt like cards: every enabled kind occurs once, in a seeded order, before any kind
+//! occurs again, so a short run still sees all of them.
 //!
 //! Rooms: this file (fault kinds, faults, the config and the scheduler with its overlap rules),
 //! `shape` (partition shapes and link sets as directed links), `random` (drawing one fault),
@@ -161,6 +163,7 @@ pub enum Fault {
     PowerCut,
     Partition {
         shape: Shape,
+        blocking: Blocking,
     },
     /// Every chunk on `links` waits `fixed` + up to `jitter`.
     Delay {
@@ -177,11 +180,27 @@ pub enum Fault {
         links: Links,
         bytes_per_sec: u64,
     },
-    /// The link `from -> to` is blocked; `to -> from` still works.
+    /// The link `from -> to` is blocked; `to -> from` still works. Never [`Blocking::Cut`]: a reset
+    /// ends both directions of a connection.
     OneWay {
         from: NodeId,
         to: NodeId,
+        blocking: Blocking,
     },
+}
+
+/// How a blocked link blocks: loudly or silently, and what becomes of silently held bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Blocking {
+    /// Connections are reset (RST) at once, and new ones are reset while blocked: like a firewall
+    /// that rejects, or a host that rebooted.
+    Cut,
+    /// Bytes vanish without an error; on heal everything held is delivered, in order (a network
+    /// that recovers before TCP gives up retransmitting).
+    Silent,
+    /// Bytes vanish without an error; on heal what was held is dropped and the connections are
+    /// reset (TCP timed out).
+    SilentThenReset,
 }
 
 /// What a step does.
@@ -287,15 +306,15 @@ impl Claims {
                 }
             }
             Fault::PowerCut => claims.processes = all_nodes(nodes).into_iter().collect(),
-            Fault::Partition { shape: Shape::IsolateLeader }
+            Fault::Partition { shape: Shape::IsolateLeader, .. }
             | Fault::Delay { links: Links::Node(Target::Leader), .. }
             | Fault::Lossy { links: Links::Node(Target::Leader), .. }
             | Fault::Bandwidth { links: Links::Node(Target::Leader), .. } => claims.pairs = every_pair(),
-            Fault::Partition { shape } => claims.pairs = pairs_of(shape.links(nodes, None)),
+            Fault::Partition { shape, .. } => claims.pairs = pairs_of(shape.links(nodes, None)),
             Fault::Delay { links, .. } | Fault::Lossy { links, .. } | Fault::Bandwidth { links, .. } => {
                 claims.pairs = pairs_of(links.resolve(nodes, None))
             }
-            Fault::OneWay { from, to } => claims.pairs = BTreeSet::from([(*from.min(to), *from.max(to))]),
+            Fault::OneWay { from, to, .. } => claims.pairs = BTreeSet::from([(*from.min(to), *from.max(to))]),
         }
         claims
     }
@@ -309,12 +328,12 @@ impl Claims {
 pub fn schedule(config: &NemesisConfig) -> Result<Vec<Step>, String> {
     config.validate()?;
     let mut rng = Rng::new(config.seed);
-    let kinds: Vec<FaultKind> = config.kinds.iter().copied().collect();
+    let mut deck = Deck { kinds: config.kinds.iter().copied().collect(), left: Vec::new() };
     let mut planned: Vec<Planned> = Vec::new();
     let mut now = config.quiet.draw(&mut rng);
     while now + config.hold.min <= config.duration {
         let active: Vec<&Planned> = planned.iter().filter(|fault| fault.heal > now).collect();
-        let Some((fault, claims)) = pick_fault(&mut rng, config.nodes, &kinds, &active) else {
+        let Some((fault, claims)) = pick_fault(&mut rng, config.nodes, &mut deck, &active) else {
             // Everything free is taken: wait for the first active fault to heal.
             now = active.iter().map(|fault| fault.heal).min().unwrap_or(now + config.hold.min);
             continue;
@@ -328,13 +347,41 @@ pub fn schedule(config: &NemesisConfig) -> Result<Vec<Step>, String> {
     Ok(timeline(planned))
 }
 
-/// A random fault whose claims are free, or None after [`PICK_ATTEMPTS_MAX`] tries.
-fn pick_fault(rng: &mut Rng, nodes: usize, kinds: &[FaultKind], active: &[&Planned]) -> Option<(Fault, Claims)> {
-    for _ in 0..PICK_ATTEMPTS_MAX {
-        let kind = kinds[rng.range(0, kinds.len() as u64) as usize];
+/// The enabled kinds not yet dealt in this round.
+struct Deck {
+    kinds: Vec<FaultKind>,
+    left: Vec<FaultKind>,
+}
+
+impl Deck {
+    /// The kinds left in this round, in dealing order; a new round is shuffled when it is empty.
+    fn left(&mut self, rng: &mut Rng) -> &[FaultKind] {
+        if self.left.is_empty() {
+            self.left = self.kinds.clone();
+            // Fisher-Yates.
+            for i in (1..self.left.len()).rev() {
+                let j = rng.range(0, i as u64 + 1) as usize;
+                self.left.swap(i, j);
+            }
+        }
+        &self.left
+    }
+
+    fn deal(&mut self, kind: FaultKind) {
+        self.left.retain(|&left| left != kind);
+    }
+}
+
+/// A random fault whose claims are free, of the first kind left in the deck that has one, or None
+/// after [`PICK_ATTEMPTS_MAX`] tries.
+fn pick_fault(rng: &mut Rng, nodes: usize, deck: &mut Deck, active: &[&Planned]) -> Option<(Fault, Claims)> {
+    for attempt in 0..PICK_ATTEMPTS_MAX {
+        let left = deck.left(rng);
+        let kind = left[attempt % left.len()];
         let fault = random_fault(rng, nodes, kind);
         let claims = Claims::of(&fault, nodes);
         if active.iter().all(|other| !other.claims.overlaps(&claims)) {
+            deck.deal(kind);
             return Some((fault, claims));
         }
     }

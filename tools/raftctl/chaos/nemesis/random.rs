@@ -6,8 +6,9 @@ use mini_raft::raft::rng::Rng;
 
 use super::shape::all_nodes;
 use super::{
-    Fault, FaultKind, Links, NodeId, Shape, Target, BANDWIDTH_LOG2_BYTES_PER_SEC_MAX, BANDWIDTH_LOG2_BYTES_PER_SEC_MIN,
-    DELAY_FIXED_MS_MAX, DELAY_FIXED_MS_MIN, LEADER_TARGET_ONE_IN, LOSSY_PER_MILLE_MAX, LOSSY_PER_MILLE_MIN,
+    Blocking, Fault, FaultKind, Links, NodeId, Shape, Target, BANDWIDTH_LOG2_BYTES_PER_SEC_MAX,
+    BANDWIDTH_LOG2_BYTES_PER_SEC_MIN, DELAY_FIXED_MS_MAX, DELAY_FIXED_MS_MIN, LEADER_TARGET_ONE_IN,
+    LOSSY_PER_MILLE_MAX, LOSSY_PER_MILLE_MIN,
 };
 
 pub(super) fn random_fault(rng: &mut Rng, nodes: usize, kind: FaultKind) -> Fault {
@@ -16,7 +17,11 @@ pub(super) fn random_fault(rng: &mut Rng, nodes: usize, kind: FaultKind) -> Faul
         FaultKind::Pause => Fault::Pause { target: random_target(rng, nodes) },
         FaultKind::Restart => Fault::Restart { target: random_target(rng, nodes) },
         FaultKind::Power => Fault::PowerCut,
-        FaultKind::Partition => Fault::Partition { shape: random_shape(rng, nodes) },
+        FaultKind::Partition => {
+            let shape = random_shape(rng, nodes);
+            let blocking = [Blocking::Cut, Blocking::Silent, Blocking::SilentThenReset][rng.range(0, 3) as usize];
+            Fault::Partition { shape, blocking }
+        }
         FaultKind::Delay => {
             let links = random_links(rng, nodes);
             let fixed_ms = rng.range(DELAY_FIXED_MS_MIN, DELAY_FIXED_MS_MAX + 1);
@@ -34,7 +39,8 @@ pub(super) fn random_fault(rng: &mut Rng, nodes: usize, kind: FaultKind) -> Faul
         }
         FaultKind::OneWay => {
             let [from, to] = random_distinct_pair(rng, nodes);
-            Fault::OneWay { from, to }
+            let blocking = if rng.chance(1, 2) { Blocking::Silent } else { Blocking::SilentThenReset };
+            Fault::OneWay { from, to, blocking }
         }
     }
 }

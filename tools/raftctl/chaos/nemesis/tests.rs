@@ -146,6 +146,39 @@ fn overlapping_faults_never_share_a_process_or_a_pair() {
     assert!(overlaps > 0, "overlapping schedules never overlapped");
 }
 
+/// The kind of a fault, as the config names it.
+fn kind_of(fault: &Fault) -> FaultKind {
+    match fault {
+        Fault::Kill { .. } => FaultKind::Kill,
+        Fault::Pause { .. } => FaultKind::Pause,
+        Fault::Restart { .. } => FaultKind::Restart,
+        Fault::PowerCut => FaultKind::Power,
+        Fault::Partition { .. } => FaultKind::Partition,
+        Fault::Delay { .. } => FaultKind::Delay,
+        Fault::Lossy { .. } => FaultKind::Drop,
+        Fault::Bandwidth { .. } => FaultKind::Bandwidth,
+        Fault::OneWay { .. } => FaultKind::OneWay,
+    }
+}
+
+#[test]
+fn every_enabled_kind_occurs_once_before_any_occurs_again() {
+    for seed in 0..50 {
+        for (nodes, overlapping) in [(3, false), (5, false), (3, true), (5, true)] {
+            let faults = intervals(&schedule(&config(nodes, overlapping, seed)).unwrap());
+            let kinds: Vec<FaultKind> = faults.iter().map(|(_, _, _, fault)| kind_of(fault)).collect();
+            assert!(kinds.len() >= FaultKind::ALL.len(), "seed {seed}: only {} faults", kinds.len());
+            for round in kinds.chunks(FaultKind::ALL.len()) {
+                let distinct: BTreeSet<FaultKind> = round.iter().copied().collect();
+                assert_eq!(distinct.len(), round.len(), "seed {seed}: a kind repeats within {round:?}");
+            }
+        }
+    }
+    // The order of a round depends on the seed.
+    let first_kind = |seed| kind_of(&intervals(&schedule(&config(3, false, seed)).unwrap())[0].3);
+    assert!((0..20).map(first_kind).collect::<BTreeSet<_>>().len() > 1);
+}
+
 #[test]
 fn only_enabled_kinds_are_scheduled_and_targets_exist() {
     let mut config = config(5, false, 7);
@@ -156,7 +189,10 @@ fn only_enabled_kinds_are_scheduled_and_targets_exist() {
         match fault {
             Fault::Pause { target: Target::Random(node) } => assert!((1..=5).contains(&node)),
             Fault::Pause { target: Target::Leader } => {}
-            Fault::OneWay { from, to } => assert!(from != to && (1..=5).contains(&from) && (1..=5).contains(&to)),
+            Fault::OneWay { from, to, blocking } => {
+                assert!(from != to && (1..=5).contains(&from) && (1..=5).contains(&to));
+                assert_ne!(blocking, Blocking::Cut, "a reset cannot block one direction");
+            }
             other => panic!("not enabled: {other}"),
         }
     }
@@ -165,13 +201,17 @@ fn only_enabled_kinds_are_scheduled_and_targets_exist() {
 #[test]
 fn scheduled_partitions_are_well_formed() {
     let mut shapes_seen = BTreeSet::new();
+    let mut blockings_seen = Vec::new();
     for seed in 0..100 {
         for nodes in [3, 5] {
             let mut config = config(nodes, false, seed);
             config.kinds = BTreeSet::from([FaultKind::Partition]);
             for (_, _, _, fault) in intervals(&schedule(&config).unwrap()) {
-                let Fault::Partition { shape } = fault else { panic!("not a partition: {fault}") };
+                let Fault::Partition { shape, blocking } = fault else { panic!("not a partition: {fault}") };
                 shapes_seen.insert((nodes, shape.name()));
+                if !blockings_seen.contains(&blocking) {
+                    blockings_seen.push(blocking);
+                }
                 let blocked = shape.links(nodes, Some(1));
                 assert!(!blocked.is_empty(), "{shape} blocks nothing");
                 assert!(blocked.iter().all(|&(a, b)| a != b && blocked.contains(&(b, a))), "{shape}");
@@ -181,6 +221,7 @@ fn scheduled_partitions_are_well_formed() {
     }
     assert!(!shapes_seen.contains(&(3, "ring")), "a ring of 3 blocks nothing");
     assert_eq!(shapes_seen.len(), 4 + 5, "{shapes_seen:?}");
+    assert_eq!(blockings_seen.len(), 3, "{blockings_seen:?}");
 }
 
 #[test]
@@ -231,17 +272,19 @@ fn link_sets_resolve() {
 #[test]
 fn steps_display_as_a_timeline() {
     let bridge = Shape::Bridge { bridge: 1, left: vec![2], right: vec![3] };
-    let start =
-        Step { at: Duration::from_millis(12_400), action: Action::Start(7, Fault::Partition { shape: bridge }) };
-    assert_eq!(start.to_string(), "  12.40s  START #7 partition bridge [n1 sees n2,n3; n2 -/- n3]");
+    let partition = Fault::Partition { shape: bridge, blocking: Blocking::Cut };
+    let start = Step { at: Duration::from_millis(12_400), action: Action::Start(7, partition) };
+    assert_eq!(start.to_string(), "  12.40s  START #7 partition bridge [n1 sees n2,n3; n2 -/- n3] by reset");
     let heal = Step { at: secs(15), action: Action::Heal(7) };
     assert_eq!(heal.to_string(), "  15.00s  HEAL  #7");
-    let ring = Fault::Partition { shape: Shape::Ring { order: vec![1, 3, 5, 2, 4] } };
-    assert_eq!(ring.to_string(), "partition ring [n1-n3-n5-n2-n4-n1]");
-    let split = Fault::Partition { shape: Shape::Split { minority: vec![2, 4], majority: vec![1, 3, 5] } };
-    assert_eq!(split.to_string(), "partition split [n2,n4 -/- n1,n3,n5]");
+    let ring = Fault::Partition { shape: Shape::Ring { order: vec![1, 3, 5, 2, 4] }, blocking: Blocking::Silent };
+    assert_eq!(ring.to_string(), "partition ring [n1-n3-n5-n2-n4-n1] silently, delivered on heal");
+    let shape = Shape::Split { minority: vec![2, 4], majority: vec![1, 3, 5] };
+    let split = Fault::Partition { shape, blocking: Blocking::SilentThenReset };
+    assert_eq!(split.to_string(), "partition split [n2,n4 -/- n1,n3,n5] silently, reset on heal");
     assert_eq!(Fault::Kill { target: Target::Leader }.to_string(), "kill leader");
-    assert_eq!(Fault::OneWay { from: 1, to: 2 }.to_string(), "oneway n1 -/-> n2");
+    let oneway = Fault::OneWay { from: 1, to: 2, blocking: Blocking::Silent };
+    assert_eq!(oneway.to_string(), "oneway n1 -/-> n2 silently, delivered on heal");
     let delay =
         Fault::Delay { links: Links::Pair(1, 2), fixed: Duration::from_millis(50), jitter: Duration::from_millis(20) };
     assert_eq!(delay.to_string(), "delay 50ms+0..20ms on n1<->n2");
