@@ -25,5 +25,5 @@ pub mod requests;
 pub mod snapshot_transfer;
 pub mod storage_thread;
 
-pub use config::{parse_peers, NodeConfig};
+pub use config::{parse_addr_map, parse_peers, NodeConfig};
 pub use node::{Node, StartError};

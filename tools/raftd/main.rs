@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use log::LevelFilter;
 use mini_raft::limits::ENTRY_BYTES_MAX;
-use mini_raft::server::{parse_peers, Node, NodeConfig};
+use mini_raft::server::{parse_addr_map, parse_peers, Node, NodeConfig};
 use mini_raft::storage::segment::segment_bytes_min;
 use simplelog::{ColorChoice, CombinedLogger, ConfigBuilder, SharedLogger, TermLogger, TerminalMode, WriteLogger};
 
@@ -17,6 +17,12 @@ fn main() -> ExitCode {
     opts.optopt("", "id", "this node's id (a positive integer, one of --peers)", "N");
     opts.optopt("", "listen", "address to serve peers and clients on", "HOST:PORT");
     opts.optopt("", "peers", "every member, this node included", "1=HOST:PORT,2=HOST:PORT,...");
+    opts.optopt(
+        "",
+        "client-addrs",
+        "where each member serves clients, named in NotLeader redirects (default: its --peers address)",
+        "1=HOST:PORT,...",
+    );
     opts.optopt("", "data-dir", "directory for the log and snapshots (created if missing)", "DIR");
     opts.optopt(
         "",
@@ -102,6 +108,10 @@ fn config_from(matches: &getopts::Matches) -> Result<NodeConfig, String> {
     let listen_text = required(matches, "listen")?;
     let listen = listen_text.parse().map_err(|_| format!("--listen {listen_text:?} is not an IP:PORT address"))?;
     let peers = parse_peers(&required(matches, "peers")?)?;
+    let client_addrs = match matches.opt_str("client-addrs") {
+        Some(text) => parse_addr_map(&text, "--client-addrs")?,
+        None => Default::default(),
+    };
     let data_dir = PathBuf::from(required(matches, "data-dir")?);
     let segment_mib: u64 = number(matches, "segment-mib", 64)?;
     // A segment must hold the largest entry the state machine accepts, or a replicated entry
@@ -119,6 +129,7 @@ fn config_from(matches: &getopts::Matches) -> Result<NodeConfig, String> {
         cluster_id: number(matches, "cluster-id", 1)?,
         listen,
         peers,
+        client_addrs,
         data_dir,
         tick: Duration::from_millis(number(matches, "tick-ms", 10)?),
         heartbeat_ticks: number(matches, "heartbeat-ticks", 5)?,
