@@ -67,13 +67,19 @@ impl fmt::Display for Fault {
     }
 }
 
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::Start(id, fault) => write!(f, "START #{id} {fault}"),
+            Action::Heal(id) => write!(f, "HEAL  #{id}"),
+        }
+    }
+}
+
 impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let at = format!("{:.2}s", self.at.as_secs_f64());
-        match &self.action {
-            Action::Start(id, fault) => write!(f, "{at:>8}  START #{id} {fault}"),
-            Action::Heal(id) => write!(f, "{at:>8}  HEAL  #{id}"),
-        }
+        write!(f, "{at:>8}  {}", self.action)
     }
 }
 

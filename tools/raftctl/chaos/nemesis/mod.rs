@@ -229,6 +229,7 @@ impl TimeRange {
         TimeRange { min, max }
     }
 
+    #[cfg(test)]
     pub fn contains(self, duration: Duration) -> bool {
         self.min <= duration && duration <= self.max
     }

@@ -279,6 +279,7 @@ impl LinkProxy {
         self.local_addr
     }
 
+    #[cfg(test)]
     pub fn target(&self) -> SocketAddr {
         self.control.link.target
     }
