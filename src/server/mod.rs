@@ -21,6 +21,8 @@ pub mod peers;
 pub mod reactor;
 pub mod recovery;
 pub mod replica;
+#[cfg(test)]
+mod replica_tests;
 pub mod requests;
 pub mod snapshot_transfer;
 pub mod storage_thread;

@@ -14,6 +14,8 @@
 //! - after every batch the state machine's applied index is the last index the batch handed it,
 //!   and never ahead of the core's;
 //! - the log is compacted under a snapshot only after the snapshot file is durable.
+//! - a batch that installs a snapshot installs the state machine received for that snapshot,
+//!   even if a newer snapshot arrived (and was accepted) while the batch was being persisted.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -101,8 +103,12 @@ pub struct Replica {
     was_leader: bool,
     /// Snapshots streaming to followers and from a leader.
     transfers: Transfers,
-    /// A received snapshot, verified, installed and decoded, waiting for the core to accept it.
+    /// A received snapshot, verified, installed and decoded, that the core accepted and has not
+    /// handed out in a batch yet.
     staged: Option<(SnapshotMeta, Box<KvStore>)>,
+    /// The staged snapshot the batch in flight installs. Kept apart from `staged`: a newer
+    /// snapshot may arrive, and be accepted, while that batch is being made durable.
+    installing: Option<(SnapshotMeta, Box<KvStore>)>,
     sessions_max: u32,
     out: Output,
 }
@@ -127,6 +133,7 @@ impl Replica {
             was_leader: false,
             transfers: Transfers::default(),
             staged: None,
+            installing: None,
             sessions_max: init.sessions_max,
             out: Output::default(),
         }
@@ -324,10 +331,11 @@ impl Replica {
     /// is durable; otherwise the decoded state is dropped.
     fn snapshot_received(&mut self, from: NodeId, term: u64, meta: SnapshotMeta, kv: Box<KvStore>) {
         self.transfers.receive_finished();
-        self.staged = Some((meta.clone(), kv));
+        let previous = self.staged.replace((meta.clone(), kv));
         self.raft.step(Message { from, to: self.id, term, body: MessageBody::InstallSnapshot { meta: meta.clone() } });
         if self.raft.pending_snapshot() != Some(&meta) {
-            self.staged = None;
+            // Refused: an earlier snapshot the core accepted (if any) is still the one it will hand out.
+            self.staged = previous;
         }
     }
 
@@ -336,6 +344,15 @@ impl Replica {
     fn drive_ready(&mut self) -> Result<(), String> {
         while self.io_in_flight.is_none() && self.raft.has_ready() {
             let mut ready = self.raft.ready();
+            if let Some(meta) = &ready.snapshot {
+                self.installing = match self.staged.take() {
+                    Some(staged) if staged.0 == *meta => Some(staged),
+                    other => {
+                        let staged = other.map(|(staged, _)| staged.index);
+                        return Err(format!("the core handed out snapshot {} but {staged:?} was staged", meta.index));
+                    }
+                };
+            }
             self.on_soft_state(&ready);
             let messages = std::mem::take(&mut ready.messages);
             self.route(messages);
@@ -394,7 +411,7 @@ impl Replica {
         debug_assert!(self.io_in_flight.is_none(), "persisted messages released while a batch is in flight");
         self.route(ready.persisted_messages);
         if let Some(meta) = &ready.snapshot {
-            let Some((staged_meta, kv)) = self.staged.take() else {
+            let Some((staged_meta, kv)) = self.installing.take() else {
                 return Err(format!("the core installed snapshot {} that was never received", meta.index));
             };
             assert_eq!(&staged_meta, meta, "the core installed another snapshot than the one received");
