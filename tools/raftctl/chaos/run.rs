@@ -72,18 +72,9 @@ pub fn run(config: &ChaosConfig) -> Result<u8, CliError> {
     };
     let dir = create_run_dir(config)?;
     print_header(config, &dir);
-    let mut cluster = start_cluster(config, &dir)?;
-    println!("schedule: {} faults; the timeline as executed:", steps.len() / 2);
-    let record = record(config, &mut cluster, &steps)?;
-    let checks = check(config, &cluster, &record, &dir)?;
-    let mut record = record;
-    record.anomalies.extend(cluster.procs.stop_all().into_iter().map(|a| anomaly_text(a.node, &a.what)));
-    let links = report::links_line(&cluster.mesh);
-    cluster.mesh.stop();
-    let (code, summary) = summarize(config, &record, &checks, &links);
-    print!("{summary}");
-    let _ = fs::write(dir.join("summary.txt"), &summary);
-    drop(cluster);
+    let code = run_in(config, &dir, &steps).inspect_err(|_| {
+        println!("kept (the run could not be carried out): {}", dir.display());
+    })?;
     if code == 0 && !config.keep {
         if let Err(error) = fs::remove_dir_all(&dir) {
             eprintln!("raftctl chaos: cannot remove {}: {error}", dir.display());
@@ -92,6 +83,21 @@ pub fn run(config: &ChaosConfig) -> Result<u8, CliError> {
         let why = if code == 0 { "--keep" } else { "the run did not pass" };
         println!("kept ({why}): {} (history.jsonl, timeline.txt, node-N.log, node-N/)", dir.display());
     }
+    Ok(code)
+}
+
+/// The run proper, in `dir`; the cluster is stopped (and every proxy) however it ends.
+fn run_in(config: &ChaosConfig, dir: &Path, steps: &[Step]) -> Result<u8, CliError> {
+    let mut cluster = start_cluster(config, dir)?;
+    println!("schedule: {} faults; the timeline as executed:", steps.len() / 2);
+    let mut record = record(config, &mut cluster, steps)?;
+    let checks = check(config, &cluster, &record, dir)?;
+    record.anomalies.extend(cluster.procs.stop_all().into_iter().map(|a| anomaly_text(a.node, &a.what)));
+    let links = report::links_line(&cluster.mesh);
+    cluster.mesh.stop();
+    let (code, summary) = summarize(config, &record, &checks, &links);
+    print!("{summary}");
+    let _ = fs::write(dir.join("summary.txt"), &summary);
     Ok(code)
 }
 
@@ -184,10 +190,10 @@ fn record(config: &ChaosConfig, cluster: &mut Cluster, steps: &[Step]) -> Result
         seed: config.seed,
         operations_max: config.operations_max,
     };
-    let workload = Workload::start(&workload_config, clock).map_err(CliError::Failed)?;
     let addrs = cluster.client_addrs.clone();
     let mut executor = Executor::new(&mut cluster.procs, &mut cluster.mesh, clock, addrs, config.cluster_id)
         .map_err(CliError::Failed)?;
+    let workload = Workload::start(&workload_config, clock).map_err(CliError::Failed)?;
     executor.note(None, format!("n{} leads in term {}; {} clients start", first.leader, first.term, config.clients));
     executor.run(steps, || workload.finished());
     executor.wait_until(clock.instant_at(config.duration), &mut || workload.finished());
