@@ -29,6 +29,9 @@ use crate::CliError;
 
 /// `raftctl chaos ...`: parses the flags, runs, and returns the exit status.
 pub fn run(args: &[String], before: &Matches) -> Result<u8, CliError> {
-    let config = options::parse(args, before)?;
+    let Some(config) = options::parse(args, before)? else {
+        print!("{}", options::HELP);
+        return Ok(0);
+    };
     run::run(&config)
 }

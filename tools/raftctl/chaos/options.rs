@@ -110,8 +110,47 @@ pub fn add_options(options: &mut getopts::Options) {
         .optflag("", "keep", "keep the run directory");
 }
 
-pub fn parse(args: &[String], before: &Matches) -> Result<ChaosConfig, CliError> {
+/// `raftctl chaos --help`.
+pub const HELP: &str = "\
+Usage: raftctl chaos [OPTIONS]
+
+Starts raftd nodes whose peer links each run through a fault proxy, injects a seeded fault
+schedule while clients run set/get/del/cas, then checks the history for linearizability and
+for lost acknowledged writes. Prints the timeline as it goes, then a summary.
+
+Options:
+  --nodes 3|5            raftd nodes (default 3)
+  --duration SECS        seconds of faults and load (default 30)
+  --clients W            clients, each with its own session (default 4)
+  --keys K               keys the clients share (default 5)
+  --faults LIST          all (default), none, or a comma list of
+                         kill,pause,restart,power,partition,delay,drop,bandwidth,oneway
+  --seed S               seed of the fault schedule (default: from the clock, printed)
+  --overlap              let faults overlap (never two on one process or one link)
+  --hold MIN-MAX         how long a fault lasts, seconds (default 0.5-3)
+  --quiet MIN-MAX        time between faults, seconds (default 0.3-2)
+  --operations N         stop the clients after N operations (default 5000000)
+  --data DIR             run directory; must not exist or be empty (default: a new one
+                         under the system temp dir)
+  --keep                 keep the run directory after a pass (it is always kept otherwise)
+  --raftd PATH           the raftd binary (default: next to raftctl)
+  --snapshot-every N     raftd --snapshot-every (default 1000)
+  --clock-skew PCT       spread the nodes' tick lengths by up to PCT percent (default 0)
+  --check-steps N        the checker's search budget per key (default 50000000)
+  --cluster-id N         as for every command
+
+Run directory: node-N/ (data), node-N.log, history.jsonl, timeline.txt, summary.txt.
+Exit status: 0 pass; 1 a violation (not linearizable, a lost acknowledged write, replicas
+that differ, a node that crashed or did not stop cleanly); 2 bad usage; 3 the run could not
+be carried out; 4 nothing wrong found, but the checker ran out of budget.
+";
+
+/// The configuration, or `None` if `--help` was asked for.
+pub fn parse(args: &[String], before: &Matches) -> Result<Option<ChaosConfig>, CliError> {
     let (matches, global) = parse_command(args, before, add_options)?;
+    if matches.opt_present("help") {
+        return Ok(None);
+    }
     if !matches.free.is_empty() {
         return Err(usage(format!("chaos takes no arguments, got {:?}", matches.free)));
     }
@@ -154,7 +193,7 @@ pub fn parse(args: &[String], before: &Matches) -> Result<ChaosConfig, CliError>
     if check_steps_max == 0 {
         return Err(usage("--check-steps must be positive".to_string()));
     }
-    Ok(ChaosConfig {
+    Ok(Some(ChaosConfig {
         nodes,
         duration,
         clients,
@@ -175,7 +214,7 @@ pub fn parse(args: &[String], before: &Matches) -> Result<ChaosConfig, CliError>
         snapshot_every,
         clock_skew_pct,
         check_steps_max,
-    })
+    }))
 }
 
 fn usage(message: String) -> CliError {
