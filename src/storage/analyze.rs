@@ -7,9 +7,10 @@
 //! 1. Walk the record chain from the header. Records are buffered per batch and handed to `apply`
 //!    only when the batch's Commit record validates (record CRC, batch offset = end of the
 //!    previous batch, length, batch CRC over the bytes, sequence number = previous + 1). A run of
-//!    zeros up to the next 4096 boundary followed by a Commit record whose batch is exactly that
-//!    run is a confirmation (see `Wal::confirm_if_idle`). `keep_end` is the end of the last
-//!    validated Commit: recovery keeps exactly `[0, keep_end)`.
+//!    zeros up to the next 4096 boundary (as short as 8 bytes: shorter than a record header)
+//!    followed by a Commit record whose batch is exactly that run is a confirmation (see
+//!    `Wal::confirm_if_idle`). `keep_end` is the end of the last validated Commit: recovery
+//!    keeps exactly `[0, keep_end)`.
 //! 2. If any Commit record that validates on its own (record CRC and batch CRC over its stated
 //!    batch) lies after `keep_end`, the chain break before it is damage in synced data:
 //!    `Corrupt` at the break.
@@ -170,7 +171,10 @@ fn walk_chain(
             Err(DecodeError::Zero) if pos >= dirty => {
                 return Ok(Walk { keep_end: batch_start, seq, damage: None, forced: false })
             }
-            Err(DecodeError::Zero) => match confirmation_at(buf, pos, batch_start, seq) {
+            // Zeros up to a page boundary, then a confirmation. The gap may be shorter than a record
+            // header (8, 16 or 24 bytes), and then the header read here overlaps the confirmation:
+            // any decode error is checked for one (`confirmation_at` demands an all-zero gap).
+            Err(e) => match confirmation_at(buf, pos, batch_start, seq) {
                 Some((at, d)) => {
                     apply_batch(&mut batch, (at, d), batch_start, apply)?;
                     seq += 1;
@@ -178,9 +182,11 @@ fn walk_chain(
                     batch_start = pos;
                     continue;
                 }
-                None => return Ok(broken(batch_start, seq, pos, "zeros inside the log".into())),
+                None if e == DecodeError::Zero => {
+                    return Ok(broken(batch_start, seq, pos, "zeros inside the log".into()))
+                }
+                None => return Ok(broken(batch_start, seq, pos, e.to_string())),
             },
-            Err(e) => return Ok(broken(batch_start, seq, pos, e.to_string())),
         };
         match d.record {
             Record::Commit(c) => {
@@ -495,6 +501,44 @@ mod tests {
         buf[ends[1] + 3000] = 1; // a stray byte after the last commit
         let a = analyze(&buf, false, None, &mut |_, _| Ok(())).expect("analyze");
         assert!(matches!(a.verdict, Verdict::Corrupt { .. }), "not the newest: {:?}", a.verdict);
+    }
+
+    /// A batch ending `gap` bytes before a page boundary, its confirmation at the boundary, and
+    /// one more batch after it (what `Wal::confirm_if_idle` writes). Returns the image and the
+    /// end of the last batch.
+    fn confirmed_after_a_gap_of(gap: usize) -> (Vec<u8>, usize) {
+        let entry_bytes = CONFIRM_ALIGN - gap - record_len(record::SEGMENT_HEADER_PAYLOAD_LEN) - 32 - 72;
+        let (mut buf, ends) = image(&[&[entry_bytes]]);
+        assert_eq!(ends[0], CONFIRM_ALIGN - gap);
+        let commit = |batch_seq: u64, start: usize, end: usize, buf: &[u8], last_index: u64| Commit {
+            batch_seq,
+            batch_offset: start as u32,
+            batch_len: (end - start) as u32,
+            batch_crc: record::batch_crc(&buf[start..end]),
+            last_index,
+            last_term: 1,
+            hs_term: 0,
+            hs_vote: 0,
+        };
+        let confirmation = commit(2, ends[0], CONFIRM_ALIGN, &buf, 1);
+        let mut off = CONFIRM_ALIGN + encode(&mut buf[CONFIRM_ALIGN..], &Record::Commit(confirmation));
+        let start = off;
+        let data = [7u8; 16];
+        off += encode(&mut buf[off..], &Record::Entry { index: 2, term: 1, kind: EntryKind::Normal, data: &data });
+        let last = commit(3, start, off, &buf, 2);
+        off += encode(&mut buf[off..], &Record::Commit(last));
+        (buf, off)
+    }
+
+    #[test]
+    fn a_confirmation_after_a_gap_shorter_than_a_record_header_continues_the_chain() {
+        // Found by `raftctl chaos`: with 8, 16 or 24 bytes before the page boundary, the header
+        // read at the gap overlaps the confirmation, and recovery called the log corrupt.
+        for gap in [8, 16, 24, 32, 40, 2048] {
+            let (buf, end) = confirmed_after_a_gap_of(gap);
+            let a = judge(&buf);
+            assert_eq!((a.keep_end, a.batch_seq, &a.verdict), (end, 3, &Verdict::Clean), "gap {gap}");
+        }
     }
 
     #[test]
