@@ -225,7 +225,9 @@ impl<'a> Executor<'a> {
         let Some(applied) = self.active.remove(&id) else { return };
         let (result, done) = match applied {
             Applied::Killed(nodes) => {
-                let result = nodes.iter().try_for_each(|&node| self.procs.start(node));
+                // Every node gets its chance, even if an earlier one cannot start.
+                let errors: Vec<String> = nodes.iter().filter_map(|&node| self.procs.start(node).err()).collect();
+                let result = if errors.is_empty() { Ok(()) } else { Err(errors.join("; ")) };
                 (result, format!("restarted {}", node_list(&nodes)))
             }
             Applied::Paused(node) => (self.procs.resume(node), format!("resumed n{node}")),
