@@ -93,6 +93,16 @@ fn run_in(config: &ChaosConfig, dir: &Path, steps: &[Step]) -> Result<u8, CliErr
     let mut record = record(config, &mut cluster, steps)?;
     let checks = check(config, &cluster, &record, dir)?;
     record.anomalies.extend(cluster.procs.stop_all().into_iter().map(|a| anomaly_text(a.node, &a.what)));
+    for id in 1..=config.nodes {
+        match verify::log_errors(&dir.join(format!("node-{id}.log"))) {
+            Ok((0, _)) => {}
+            Ok((count, first)) => {
+                let first = first.unwrap_or_default();
+                record.anomalies.push(format!("node {id} logged {count} errors, the first: {first}"));
+            }
+            Err(error) => record.anomalies.push(error),
+        }
+    }
     let links = report::links_line(&cluster.mesh);
     cluster.mesh.stop();
     let (code, summary) = summarize(config, &record, &checks, &links);

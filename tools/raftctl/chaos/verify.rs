@@ -15,7 +15,14 @@
 //! This is implied by linearizability of the history with the final reads in it; it is computed
 //! on its own because it says in one line what went wrong, and holds even when the checker runs
 //! out of budget.
+//!
+//! **Node logs.** The nemesis never damages a disk, so a node that logs an `[ERROR]` (a storage
+//! failure, corruption found at recovery, a broken invariant) is an anomaly even if no client
+//! noticed: protocol-aware recovery can hide a node that wrongly cut its own log.
 
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -108,6 +115,23 @@ pub fn replica_values(addrs: &[String], cluster_id: u64, keys: &[Bytes]) -> Resu
         values.push(node);
     }
     Ok(values)
+}
+
+/// Most log lines read per node when looking for errors (a 10-minute run logs some 10^4).
+const LOG_LINES_MAX: usize = 10_000_000;
+
+/// How many `[ERROR]` lines the node log at `path` holds, and the first one.
+pub fn log_errors(path: &Path) -> Result<(usize, Option<String>), String> {
+    let file = File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let (mut count, mut first) = (0, None);
+    for line in BufReader::new(file).lines().take(LOG_LINES_MAX) {
+        let line = line.map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        if line.contains("[ERROR]") {
+            count += 1;
+            first.get_or_insert(line);
+        }
+    }
+    Ok((count, first))
 }
 
 /// An acknowledged write that the final value does not account for.
@@ -220,6 +244,18 @@ mod tests {
         assert!(lost_writes(&[set(0, 10, "a", Outcome::Info)], &final_read(None)).is_empty());
         let unknown = vec![op(1000, 1001, OpKind::Get, Outcome::Info)];
         assert!(lost_writes(&[set(0, 10, "a", OK)], &unknown).is_empty());
+    }
+
+    #[test]
+    fn error_lines_of_a_node_log_are_counted() {
+        let path = std::env::temp_dir().join(format!("raftctl-log-errors-{}.log", std::process::id()));
+        let text = "t [INFO] node 1 is leader\nt [ERROR] corrupt data in wal\nt [WARN] torn tail\nt [ERROR] again\n";
+        std::fs::write(&path, text).unwrap();
+        assert_eq!(log_errors(&path).unwrap(), (2, Some("t [ERROR] corrupt data in wal".to_string())));
+        std::fs::write(&path, "t [INFO] fine\n").unwrap();
+        assert_eq!(log_errors(&path).unwrap(), (0, None));
+        std::fs::remove_file(&path).unwrap();
+        assert!(log_errors(&path).unwrap_err().contains("cannot read"));
     }
 
     #[test]
