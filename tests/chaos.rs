@@ -18,7 +18,8 @@ use bytes::Bytes;
 use mini_raft::history::{check, parse_json_lines, Op, OpKind, OpResult, Outcome, Verdict};
 
 const SEED_DEFAULT: &str = "2024";
-const FAULT_KINDS: [&str; 9] = ["kill", "pause", "restart", "power", "partition", "delay", "drop", "bandwidth", "oneway"];
+const FAULT_KINDS: [&str; 9] =
+    ["kill", "pause", "restart", "power", "partition", "delay", "drop", "bandwidth", "oneway"];
 
 fn run_chaos(data: &Path, seed: &str) -> (bool, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_raftctl"))
