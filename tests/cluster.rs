@@ -1,5 +1,6 @@
 //! Real `raftd` processes on loopback: replication, failover after kill -9, full-cluster restart,
-//! catch-up from the log and from a snapshot, exactly-once retried writes.
+//! catch-up from the log and from a snapshot, exactly-once retried writes, redirects that name the
+//! leader's client address.
 
 mod support;
 
@@ -138,4 +139,22 @@ fn a_retried_write_is_applied_exactly_once() {
     );
     let status = cluster.status(leader).expect("status");
     assert_eq!(status.role, NodeRole::Leader);
+}
+
+#[test]
+fn not_leader_names_the_leaders_client_address_not_its_peer_address() {
+    // Client addresses that differ from the --peers ones (nothing listens there: only the names matter).
+    let client_addrs = "1=127.0.0.11:7101,2=127.0.0.12:7102,3=127.0.0.13:7103";
+    let cluster = TestCluster::start(3, &["--client-addrs", client_addrs]);
+    let (leader, _) = cluster.wait_leader(Duration::from_secs(10)).expect("leader");
+    let follower = (1..=3).find(|&id| id != leader).expect("a follower");
+    let knows_leader = || cluster.status(follower).is_some_and(|s| s.leader_id == leader as u64);
+    assert!(wait_until(Duration::from_secs(5), knows_leader), "node {follower} never heard of leader {leader}");
+    let mut conn = RawConn::connect(&cluster.addrs[follower - 1]).expect("connect to a follower");
+    let get = ClientRequest::Get { key: "k".into(), consistency: ReadConsistency::Linearizable };
+    let expected = format!("127.0.0.1{leader}:710{leader}");
+    assert_eq!(
+        conn.request(get),
+        Some(FrameBody::Reply(ClientReply::NotLeader { leader_id: leader as u64, leader_addr: expected }))
+    );
 }

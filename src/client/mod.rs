@@ -170,6 +170,14 @@ impl Client {
         self.connection.as_ref().map(Connection::addr)
     }
 
+    /// Closes the connection, if any: the next call starts at a random address of the cluster
+    /// list, as a new client's first call does, and keeps the session. For callers that spread
+    /// their calls over the nodes, or that model clients coming and going (`raftctl chaos`).
+    pub fn disconnect(&mut self) {
+        self.connection = None;
+        self.cursor = self.rng.range(0, self.cluster.len() as u64) as usize;
+    }
+
     /// Stores `value` under `key`.
     pub fn set(&mut self, key: &[u8], value: &[u8]) -> Result<Answered<()>, ClientError> {
         let (key, value) = (Bytes::copy_from_slice(key), Bytes::copy_from_slice(value));

@@ -216,6 +216,29 @@ fn not_leader_redirects_to_the_leader_address() {
 }
 
 #[test]
+fn disconnect_starts_the_next_call_at_a_random_node_with_the_same_session() {
+    let nodes: Vec<FakeNode> =
+        (1..=2).map(|id| FakeNode::spawn(id, accept(), |_, _| Action::Reply(ClientReply::Ok))).collect();
+    let mut client = Client::new(nodes.iter().map(|node| node.addr.clone()).collect(), options(2_000)).expect("client");
+    client.set(b"k", b"v0").expect("first set");
+    for i in 1..40 {
+        client.disconnect();
+        assert_eq!(client.connected_to(), None);
+        client.set(b"k", format!("v{i}").as_bytes()).expect("set");
+    }
+    let requests: Vec<Vec<ClientRequest>> = nodes.iter().map(FakeNode::requests).collect();
+    assert!(
+        requests.iter().all(|node| !node.is_empty()),
+        "every node got calls: {:?}",
+        requests.iter().map(Vec::len).collect::<Vec<_>>()
+    );
+    let mut seqs: Vec<u64> = requests.iter().flatten().map(|request| session_of(request).seq).collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=40).collect::<Vec<_>>());
+    assert_eq!(nodes.iter().map(FakeNode::registrations).sum::<u64>(), 1, "one session throughout");
+}
+
+#[test]
 fn write_is_retried_with_the_same_session_after_the_connection_drops() {
     // The first request is dropped mid-flight; every later one succeeds.
     let node = FakeNode::spawn(1, accept(), |n, _| if n == 0 { Action::Drop } else { Action::Reply(ClientReply::Ok) });

@@ -19,8 +19,13 @@ pub struct NodeConfig {
     /// `--metrics off` clears this: no counter or histogram is updated (state gauges are still
     /// sampled when `/metrics` is rendered). For measuring what the updates cost.
     pub metrics_updates: bool,
-    /// Every voter, this node included: id -> address (the address clients and peers dial).
+    /// Every voter, this node included: id -> the address this node dials to reach it (and, unless
+    /// `client_addrs` says otherwise, the address clients are sent to).
     pub peers: BTreeMap<NodeId, String>,
+    /// `--client-addrs`: id -> the address a member serves clients on, where a `NotLeader` reply
+    /// sends them. Members not listed are named by their `peers` address. Differs from `peers` when
+    /// peers reach each other through something clients must not use (a proxy, another network).
+    pub client_addrs: BTreeMap<NodeId, String>,
     pub data_dir: PathBuf,
     pub tick: Duration,
     pub heartbeat_ticks: u32,
@@ -45,6 +50,9 @@ impl NodeConfig {
         if !self.peers.contains_key(&self.id) {
             let ids: Vec<String> = self.peers.keys().map(|id| id.to_string()).collect();
             return Err(format!("--peers must include this node's own id {} (it lists {})", self.id, ids.join(", ")));
+        }
+        if let Some(stranger) = self.client_addrs.keys().find(|id| !self.peers.contains_key(id)) {
+            return Err(format!("--client-addrs names node {stranger}, which is not in --peers"));
         }
         if self.tick.is_zero() {
             return Err("--tick-ms must be positive".into());
@@ -71,6 +79,13 @@ impl NodeConfig {
         Ok(())
     }
 
+    /// The address clients are sent to for each member: its `client_addrs` entry, else its `peers` one.
+    pub fn client_addresses(&self) -> BTreeMap<NodeId, String> {
+        let mut addresses = self.peers.clone();
+        addresses.extend(self.client_addrs.iter().map(|(&id, addr)| (id, addr.clone())));
+        addresses
+    }
+
     /// Resolves a peer's address for dialing.
     pub fn peer_addr(&self, id: NodeId) -> Option<SocketAddr> {
         self.peers.get(&id).and_then(|a| a.to_socket_addrs().ok()).and_then(|mut addrs| addrs.next())
@@ -79,27 +94,39 @@ impl NodeConfig {
 
 /// Parses `1=host:port,2=host:port,...` into an id -> address map.
 pub fn parse_peers(text: &str) -> Result<BTreeMap<NodeId, String>, String> {
-    let mut peers = BTreeMap::new();
+    parse_addr_map(text, "--peers")
+}
+
+/// Parses `1=host:port,2=host:port,...` given to `flag` into an id -> address map: ids positive
+/// and distinct, every address resolvable, at least one entry.
+pub fn parse_addr_map(text: &str, flag: &str) -> Result<BTreeMap<NodeId, String>, String> {
+    let mut map = BTreeMap::new();
     for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let Some((id, addr)) = item.split_once('=') else {
-            return Err(format!("--peers entry {item:?} is not ID=HOST:PORT"));
+            return Err(format!("{flag} entry {item:?} is not ID=HOST:PORT"));
         };
-        let id: NodeId = id.trim().parse().map_err(|_| format!("--peers entry {item:?}: {id:?} is not a node id"))?;
+        let id: NodeId = id.trim().parse().map_err(|_| format!("{flag} entry {item:?}: {id:?} is not a node id"))?;
         if id == 0 {
-            return Err(format!("--peers entry {item:?}: node id 0 is reserved"));
+            return Err(format!("{flag} entry {item:?}: node id 0 is reserved"));
         }
         let addr = addr.trim();
+        if addr.len() > crate::wire::ADDRESS_BYTES_MAX {
+            return Err(format!(
+                "{flag} entry for node {id}: the address is above {} bytes",
+                crate::wire::ADDRESS_BYTES_MAX
+            ));
+        }
         if addr.to_socket_addrs().map(|mut a| a.next().is_none()).unwrap_or(true) {
-            return Err(format!("--peers entry {item:?}: {addr:?} is not a resolvable HOST:PORT"));
+            return Err(format!("{flag} entry {item:?}: {addr:?} is not a resolvable HOST:PORT"));
         }
-        if peers.insert(id, addr.to_string()).is_some() {
-            return Err(format!("--peers lists node {id} twice"));
+        if map.insert(id, addr.to_string()).is_some() {
+            return Err(format!("{flag} lists node {id} twice"));
         }
     }
-    if peers.is_empty() {
-        return Err("--peers is empty".into());
+    if map.is_empty() {
+        return Err(format!("{flag} is empty"));
     }
-    Ok(peers)
+    Ok(map)
 }
 
 #[cfg(test)]
@@ -116,5 +143,44 @@ mod tests {
         assert!(parse_peers("1:127.0.0.1:7001").unwrap_err().contains("ID=HOST:PORT"));
         assert!(parse_peers("1=nonsense").unwrap_err().contains("resolvable"));
         assert!(parse_peers("0=127.0.0.1:1").unwrap_err().contains("reserved"));
+        let error = parse_addr_map("1=127.0.0.1:1,1=127.0.0.1:2", "--client-addrs").unwrap_err();
+        assert!(error.contains("--client-addrs lists node 1 twice"), "{error}");
+    }
+
+    fn config(peers: &str, client_addrs: &str) -> NodeConfig {
+        NodeConfig {
+            id: 1,
+            cluster_id: 1,
+            listen: "127.0.0.1:7001".parse().expect("address"),
+            http_listen: None,
+            metrics_updates: true,
+            peers: parse_peers(peers).expect("peers"),
+            client_addrs: if client_addrs.is_empty() {
+                BTreeMap::new()
+            } else {
+                parse_addr_map(client_addrs, "--client-addrs").expect("client addrs")
+            },
+            data_dir: PathBuf::from("data"),
+            tick: Duration::from_millis(10),
+            heartbeat_ticks: 5,
+            election_ticks: 15,
+            snapshot_every: 10_000,
+            snapshot_log_bytes: 64 << 20,
+            log_window_bytes: 16 << 20,
+            segment_bytes: 64 << 20,
+            sessions_max: 10_000,
+        }
+    }
+
+    #[test]
+    fn client_addresses_override_peer_addresses_member_by_member() {
+        let cfg = config("1=127.0.0.1:7001,2=127.0.0.1:9002,3=127.0.0.1:9003", "2=127.0.0.1:7002");
+        cfg.validate().expect("valid");
+        let addresses = cfg.client_addresses();
+        assert_eq!(addresses[&1], "127.0.0.1:7001");
+        assert_eq!(addresses[&2], "127.0.0.1:7002");
+        assert_eq!(addresses[&3], "127.0.0.1:9003");
+        let stranger = config("1=127.0.0.1:7001,2=127.0.0.1:9002", "4=127.0.0.1:7004");
+        assert!(stranger.validate().unwrap_err().contains("node 4, which is not in --peers"));
     }
 }

@@ -22,10 +22,12 @@ pub mod peers;
 pub mod reactor;
 pub mod recovery;
 pub mod replica;
+#[cfg(test)]
+mod replica_tests;
 pub mod requests;
 pub mod snapshot_transfer;
 pub mod status;
 pub mod storage_thread;
 
-pub use config::{parse_peers, NodeConfig};
+pub use config::{parse_addr_map, parse_peers, NodeConfig};
 pub use node::{Node, StartError};

@@ -110,7 +110,7 @@ impl Node {
             kv: recovered.kv,
             hard_state,
             snapshot_meta: recovered.snapshot_meta,
-            addresses: cfg.peers.clone(),
+            addresses: cfg.client_addresses(),
             snapshot_policy: SnapshotPolicy { entries: cfg.snapshot_every, log_bytes: cfg.snapshot_log_bytes },
             sessions_max: cfg.sessions_max,
             snapshot_chunk_bytes: crate::wire::SNAPSHOT_CHUNK_BYTES,

@@ -14,6 +14,8 @@
 //! - after every batch the state machine's applied index is the last index the batch handed it,
 //!   and never ahead of the core's;
 //! - the log is compacted under a snapshot only after the snapshot file is durable.
+//! - a batch that installs a snapshot installs the state machine received for that snapshot,
+//!   even if a newer snapshot arrived (and was accepted) while the batch was being persisted.
 
 use std::collections::BTreeMap;
 use std::time::Instant;

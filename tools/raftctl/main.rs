@@ -1,4 +1,5 @@
-//! `raftctl`: talk to a mini-raft cluster from the shell, start a local one, or benchmark it.
+//! `raftctl`: talk to a mini-raft cluster from the shell, start a local one, benchmark it, or run
+//! chaos against one.
 //!
 //! ```text
 //! raftctl [--cluster HOST:PORT,...] [--cluster-id N] [--timeout SECS] [--json] [-v] COMMAND ...
@@ -63,6 +64,18 @@ Commands:
                               C concurrent clients run N operations in total over K keys;
                               prints throughput and latency percentiles
                               (defaults: C 4, N 10000, B 100, set, K 1000)
+  chaos [--nodes 3|5] [--duration SECS] [--clients W] [--faults LIST] [--seed S]
+        [--operations N] [--keys K] [--overlap] [--hold MIN-MAX] [--quiet MIN-MAX]
+        [--keep] [--data DIR] [--raftd PATH] [--snapshot-every N] [--clock-skew PCT]
+        [--check-steps N]
+                              start N raftd nodes behind per-link fault proxies, inject the
+                              seeded fault schedule while W clients run set/get/del/cas on K
+                              keys, then check the history for linearizability and lost
+                              acknowledged writes. LIST: all (default), none, or some of
+                              kill,pause,restart,power,partition,delay,drop,bandwidth,oneway.
+                              Exit 0 pass, 1 a violation, 4 the checker ran out of budget
+                              (defaults: 3 nodes, 30 s, 4 clients, 5 keys, hold 0.5-3 s,
+                              quiet 0.3-2 s, seed from the clock)
 
 Global options (also accepted after the command):
   --cluster HOST:PORT,...     the nodes (default 127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003)
@@ -157,6 +170,7 @@ fn run(args: &[std::ffi::OsString]) -> Result<u8, CliError> {
         "cluster" => cluster::run(rest, &first),
         "watch" => watch::run(rest, &first),
         "bench" => bench::run(rest, &first),
+        "chaos" => chaos::run(rest, &first),
         "help" => {
             print!("{HELP}");
             Ok(0)

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use log::LevelFilter;
 use mini_raft::limits::ENTRY_BYTES_MAX;
-use mini_raft::server::{parse_peers, Node, NodeConfig};
+use mini_raft::server::{parse_addr_map, parse_peers, Node, NodeConfig};
 use mini_raft::storage::segment::segment_bytes_min;
 use simplelog::{ColorChoice, CombinedLogger, ConfigBuilder, SharedLogger, TermLogger, TerminalMode, WriteLogger};
 
@@ -22,6 +22,12 @@ fn main() -> ExitCode {
         "http-listen",
         "also serve HTTP GET /metrics (Prometheus), /status (JSON) and /health here (default: off)",
         "HOST:PORT",
+    );
+    opts.optopt(
+        "",
+        "client-addrs",
+        "where each member serves clients, named in NotLeader redirects (default: its --peers address)",
+        "1=HOST:PORT,...",
     );
     opts.optopt("", "data-dir", "directory for the log and snapshots (created if missing)", "DIR");
     opts.optopt(
@@ -118,6 +124,10 @@ fn config_from(matches: &getopts::Matches) -> Result<NodeConfig, String> {
         None => None,
         Some(text) => Some(text.parse().map_err(|_| format!("--http-listen {text:?} is not an IP:PORT address"))?),
     };
+    let client_addrs = match matches.opt_str("client-addrs") {
+        Some(text) => parse_addr_map(&text, "--client-addrs")?,
+        None => Default::default(),
+    };
     let data_dir = PathBuf::from(required(matches, "data-dir")?);
     let segment_mib: u64 = number(matches, "segment-mib", 64)?;
     // A segment must hold the largest entry the state machine accepts, or a replicated entry
@@ -141,6 +151,7 @@ fn config_from(matches: &getopts::Matches) -> Result<NodeConfig, String> {
             Some(other) => return Err(format!("--metrics must be on or off, got {other:?}")),
         },
         peers,
+        client_addrs,
         data_dir,
         tick: Duration::from_millis(number(matches, "tick-ms", 10)?),
         heartbeat_ticks: number(matches, "heartbeat-ticks", 5)?,
