@@ -89,3 +89,110 @@ fn a_write_survives_rot_in_the_synced_records_of_one_of_the_two_nodes_that_ackno
     let got = client.get(b"before", ReadConsistency::Linearizable).expect("get before");
     assert_eq!(got.value.as_deref(), Some(&b"1"[..]));
 }
+
+/// Issue 8, point 3: a follower fed a corrupt snapshot image refuses it before anything is saved
+/// or compacted (it stays up, its snapshot is unchanged), and later catches up from a good one.
+#[test]
+fn a_follower_refuses_a_corrupt_snapshot_image_and_later_catches_up_from_a_good_one() {
+    use mini_raft::kv::{Command, KvStore, Session};
+    use mini_raft::raft::{ConfState, SnapshotMeta};
+    use mini_raft::wire::{Frame, FrameBody, Hello, Role, SnapshotChunk, PROTOCOL_VERSION};
+    use support::RawConn;
+
+    let mut cluster = TestCluster::start(3, &["--snapshot-every", "40"]);
+    let (a, _) = cluster.wait_leader(Duration::from_secs(10)).expect("a leader is elected");
+    let others: Vec<usize> = (1..=3).filter(|&id| id != a).collect();
+    let (b, c) = (others[0], others[1]);
+    let mut client = cluster.client();
+    let set = |client: &mut mini_raft::client::Client, range: std::ops::Range<u32>| {
+        for i in range {
+            client.set(format!("k{i}").as_bytes(), format!("v{i}").as_bytes()).expect("set");
+        }
+    };
+    set(&mut client, 0..10);
+    cluster.kill(c);
+    // Past several snapshots: C can only catch up from one.
+    set(&mut client, 10..200);
+    cluster.kill(a);
+    cluster.kill(b);
+
+    cluster.start_node(c);
+    let before = wait_for_status(&cluster, c);
+    // A leader's snapshot, one byte flipped in transit: `a` speaking as the leader of a new term.
+    let index = before.last_log_index + 500;
+    // A session and one key whose value is most of the image: the flip lands in the value, so
+    // only the image's checksum can tell (the image still decodes).
+    let mut image = KvStore::new();
+    let encode = |command: Command| {
+        let mut bytes = Vec::new();
+        command.encode(&mut bytes);
+        bytes
+    };
+    image.apply(1, &encode(Command::Register { sessions_max: 100 })).expect("register");
+    let value = vec![b'v'; 4096];
+    let write = Command::Set { session: Session::serial(1, 1), key: "k0".into(), value: value.into() };
+    image.apply(2, &encode(write)).expect("set");
+    for i in 3..=index {
+        image.apply_noop(i).expect("no-op");
+    }
+    let mut data = image.snapshot();
+    let middle = data.len() / 2;
+    assert_eq!(data[middle], b'v', "the flip must land in the value");
+    data[middle] ^= 0x01;
+    let meta = SnapshotMeta { index, term: before.term + 1, conf: ConfState { voters: vec![1, 2, 3] } };
+    let mut conn = RawConn::open(&cluster.addrs[c - 1]).expect("connect to C");
+    let hello = Hello { role: Role::Peer, cluster_id: 1, node_id: a as u64, protocol_version: PROTOCOL_VERSION };
+    conn.send(&Frame::new(0, FrameBody::Hello(hello)));
+    assert!(matches!(conn.recv().map(|f| f.body), Some(FrameBody::HelloOk(_))), "peer handshake");
+    let total_bytes = data.len() as u64;
+    let chunk = SnapshotChunk {
+        from: a as u64,
+        to: c as u64,
+        term: before.term + 1,
+        meta,
+        offset: 0,
+        total_bytes,
+        data: data.into(),
+        done: true,
+    };
+    conn.send(&Frame::new(0, FrameBody::SnapshotChunk(chunk)));
+    let refused = wait_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(cluster.log_path(c)).is_ok_and(|log| log.contains(&format!("refused snapshot {index}")))
+    });
+    assert!(refused, "C did not refuse the corrupt image\n{}", cluster.dump_logs());
+    let after = wait_for_status(&cluster, c);
+    assert_eq!(
+        (after.snapshot_index, after.applied_index),
+        (before.snapshot_index, before.applied_index),
+        "the refused image changed C's state"
+    );
+    drop(conn);
+
+    cluster.start_node(a);
+    cluster.start_node(b);
+    cluster.wait_leader(Duration::from_secs(10)).expect("A and B elect a leader");
+    let mut client = cluster.client();
+    set(&mut client, 200..210);
+    let leader_commit = (1..=3).filter_map(|id| cluster.status(id)).map(|s| s.commit_index).max().unwrap_or(0);
+    let caught_up = wait_until(Duration::from_secs(15), || {
+        cluster.status(c).is_some_and(|s| s.applied_index >= leader_commit && s.snapshot_index > before.snapshot_index)
+    });
+    assert!(caught_up, "C did not catch up from a snapshot to {leader_commit}\n{}", cluster.dump_logs());
+    // C holds the data: with A gone, B and C serve every key.
+    cluster.kill(a);
+    cluster.wait_leader(Duration::from_secs(10)).expect("B and C elect a leader");
+    let mut client = cluster.client();
+    for i in (0..210).step_by(7) {
+        let got = client.get(format!("k{i}").as_bytes(), ReadConsistency::Linearizable).expect("get");
+        assert_eq!(got.value.as_deref(), Some(format!("v{i}").as_bytes()), "k{i}\n{}", cluster.dump_logs());
+    }
+}
+
+fn wait_for_status(cluster: &TestCluster, id: usize) -> mini_raft::wire::StatusReport {
+    let mut report = None;
+    wait_until(Duration::from_secs(10), || {
+        report = cluster.status(id);
+        report.is_some()
+    });
+    report.unwrap_or_else(|| panic!("node {id} does not answer status\n{}", cluster.dump_logs()))
+}
