@@ -76,7 +76,8 @@ fn a_write_survives_rot_in_the_synced_records_of_one_of_the_two_nodes_that_ackno
     let got = client.get(b"w", ReadConsistency::Linearizable).expect("a linearizable get of w");
     assert_eq!(got.value.as_deref(), Some(&value[..]), "w was lost\n{}", cluster.dump_logs());
     let commit = cluster.status(a).map(|s| s.commit_index).unwrap_or(0);
-    let caught_up = wait_until(Duration::from_secs(10), || cluster.status(b).is_some_and(|s| s.applied_index >= commit));
+    let caught_up =
+        wait_until(Duration::from_secs(10), || cluster.status(b).is_some_and(|s| s.applied_index >= commit));
     assert!(caught_up, "B did not catch up to index {commit}\n{}", cluster.dump_logs());
 
     // B is a full voter again: with A gone, B and C elect a leader that serves w.

@@ -38,6 +38,7 @@ fn assert_seeds_pass(nodes: &str, seeds: &str) {
         "snapshots_refused=",
         "images_compared=",
         "history_ops=",
+        "figure8_scripts=",
     ];
     assert!(summary.contains(" history_unknown_keys=0 "), "every key's history was decided: {summary}");
     for counter in exercised {

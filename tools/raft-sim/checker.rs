@@ -135,11 +135,14 @@ impl Checker {
             if damaged && guard_covers {
                 continue; // lost to the injected damage, and the node knows it
             }
-            if in_window && found.is_none() && lost_suffix_from.is_none() {
+            // In the residual window the last batch may vanish whole: its entries are missing,
+            // or, if it had overwritten a suffix, the older entries it replaced are back.
+            let lost = found.is_none_or(|t| t < entry.term);
+            if in_window && lost && lost_suffix_from.is_none() {
                 lost_suffix_from = Some(entry.index);
                 continue;
             }
-            if in_window && found.is_none() && lost_suffix_from != Some(Index::MAX) {
+            if in_window && lost && lost_suffix_from != Some(Index::MAX) {
                 continue;
             }
             return Err((

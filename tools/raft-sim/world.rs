@@ -25,6 +25,10 @@ use crate::clients::{Clients, Ctx, KEYS};
 use crate::net::{ConnId, Net, NetFaults, Payload};
 use crate::node::{NodeSettings, SimNode};
 
+#[path = "figure8.rs"]
+mod figure8;
+use figure8::Figure8;
+
 /// After every fault heals, every client must get a write acknowledged, then a read of every
 /// key, and every running node must apply what committed, within this many ticks.
 pub const LIVENESS_TICKS_MAX: u64 = 2_000;
@@ -84,6 +88,8 @@ pub struct Stats {
     pub history_ops: u64,
     pub history_unknown_keys: u64,
     pub residual_losses: u64,
+    /// Directed Figure 8 scripts started (see `figure8.rs`).
+    pub figure8_scripts: u64,
 }
 
 /// Where the liveness check after healing is.
@@ -101,7 +107,7 @@ enum Phase {
 
 impl Stats {
     /// Every counter with its name, in the order they are printed.
-    pub fn named(&self) -> [(&'static str, u64); 22] {
+    pub fn named(&self) -> [(&'static str, u64); 23] {
         [
             ("elections", self.elections),
             ("commits", self.commits),
@@ -125,11 +131,12 @@ impl Stats {
             ("history_ops", self.history_ops),
             ("history_unknown_keys", self.history_unknown_keys),
             ("residual_losses", self.residual_losses),
+            ("figure8_scripts", self.figure8_scripts),
         ]
     }
 
     pub fn add(&mut self, o: &Stats) {
-        let fields: [(&mut u64, u64); 22] = [
+        let fields: [(&mut u64, u64); 23] = [
             (&mut self.elections, o.elections),
             (&mut self.commits, o.commits),
             (&mut self.reads, o.reads),
@@ -152,6 +159,7 @@ impl Stats {
             (&mut self.history_ops, o.history_ops),
             (&mut self.history_unknown_keys, o.history_unknown_keys),
             (&mut self.residual_losses, o.residual_losses),
+            (&mut self.figure8_scripts, o.figure8_scripts),
         ];
         for (mine, theirs) in fields {
             *mine += theirs;
@@ -179,6 +187,8 @@ pub struct World {
     disk_full_until: Vec<Option<u64>>,
     /// (step, node): leaders to kill (the end of a Figure 8 shape).
     scheduled_kills: Vec<(u64, usize)>,
+    /// A directed Figure 8 in progress; no other fault is injected meanwhile.
+    figure8: Option<Figure8>,
     last_role: Vec<Option<Role>>,
     /// Clients that start new operations (all of them until healing; then only as many as the
     /// session cap lets write without evicting one another; none once liveness is shown).
@@ -244,6 +254,7 @@ impl World {
             rotting,
             disk_full_until: vec![None; n],
             scheduled_kills: Vec::new(),
+            figure8: None,
             last_role: vec![None; n],
             submitting: usize::MAX,
         };
@@ -577,6 +588,14 @@ impl World {
     }
 
     fn inject_faults(&mut self) {
+        if self.figure8.is_some() {
+            self.figure8_step();
+            return;
+        }
+        if self.rng.chance(self.faults.figure8_per_mille, 3000) {
+            self.figure8_start();
+            return;
+        }
         let n = self.nodes.len();
         if self.rng.chance(self.faults.crash_per_mille, 1000) {
             // Half the crashes hit a leader: that is where uncommitted entries are lost.
@@ -715,6 +734,9 @@ impl World {
     }
 
     fn heal_everything(&mut self) {
+        if self.figure8.is_some() {
+            self.figure8_end("the run is over");
+        }
         self.net.heal();
         self.scheduled_kills.clear();
         // A very slow disk is a fault too: with 10% completion per tick a vote needs two syncs of
