@@ -187,6 +187,8 @@ pub struct World {
     disk_full_until: Vec<Option<u64>>,
     /// (step, node): leaders to kill (the end of a Figure 8 shape).
     scheduled_kills: Vec<(u64, usize)>,
+    /// (step, links): peer links to restore (the end of a paused leader's partition).
+    scheduled_heals: Vec<(u64, Vec<(NodeId, NodeId)>)>,
     /// A directed Figure 8 in progress; no other fault is injected meanwhile.
     figure8: Option<Figure8>,
     last_role: Vec<Option<Role>>,
@@ -254,6 +256,7 @@ impl World {
             rotting,
             disk_full_until: vec![None; n],
             scheduled_kills: Vec::new(),
+            scheduled_heals: Vec::new(),
             figure8: None,
             last_role: vec![None; n],
             submitting: usize::MAX,
@@ -305,6 +308,7 @@ impl World {
     fn one_step(&mut self) -> Result<(), Violation> {
         self.restart_due_nodes()?;
         self.kill_scheduled();
+        self.heal_scheduled();
         self.release_full_disks();
         for i in 0..self.nodes.len() {
             // Clocks drift: a node occasionally misses a tick.
@@ -711,6 +715,27 @@ impl World {
         self.nodes[i].paused_until = self.step + ticks;
         let id = self.nodes[i].id;
         self.note(format!("n{id} PAUSED for {ticks} ticks"));
+        if leader.is_some() && self.rng.chance(1, 2) {
+            // The stale-read shape: the old leader wakes on the clients' side of a partition,
+            // still sure it leads, while the others have moved on without it.
+            let links: Vec<(NodeId, NodeId)> =
+                self.nodes.iter().map(|n| n.id).filter(|&o| o != id).flat_map(|o| [(id, o), (o, id)]).collect();
+            self.net.blocked.extend(links.iter().copied());
+            let heal_at = self.step + ticks + self.rng.range(5, 40);
+            self.scheduled_heals.push((heal_at, links));
+            self.note(format!("n{id} is cut off from its peers until t={heal_at}; its clients still reach it"));
+        }
+    }
+
+    fn heal_scheduled(&mut self) {
+        let now = self.step;
+        let (due, later): (Vec<_>, Vec<_>) = self.scheduled_heals.drain(..).partition(|(at, _)| *at <= now);
+        self.scheduled_heals = later;
+        for (_, links) in due {
+            for link in links {
+                self.net.blocked.remove(&link);
+            }
+        }
     }
 
     fn partition_one_way(&mut self) {
@@ -739,6 +764,7 @@ impl World {
         }
         self.net.heal();
         self.scheduled_kills.clear();
+        self.scheduled_heals.clear();
         // A very slow disk is a fault too: with 10% completion per tick a vote needs two syncs of
         // ~10 ticks each, longer than the election timeout, and no election can finish (as for
         // any Raft whose fsync approaches its election timeout). Healing restores a sane disk.
