@@ -13,36 +13,39 @@ import argparse, os, re, shutil, subprocess, sys, tempfile
 
 LINEARIZABLE_GET = """            ClientRequest::Get { key, consistency: crate::wire::ReadConsistency::Linearizable } => {
                 if self.raft.role() != Role::Leader {
-                    return self.reply_not_leader(waiter);
+                    return self.reply_not_leader(waiter, RequestType::Get);
                 }
                 if self.requests.reads_full() {
-                    return self.reply_error(waiter, ErrorCode::Overloaded, "too many reads waiting".into());
+                    let text = "too many reads waiting".into();
+                    return self.reply_error(waiter, RequestType::Get, ErrorCode::Overloaded, text);
                 }
                 self.requests.read_arrived(ReadWaiter { waiter, key });
             }"""
 
 LOCAL_GET = """            ClientRequest::Get { key, consistency: crate::wire::ReadConsistency::Linearizable } => {
                 let reply = self.kv.get(&key).map_or(ClientReply::NotFound, |v| ClientReply::Value(v.clone()));
-                self.reply(waiter, FrameBody::Reply(reply));
+                self.reply(waiter, RequestType::Get, FrameBody::Reply(reply));
             }"""
 
 LEADER_LOCAL_GET = """            ClientRequest::Get { key, consistency: crate::wire::ReadConsistency::Linearizable } => {
                 if self.raft.role() != Role::Leader {
-                    return self.reply_not_leader(waiter);
+                    return self.reply_not_leader(waiter, RequestType::Get);
                 }
                 let reply = self.kv.get(&key).map_or(ClientReply::NotFound, |v| ClientReply::Value(v.clone()));
-                self.reply(waiter, FrameBody::Reply(reply));
+                self.reply(waiter, RequestType::Get, FrameBody::Reply(reply));
             }"""
 
-PROPOSED = """        for ((waiter, _), result) in batch.into_iter().zip(results) {
+PROPOSED = """        for ((waiter, data), result) in batch.into_iter().zip(results) {
+            let kind = write_type(&data);
             match result {
-                Ok(index) => self.requests.write_proposed(index, term, waiter),"""
+                Ok(index) => self.requests.write_proposed(index, term, WriteTicket { waiter, kind, proposed_at }),"""
 
 ACK_AT_PROPOSE = """        for ((waiter, data), result) in batch.into_iter().zip(results) {
+            let kind = write_type(&data);
             match result {
                 // A set (tag 0x11) is answered Ok as soon as it is proposed, before it commits.
-                Ok(_) if data.first() == Some(&0x11) => self.reply(waiter, FrameBody::Reply(ClientReply::Ok)),
-                Ok(index) => self.requests.write_proposed(index, term, waiter),"""
+                Ok(_) if data.first() == Some(&0x11) => self.reply(waiter, kind, FrameBody::Reply(ClientReply::Ok)),
+                Ok(index) => self.requests.write_proposed(index, term, WriteTicket { waiter, kind, proposed_at }),"""
 
 REPLICA = "src/server/replica.rs"
 
