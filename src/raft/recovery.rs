@@ -78,7 +78,8 @@ impl Raft {
         self.recovery.is_none_or(|guard| guard.is_covered_by(last_term, last_index))
     }
 
-    /// Rule 3: tell the current leader, once per term, where this node's log really ends.
+    /// Rule 3: tell the current leader where this node's log really ends: once per term, and
+    /// again whenever the leader probes past that end (the report may have been lost).
     pub(super) fn report_log_lost(&mut self, leader: super::types::NodeId) {
         if self.recovery.is_none() || self.log_lost_reported_term == self.term {
             return;

@@ -331,6 +331,11 @@ impl Raft {
                 )
             }
             None => {
+                if self.recovery.is_some() && prev_index > self.log.last_index() {
+                    // The leader still probes past our end: our LogLost may have been lost, and
+                    // it ignores rejections below what it believes we matched. Report again.
+                    self.log_lost_reported_term = 0;
+                }
                 let (hint_index, hint_term) =
                     self.log.find_conflict_by_term(prev_index.min(self.log.last_index()), prev_term);
                 self.send(

@@ -574,6 +574,35 @@ fn a_recovering_follower_commits_from_heartbeats_only_what_appends_proved() {
     assert_eq!(node.log_term(3), Some(2), "the leader's entries replaced the stale ones");
 }
 
+#[test]
+fn a_recovering_follower_reports_its_lost_log_again_while_the_leader_probes_past_its_end() {
+    // Node 2 lost entries 3..5 it had acknowledged; its first LogLost to the leader is lost in the
+    // network. The leader, which ignores rejections below what it believes node 2 matched, would
+    // probe past node 2's end forever (found by raft-sim: a follower that never caught up).
+    let restored = Restored {
+        hard_state: HardState { term: 3, vote: 0, commit: 1 },
+        snapshot: None,
+        entries: entries_with_terms(&[1, 1]),
+        log_terms: Vec::new(),
+        applied: 0,
+        recovery: Some(Recovery { term: 3, index: 5 }),
+    };
+    let mut node = Raft::new(config(2, 3), restored).expect("valid restore");
+    let heartbeat = Message { from: 1, to: 2, term: 3, body: MessageBody::Heartbeat { commit: 5, read_seq: 0 } };
+    node.step(heartbeat);
+    let first = node.take_messages();
+    assert!(first.iter().any(|m| matches!(m.body, MessageBody::LogLost { last_index: 2, .. })), "{first:?}");
+    let probe = MessageBody::AppendEntries { prev_log_index: 5, prev_log_term: 3, leader_commit: 5, entries: vec![] };
+    for _ in 0..2 {
+        node.step(Message { from: 1, to: 2, term: 3, body: probe.clone() });
+        let sent = node.take_messages();
+        assert!(
+            sent.iter().any(|m| matches!(m.body, MessageBody::LogLost { last_index: 2, .. })),
+            "a probe past the end is answered with LogLost again: {sent:?}"
+        );
+    }
+}
+
 // ----- bounded memory --------------------------------------------------------------------------
 
 #[test]

@@ -67,8 +67,15 @@
 //! durable: the next batch, or a confirmation (`confirm_if_idle`: an empty-batch Commit at the next
 //! 4096-byte boundary, so that a zeroed 4 KiB page cannot destroy both it and the batch it
 //! confirms; when the segment has no room left for one, the WAL rotates and the next segment's
-//! header confirms it). So it spans from each sync until the next batch or ~10 ms of idleness. Losing such a batch on one
-//! node is survivable in Raft only because a majority also holds it; rule 2 covers all older data.
+//! header confirms it). So it spans from each sync until the next batch or ~10 ms of idleness, and,
+//! on a node killed right after a sync, until its restart confirms. Losing such a batch is not
+//! always survivable: if this node was one of the only majority that held an entry, the entry can
+//! be lost (raft-sim shows it when damage is aimed at the newest page of a stopped node). No mark in
+//! the file can close the window, since out-of-order writeback can leave any subset of an unsynced
+//! batch's pages, so only a later durable record tells a finished sync from an unfinished one; the
+//! remedy is a second sync per batch or a protocol-level rule (a torn tail counted as possibly
+//! acknowledged), both left for later. Rule 2 covers all older data. Errors are assumed to come
+//! one at a time: two that zero both a batch's page and its confirmation's page also look torn.
 //!
 //! Back of the envelope: a 100-byte entry costs a 136-byte record; a 64 MiB segment holds about
 //! 490k of them; each batch adds a 72-byte Commit record (batch of 1: 208 bytes per sync, still

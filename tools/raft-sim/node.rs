@@ -84,6 +84,12 @@ pub struct SimNode {
     /// Commit record: the storage's documented residual window (`storage::wal`), in which
     /// damage to that batch looks like a torn write and the batch is dropped without a guard.
     pub damaged_in_window: bool,
+    /// Latent damage not yet read back from the disk (the page cache may still hide it): no
+    /// second error is injected on this node until a start after the caches were dropped, so
+    /// that errors come one at a time (two at once can zero a batch and its confirmation).
+    pub rot_unread: bool,
+    /// The page cache was dropped (a power cut) since the last injected damage.
+    pub caches_dropped: bool,
     /// The WAL's last batch was unconfirmed when the node stopped.
     unconfirmed_at_stop: bool,
     pub loads: u64,
@@ -104,6 +110,8 @@ impl SimNode {
             snapshot_file: None,
             damaged: false,
             damaged_in_window: false,
+            rot_unread: false,
+            caches_dropped: false,
             unconfirmed_at_stop: false,
             loads: 0,
         }
@@ -132,6 +140,9 @@ impl SimNode {
     /// Starts the node the way `raftd` does: recovery over its file system, then the replica.
     pub fn start(&mut self, settings: &NodeSettings, seed: u64) -> Result<Started, String> {
         self.incarnation += 1;
+        if self.caches_dropped {
+            self.rot_unread = false;
+        }
         let options = RecoveryOptions {
             cluster_id: 1,
             node_id: self.id,
@@ -233,6 +244,7 @@ impl SimNode {
         self.unconfirmed_at_stop = self.wal_unconfirmed();
         self.running = None;
         self.fs.crash(rng);
+        self.caches_dropped = true;
         self.last_stop = Some("power cut".into());
     }
 

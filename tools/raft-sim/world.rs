@@ -659,11 +659,13 @@ impl World {
             }
         }
         let i = self.rotting;
-        if self.rng.chance(self.faults.rot_per_10k, 10_000) {
+        if self.rng.chance(self.faults.rot_per_10k, 10_000) && !self.nodes[i].rot_unread {
             let dir = self.nodes[i].dir().to_path_buf();
             self.nodes[i].dump(&format!("before-damage-t{}", self.step));
             if let Some(damage) = self.nodes[i].fs.corrupt_durable(&mut self.rng, &dir) {
                 self.nodes[i].damaged = true;
+                self.nodes[i].rot_unread = true;
+                self.nodes[i].caches_dropped = false;
                 self.nodes[i].damaged_in_window |=
                     damage.path.starts_with(dir.join("wal")) && self.nodes[i].wal_unconfirmed();
                 self.stats.rot += 1;
@@ -672,6 +674,7 @@ impl World {
                 if self.rng.chance(1, 2) {
                     // The damage shows at the next start: the cache forgets the good copy.
                     self.nodes[i].fs.drop_caches();
+                    self.nodes[i].caches_dropped = true;
                     self.stop_node(i, "restart over a damaged disk".into(), false);
                 }
             }
@@ -855,8 +858,13 @@ impl World {
             .map(|n| match n.replica() {
                 Some(r) => {
                     let raft = r.raft();
+                    let progress: Vec<String> = raft
+                        .follower_progress()
+                        .iter()
+                        .map(|p| format!("n{} {} m{} n{} inflight {}", p.id, p.state, p.matched, p.next, p.inflight))
+                        .collect();
                     format!(
-                        "n{}:{} t{} c{} a{} last {} io {} recovering {:?}",
+                        "n{}:{} t{} c{} a{} last {} io {} recovering {:?} first {} progress {progress:?}",
                         n.id,
                         raft.role().name(),
                         raft.term(),
@@ -864,7 +872,8 @@ impl World {
                         r.kv().applied_index(),
                         raft.last_index(),
                         r.io_busy() || n.storage_busy(),
-                        raft.recovery()
+                        raft.recovery(),
+                        raft.first_index()
                     )
                 }
                 None => format!("n{}:down ({:?})", n.id, n.last_stop),
