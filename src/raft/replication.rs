@@ -107,6 +107,10 @@ impl Raft {
     fn request_load(&mut self, to: NodeId, lo: Index) {
         let Some(pr) = self.tracker.get_mut(to) else { return };
         pr.loading = true;
+        if pr.load_in_flight {
+            return; // its answer restarts replication from wherever the follower is then
+        }
+        pr.load_in_flight = true;
         let max_bytes = self.opts.append_bytes_max;
         self.load_requests.push(LoadRequest { to, lo, max_bytes, term: self.term });
     }
@@ -116,9 +120,10 @@ impl Raft {
     /// the wait and replication picks up from where the follower is now.
     pub fn entries_loaded(&mut self, request: LoadRequest, entries: Vec<Entry>) {
         let current = self.role == Role::Leader && request.term == self.term;
-        let Some(pr) = self.tracker.get_mut(request.to).filter(|pr| current && pr.loading) else { return };
-        pr.loading = false;
-        if pr.next != request.lo {
+        let Some(pr) = self.tracker.get_mut(request.to).filter(|pr| current && pr.load_in_flight) else { return };
+        pr.load_in_flight = false;
+        let waiting = std::mem::replace(&mut pr.loading, false);
+        if !waiting || pr.next != request.lo {
             self.maybe_send_append(request.to, true);
             return;
         }
@@ -139,9 +144,10 @@ impl Raft {
     /// snapshot instead.
     pub fn load_failed(&mut self, request: LoadRequest) {
         let current = self.role == Role::Leader && request.term == self.term;
-        let Some(pr) = self.tracker.get_mut(request.to).filter(|pr| current && pr.loading) else { return };
-        pr.loading = false;
-        if pr.next == request.lo && request.lo <= self.log.snapshot_index() {
+        let Some(pr) = self.tracker.get_mut(request.to).filter(|pr| current && pr.load_in_flight) else { return };
+        pr.load_in_flight = false;
+        let waiting = std::mem::replace(&mut pr.loading, false);
+        if waiting && pr.next == request.lo && request.lo <= self.log.snapshot_index() {
             self.send_snapshot(request.to);
         } else {
             self.maybe_send_append(request.to, true);

@@ -628,6 +628,28 @@ fn a_follower_behind_the_memory_window_catches_up_from_storage_not_a_snapshot() 
 }
 
 #[test]
+fn a_follower_behind_the_memory_window_has_at_most_one_load_outstanding() {
+    // Every probe of a follower whose entries were evicted asked for another read of the WAL,
+    // even with one outstanding; a recovering follower repeating LogLost piled up hundreds of
+    // loads on the WAL lane ahead of the leader's own writes, and nothing committed (raft-sim).
+    let mut c = Cluster::with(3, |cfg| cfg.log_window_bytes_max = 0, &[&[], &[], &[]], 0);
+    c.elect(1);
+    c.isolate(3);
+    for i in 0..20u8 {
+        c.node_mut(1).propose(Bytes::from(vec![i; 100])).expect("leader");
+        c.settle();
+    }
+    let term = c.node(1).term();
+    let mut loads = Vec::new();
+    for _ in 0..5 {
+        let lost = MessageBody::LogLost { last_index: 2, last_term: term };
+        c.node_mut(1).step(Message { from: 3, to: 1, term, body: lost });
+        loads.extend(c.node_mut(1).take_load_requests());
+    }
+    assert_eq!(loads.len(), 1, "one read back at a time: {loads:?}");
+}
+
+#[test]
 fn a_restart_keeps_only_a_tail_in_memory() {
     let mut c = Cluster::new(3);
     c.elect(1);

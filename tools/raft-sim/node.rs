@@ -260,6 +260,11 @@ impl SimNode {
     }
 
     /// True if a lane has work queued.
+    /// The storage lanes' state, for reports: (WAL jobs, snapshot jobs, results undelivered, failed).
+    pub fn lanes(&self) -> Option<(usize, usize, usize, bool)> {
+        self.running.as_ref().map(|r| (r.wal_jobs.len(), r.snapshot_jobs.len(), r.done.len(), r.lane_failed))
+    }
+
     pub fn storage_busy(&self) -> bool {
         self.running.as_ref().is_some_and(|r| !r.wal_jobs.is_empty() || !r.snapshot_jobs.is_empty())
     }

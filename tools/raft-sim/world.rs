@@ -864,7 +864,7 @@ impl World {
                         .map(|p| format!("n{} {} m{} n{} inflight {}", p.id, p.state, p.matched, p.next, p.inflight))
                         .collect();
                     format!(
-                        "n{}:{} t{} c{} a{} last {} io {} recovering {:?} first {} progress {progress:?}",
+                        "n{}:{} t{} c{} a{} last {} io {} lanes {:?} recovering {:?} first {} progress {progress:?}",
                         n.id,
                         raft.role().name(),
                         raft.term(),
@@ -872,6 +872,7 @@ impl World {
                         r.kv().applied_index(),
                         raft.last_index(),
                         r.io_busy() || n.storage_busy(),
+                        n.lanes(),
                         raft.recovery(),
                         raft.first_index()
                     )

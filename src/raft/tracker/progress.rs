@@ -35,6 +35,10 @@ pub struct Progress {
     pub snapshot_elapsed: u32,
     /// Entries it needs are being read from the WAL: send nothing until they arrive.
     pub loading: bool,
+    /// A read back from the WAL for this follower is outstanding. At most one at a time, whatever
+    /// the state does meanwhile (a probe, a LogLost), so that loads cannot pile up on the WAL
+    /// lane ahead of the leader's own writes; its answer restarts replication.
+    pub load_in_flight: bool,
 }
 
 impl Progress {
@@ -49,6 +53,7 @@ impl Progress {
             read_seq_acked: 0,
             snapshot_elapsed: 0,
             loading: false,
+            load_in_flight: false,
         }
     }
 
