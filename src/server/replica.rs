@@ -24,10 +24,10 @@ use bytes::Bytes;
 use log::{info, warn};
 
 use super::node_metrics::RequestType;
-use super::requests::{Abandoned, ReadWaiter, Requests, Waiter, WriteTicket};
+use super::requests::{write_reply, Abandoned, ReadWaiter, Requests, Waiter, WriteTicket};
 use super::snapshot_transfer::{Received, Transfers};
 use super::storage_thread::{IoDone, IoJob};
-use crate::kv::{ApplyResult, Command, KvStore, SESSION_REPLIES_MAX};
+use crate::kv::{Command, KvStore};
 use crate::limits::SNAPSHOT_BYTES_MAX;
 use crate::raft::{
     Entry, EntryKind, HardState, Message, MessageBody, NodeId, ProposeError, Raft, Ready, Role, SnapshotMeta,
@@ -616,38 +616,6 @@ impl Replica {
                 .map(|(node_id, match_index, next_index)| PeerStatus { node_id, match_index, next_index })
                 .collect(),
             http_addr: None,
-        }
-    }
-}
-
-/// The reply a client gets for the state machine's result of its write.
-fn write_reply(result: ApplyResult) -> FrameBody {
-    match result {
-        ApplyResult::Applied(r) | ApplyResult::Duplicate(r) => FrameBody::Reply(ClientReply::from_write_result(&r)),
-        ApplyResult::Registered { session_id } => FrameBody::Reply(ClientReply::Registered { session_id }),
-        ApplyResult::SessionExpired { session_id, seq } => FrameBody::Error(ErrorReply::new(
-            ErrorCode::SessionExpired,
-            format!(
-                "session {session_id} is unknown (never registered, or evicted): seq {seq} was not applied now, \
-                 but an earlier attempt may have been; register a new session"
-            ),
-        )),
-        ApplyResult::StaleSequence { session_id, seq, floor_seq } => FrameBody::Error(ErrorReply::new(
-            ErrorCode::StaleSequence,
-            format!(
-                "session {session_id}: seq {seq} is below the session's first outstanding {floor_seq}; its reply \
-                 was discarded"
-            ),
-        )),
-        ApplyResult::SessionWindowFull { session_id, seq, floor_seq } => FrameBody::Error(ErrorReply::new(
-            ErrorCode::SessionWindowFull,
-            format!(
-                "session {session_id}: seq {seq} is {SESSION_REPLIES_MAX} or more above its first outstanding \
-                 {floor_seq}; nothing was applied: get the replies below first"
-            ),
-        )),
-        ApplyResult::Rejected(e) => {
-            FrameBody::Error(ErrorReply::new(ErrorCode::Internal, format!("command rejected: {e}")))
         }
     }
 }
