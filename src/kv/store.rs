@@ -76,6 +76,11 @@ impl KvStore {
         FrozenKv(self.clone())
     }
 
+    /// This store, as a [`FrozenKv`] to be dropped elsewhere (freeing a large map takes time).
+    pub fn into_frozen(self) -> FrozenKv {
+        FrozenKv(self)
+    }
+
     pub fn get(&self, key: &[u8]) -> Option<&Bytes> {
         self.data.get(key)
     }

@@ -337,7 +337,7 @@ impl Replica {
                 warn!("cannot send snapshot {} to node {}: {why}", read.meta.index, read.to);
                 self.snapshot_send_failed(read.to);
             }
-            IoDone::SnapshotChunkStored => {}
+            IoDone::SnapshotChunkStored | IoDone::StateDropped => {}
             IoDone::SnapshotReceived { from, term, meta, kv, image_bytes } => {
                 self.snapshot_received(from, term, meta, (kv, image_bytes))
             }
@@ -440,7 +440,9 @@ impl Replica {
             // Anything staged before it was replaced by it.
             let staged = self.staged.drain(..=at).next_back().map(|(_, kv)| kv);
             let (kv, image_bytes) = staged.ok_or("the staged snapshot vanished")?;
-            self.kv = *kv;
+            // The old state is freed on the snapshot lane, not here.
+            let old = std::mem::replace(&mut self.kv, *kv);
+            self.out.jobs.push(IoJob::DropState(old.into_frozen()));
             self.snapshot_image_bytes = image_bytes;
             self.snapshot_meta = meta.clone();
             self.logged_bytes_since_snapshot = 0;

@@ -70,6 +70,8 @@ pub enum IoJob {
     /// Snapshot lane: append a chunk received from a leader; the last one is verified, decoded
     /// and installed.
     ReceiveSnapshotChunk { chunk: SnapshotChunk, first: bool, last: bool },
+    /// Snapshot lane: free a state machine the loop replaced (a large map takes tens of ms).
+    DropState(FrozenKv),
 }
 
 /// Which lane a job runs on.
@@ -83,9 +85,10 @@ impl IoJob {
     pub fn lane(&self) -> Lane {
         match self {
             IoJob::Persist { .. } | IoJob::CompactLog(_) | IoJob::LoadEntries(_) => Lane::Wal,
-            IoJob::SaveSnapshot { .. } | IoJob::ReadSnapshotImage(_) | IoJob::ReceiveSnapshotChunk { .. } => {
-                Lane::Snapshot
-            }
+            IoJob::SaveSnapshot { .. }
+            | IoJob::DropState(_)
+            | IoJob::ReadSnapshotImage(_)
+            | IoJob::ReceiveSnapshotChunk { .. } => Lane::Snapshot,
         }
     }
 }
@@ -123,6 +126,8 @@ pub enum IoDone {
     },
     /// More chunks of the incoming snapshot are welcome.
     SnapshotChunkStored,
+    /// A replaced state machine is freed.
+    StateDropped,
     /// A leader's snapshot arrived whole, is verified and installed, and the state machine it
     /// holds is built: the core may now be told.
     SnapshotReceived {
@@ -298,6 +303,10 @@ impl SnapshotWorker {
         match job {
             // `save` prunes old snapshots once the new one is installed.
             IoJob::SaveSnapshot { meta, state } => self.save(meta, state),
+            IoJob::DropState(state) => {
+                drop(state);
+                Ok(IoDone::StateDropped)
+            }
             IoJob::ReadSnapshotImage(read) => Ok(self.read_image(read)),
             IoJob::ReceiveSnapshotChunk { chunk, first, last } => Ok(self.receive(chunk, first, last)),
             other => Err(StorageError::Invalid(format!("{other:?} is not a snapshot job"))),
