@@ -266,8 +266,11 @@ impl Connection {
         self.queued_bytes + self.held_bytes <= self.queued_bytes_max / 4
     }
 
-    /// Reads whatever the socket has (up to a fairness budget) and decodes complete frames.
-    pub fn read(&mut self) -> ReadOutcome {
+    /// Reads whatever the socket has (up to a fairness budget) and decodes complete frames. With
+    /// `short_read_drains` a read that returns less than the buffer ends it: the socket's queue was
+    /// empty then (on Linux an edge-triggered poll raises a new edge for data that arrives later;
+    /// tokio relies on the same), which saves one `EAGAIN` `recvfrom` per wakeup.
+    pub fn read(&mut self, short_read_drains: bool) -> ReadOutcome {
         let mut outcome = ReadOutcome { frames: Vec::new(), eof: false, error: None, more: false };
         let mut buf = [0u8; READ_CHUNK_BYTES];
         let mut budget = READ_BURST_BYTES;
@@ -287,6 +290,9 @@ impl Connection {
                     if let Err(e) = self.decoder.feed(&buf[..n]) {
                         outcome.error = Some(e);
                         return outcome;
+                    }
+                    if short_read_drains && n < buf.len() {
+                        break;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,

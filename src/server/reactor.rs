@@ -210,11 +210,15 @@ impl Reactor {
             self.accept_http_all();
         }
         for token in std::mem::take(&mut self.read_again) {
-            self.read_from(token);
+            self.read_from(token, false);
         }
-        let ready: Vec<(Token, bool, bool)> =
-            self.events.iter().map(|e| (e.token(), e.is_readable(), e.is_writable())).collect();
-        for (token, readable, writable) in ready {
+        // (token, readable, writable, the peer closed or the socket failed)
+        let ready: Vec<(Token, bool, bool, bool)> = self
+            .events
+            .iter()
+            .map(|e| (e.token(), e.is_readable(), e.is_writable(), e.is_read_closed() || e.is_error()))
+            .collect();
+        for (token, readable, writable, closed) in ready {
             match token {
                 LISTENER => self.accept_all(),
                 HTTP_LISTENER => self.accept_http_all(),
@@ -225,7 +229,9 @@ impl Reactor {
                         self.on_writable(index);
                     }
                     if readable {
-                        self.read_from(index);
+                        // A fresh readiness edge without a close: a short read drained the
+                        // socket, and more data will raise another edge.
+                        self.read_from(index, !closed);
                     }
                 }
             }
@@ -353,7 +359,10 @@ impl Reactor {
         self.flush(token);
     }
 
-    fn read_from(&mut self, token: usize) {
+    /// Reads `token`'s frames. `short_read_drains`: the read may stop at the first read that
+    /// returns less than asked (saving the `EAGAIN` read) — only after a readiness edge that
+    /// reported no close, since a close already signalled raises no new edge.
+    fn read_from(&mut self, token: usize, short_read_drains: bool) {
         let Some(conn) = self.conns.get_mut(token) else { return };
         if conn.kind == ConnKind::Http && !conn.read_paused && !conn.close_after_flush {
             return self.read_http(token);
@@ -361,7 +370,7 @@ impl Reactor {
         if conn.close_after_flush || conn.half_closed || conn.read_paused || conn.connecting || conn.broken {
             return;
         }
-        let outcome = conn.read();
+        let outcome = conn.read(short_read_drains);
         for raw in outcome.frames {
             let request_id = raw.request_id;
             match Frame::decode(raw) {

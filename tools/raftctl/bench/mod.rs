@@ -241,7 +241,8 @@ fn report(global: &Global, params: &Params, run: Run, observed: &Observed) -> Re
         }
         println!("{{{fields}}}");
     } else {
-        println!("ok={ok} errors={errors} elapsed={elapsed_s:.3}s throughput={throughput:.1} ops/s");
+        let ops = ok + errors;
+        println!("ops={ops} ok={ok} errors={errors} elapsed={elapsed_s:.3}s throughput={throughput:.1} ops/s");
         println!(
             "latency (successful ops) ms: p50={:.3} p90={:.3} p99={:.3} p99.9={:.3} max={max:.3}",
             at(0.50),
