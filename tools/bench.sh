@@ -10,7 +10,7 @@
 # c64-4k (4 KiB values), get64 (linearizable gets), pipe256 (one connection, 256 writes in flight).
 # Columns: ops/s, latency percentiles, server CPU per write (all three nodes, from /proc),
 # leader changes seen, and event-loop stall lines in the node logs ("event loop stall" or the old
-# "held the event loop"). Needs python3 for the table.
+# "held the event loop"). BENCH_RAFTD_ARGS is passed to every raftd. Needs python3 for the table.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -55,7 +55,9 @@ row_args() {
 run_once() { # row rep
   local dir="$out/$label-$1-$2" pids
   rm -rf "$dir"; mkdir -p "$dir"
-  "$raftctl" cluster up --nodes 3 --base-port "$base_port" --data "$dir" --raftd "$raftd" >"$dir/cluster.out" 2>&1 &
+  # shellcheck disable=SC2086
+  "$raftctl" cluster up --nodes 3 --base-port "$base_port" --data "$dir" --raftd "$raftd" -- ${BENCH_RAFTD_ARGS:-} \
+    >"$dir/cluster.out" 2>&1 &
   local up=$!
   for _ in $(seq 100); do
     "$raftctl" --cluster "$cluster" set bench-warmup x >/dev/null 2>&1 && break

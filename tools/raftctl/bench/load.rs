@@ -20,6 +20,7 @@ use crate::Global;
 /// Latency samples a client keeps (beyond it the run still counts operations, unsampled).
 const SAMPLES_PER_CLIENT_MAX: usize = 4 << 20;
 
+/// One client's outcome: latency samples (at most [`SAMPLES_PER_CLIENT_MAX`]) and counts.
 #[derive(Default)]
 pub struct WorkerResult {
     pub latencies_us: Vec<u64>,

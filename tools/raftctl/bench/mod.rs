@@ -33,12 +33,14 @@ const KEYS_DEFAULT: u64 = 1_000;
 /// Longest `--duration`.
 const DURATION_MAX_S: u64 = 24 * 3600;
 
+/// What every client does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
     Set,
     Get,
 }
 
+/// The command line, checked: every field is within its bound.
 pub struct Params {
     pub clients: usize,
     pub ops: u64,
@@ -157,6 +159,7 @@ fn parse_params(matches: &Matches) -> Result<Params, CliError> {
     Ok(params)
 }
 
+/// What the clients did, and how long the timed part took.
 struct Run {
     results: Vec<WorkerResult>,
     elapsed: Duration,
@@ -197,6 +200,7 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// What the bench saw of the servers during the run.
 struct Observed {
     /// CPU seconds of the node processes during the run (all of them; `None`: no pids).
     cpu_s: Option<f64>,
