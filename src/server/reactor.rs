@@ -24,7 +24,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
-use super::conn::{ConnKind, Connection, Traffic};
+use super::conn::{ConnKind, Connection, Traffic, READ_CHUNK_BYTES};
 use super::http::Request as HttpRequest;
 use super::node_metrics::NodeMetrics;
 use super::requests::Waiter;
@@ -105,6 +105,8 @@ pub struct Reactor {
     http_listener: Option<TcpListener>,
     /// HTTP requests handed up since the last poll (bounded per poll).
     http_requests_this_poll: usize,
+    /// Scratch buffer of every connection read ([`READ_CHUNK_BYTES`]).
+    read_buf: Box<[u8]>,
     /// Where HTTP responses the reactor writes itself are counted.
     metrics: Option<Arc<NodeMetrics>>,
 }
@@ -130,6 +132,7 @@ impl Reactor {
             pending: Vec::new(),
             http_listener: None,
             http_requests_this_poll: 0,
+            read_buf: vec![0; READ_CHUNK_BYTES].into_boxed_slice(),
             metrics: None,
         };
         Ok((reactor, waker))
@@ -370,7 +373,7 @@ impl Reactor {
         if conn.close_after_flush || conn.half_closed || conn.read_paused || conn.connecting || conn.broken {
             return;
         }
-        let outcome = conn.read(short_read_drains);
+        let outcome = conn.read(short_read_drains, &mut self.read_buf);
         for raw in outcome.frames {
             let request_id = raw.request_id;
             match Frame::decode(raw) {
