@@ -2,7 +2,8 @@
 //!
 //! Every node applies the same committed commands in the same order and must reach the same state,
 //! so everything here is deterministic and decided by the log alone: no clock, no randomness, no
-//! per-node setting, no hash-order iteration (maps are `BTreeMap`s). The pieces:
+//! per-node setting, no hash-order iteration (maps are ordered: `BTreeMap`s, and the keys and
+//! values in a [`PMap`], which also makes freezing the state for a snapshot O(1)). The pieces:
 //!
 //! - [`Command`]: a session registration or a client write (`Set`, `Delete`, `Cas`) as it sits in a
 //!   log entry's payload. Its byte layout is documented in `protocol.md` §9.1 (`raft-dump` decodes it).
@@ -76,7 +77,7 @@ pub use command::{
 pub use error::KvError;
 pub use pmap::PMap;
 pub use sessions::SessionState;
-pub use store::{ApplyResult, KvStore, WriteResult};
+pub use store::{ApplyResult, FrozenKv, KvStore, WriteResult};
 
 pub use crate::limits::{
     KEY_BYTES_MAX, SESSIONS_MAX_DEFAULT, SESSIONS_MAX_LIMIT, SESSION_REPLIES_MAX, VALUE_BYTES_MAX,

@@ -27,7 +27,7 @@
 //! that protocol 1 answered from its cache must not run again), and nodes whose images cut the log
 //! at different indexes would then disagree. Refusing stops the node with a message instead.
 
-use bytes::BufMut;
+use bytes::{BufMut, Bytes};
 
 use super::codec::{put_bytes, put_optional_bytes, Cursor, FieldName, Indexed};
 use super::{
@@ -53,9 +53,7 @@ const RESULT_CAS_FAILED: u8 = 3;
 impl KvStore {
     /// The deterministic snapshot image of this store (see the module docs for the layout).
     pub fn snapshot(&self) -> Vec<u8> {
-        let pair_bytes: usize = self.data.iter().map(|(k, v)| 8 + k.len() + v.len()).sum();
-        let session_bytes = self.sessions.len() * SESSION_BYTES_MIN;
-        let mut out = Vec::with_capacity(4 + 1 + 8 + 8 + pair_bytes + 4 + session_bytes + CRC_BYTES);
+        let mut out = Vec::with_capacity(image_len(self));
         out.put_slice(MAGIC);
         out.put_u8(FORMAT_VERSION);
         out.put_u64(self.applied_index);
@@ -78,6 +76,7 @@ impl KvStore {
         }
         let crc = crc32fast::hash(&out);
         out.put_u32(crc);
+        debug_assert_eq!(out.len(), image_len(self));
         out
     }
 
@@ -113,6 +112,22 @@ impl KvStore {
     }
 }
 
+/// The exact length of `store`'s image.
+pub(super) fn image_len(store: &KvStore) -> usize {
+    let pair_bytes: usize = store.data.iter().map(|(k, v)| 8 + k.len() + v.len()).sum();
+    let session_bytes: usize = store.sessions.sessions.values().map(|s| SESSION_BYTES_MIN + reply_bytes(s)).sum();
+    MAGIC.len() + 1 + 8 + 8 + pair_bytes + 4 + session_bytes + CRC_BYTES
+}
+
+fn reply_bytes(session: &SessionState) -> usize {
+    let result_bytes = |result: &WriteResult| match result {
+        WriteResult::Stored | WriteResult::CasOk => 1,
+        WriteResult::Deleted { .. } => 2,
+        WriteResult::CasFailed { current } => 2 + current.as_ref().map_or(0, |v| 4 + v.len()),
+    };
+    session.replies.values().map(|r| 8 + result_bytes(r)).sum()
+}
+
 fn read_pairs(cursor: &mut Cursor<'_>, store: &mut KvStore) -> Result<(), KvError> {
     let pair_count = cursor.u64("pair_count")?;
     let pair_count_max = (cursor.remaining() / PAIR_BYTES_MIN) as u64;
@@ -120,16 +135,21 @@ fn read_pairs(cursor: &mut Cursor<'_>, store: &mut KvStore) -> Result<(), KvErro
         let needed = usize::try_from(pair_count.saturating_mul(PAIR_BYTES_MIN as u64)).unwrap_or(usize::MAX);
         return Err(KvError::Truncated { field: "pairs".into(), needed, left: cursor.remaining() });
     }
+    // Collected first, then built bottom-up with full nodes (inserting ascending keys one by one
+    // would leave every leaf half full). Grows only as pairs are read.
+    let mut pairs: Vec<(Bytes, Bytes)> = Vec::new();
     for index in 0..pair_count as usize {
         let key = cursor.bytes(Indexed { list: "pairs", index, field: "key" }, KEY_BYTES_MAX)?;
         let value = cursor.bytes(Indexed { list: "pairs", index, field: "value" }, VALUE_BYTES_MAX)?;
-        if let Some((last, _)) = store.data.last_key_value() {
+        if let Some((last, _)) = pairs.last() {
             if *last >= key {
                 return Err(invalid(Indexed { list: "pairs", index, field: "key" }, "keys are not strictly ascending"));
             }
         }
-        store.data.insert(key, value);
+        pairs.push((key, value));
     }
+    store.data = pairs.into_iter().collect();
+    debug_assert_eq!(store.data.len() as u64, pair_count);
     Ok(())
 }
 

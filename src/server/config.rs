@@ -30,9 +30,9 @@ pub struct NodeConfig {
     pub tick: Duration,
     pub heartbeat_ticks: u32,
     pub election_ticks: u32,
-    /// Take a snapshot (and compact the log) after this many applied entries...
+    /// Also take a snapshot after this many applied entries (`u64::MAX`: only the byte trigger)...
     pub snapshot_every: u64,
-    /// ...or once the entries written since the last snapshot reach this many bytes.
+    /// ...or once the entries written since the last snapshot reach max(this, the last image size) bytes.
     pub snapshot_log_bytes: u64,
     /// Payload bytes of applied entries kept in memory to serve followers.
     pub log_window_bytes: u64,
@@ -164,7 +164,7 @@ mod tests {
             tick: Duration::from_millis(10),
             heartbeat_ticks: 5,
             election_ticks: 15,
-            snapshot_every: 10_000,
+            snapshot_every: u64::MAX,
             snapshot_log_bytes: 64 << 20,
             log_window_bytes: 16 << 20,
             segment_bytes: 64 << 20,

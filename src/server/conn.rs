@@ -34,7 +34,7 @@ use crate::wire::{FrameDecoder, RawFrame, WireError};
 /// Frames gathered into one `writev` (Linux caps an iovec at 1024 entries).
 const WRITEV_FRAMES_MAX: usize = 256;
 /// Bytes read from a socket per `read` call.
-const READ_CHUNK_BYTES: usize = 64 * 1024;
+pub(super) const READ_CHUNK_BYTES: usize = 64 * 1024;
 /// Bytes read from one connection per readiness event before others get a turn (fairness).
 const READ_BURST_BYTES: usize = 4 * 1024 * 1024;
 
@@ -266,13 +266,18 @@ impl Connection {
         self.queued_bytes + self.held_bytes <= self.queued_bytes_max / 4
     }
 
-    /// Reads whatever the socket has (up to a fairness budget) and decodes complete frames.
-    pub fn read(&mut self) -> ReadOutcome {
+    /// Reads whatever the socket has (up to a fairness budget) and decodes complete frames. With
+    /// `short_read_drains` a read that returns less than the buffer ends it: the socket's queue was
+    /// empty then (on Linux an edge-triggered poll raises a new edge for data that arrives later;
+    /// tokio relies on the same), which saves one `EAGAIN` `recvfrom` per wakeup.
+    /// `buf` is scratch space the reactor reuses for every read (a 64 KiB stack buffer zeroed at
+    /// every call was 2.2% of the loop thread's samples at 64 clients); the decoder copies out of it.
+    pub fn read(&mut self, short_read_drains: bool, buf: &mut [u8]) -> ReadOutcome {
+        debug_assert!(!buf.is_empty());
         let mut outcome = ReadOutcome { frames: Vec::new(), eof: false, error: None, more: false };
-        let mut buf = [0u8; READ_CHUNK_BYTES];
         let mut budget = READ_BURST_BYTES;
         while budget > 0 {
-            match self.stream.read(&mut buf) {
+            match self.stream.read(buf) {
                 Ok(0) => {
                     outcome.eof = true;
                     break;
@@ -287,6 +292,9 @@ impl Connection {
                     if let Err(e) = self.decoder.feed(&buf[..n]) {
                         outcome.error = Some(e);
                         return outcome;
+                    }
+                    if short_read_drains && n < buf.len() {
+                        break;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,

@@ -46,6 +46,10 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 const SHUTDOWN_IO_WAIT_MAX: Duration = Duration::from_secs(10);
 /// ...and the last replies are written out for this long at most.
 const SHUTDOWN_FLUSH_MAX: Duration = Duration::from_secs(1);
+/// A loop iteration (after its poll) that takes longer than this is logged as a stall, at most
+/// once per [`LOOP_STALL_LOG_INTERVAL`] (heartbeats and replies wait for the loop).
+const LOOP_STALL_WARN: Duration = Duration::from_millis(5);
+const LOOP_STALL_LOG_INTERVAL: Duration = Duration::from_secs(1);
 
 #[path = "node_http.rs"]
 mod http;
@@ -69,6 +73,8 @@ pub struct Node {
     metrics: std::sync::Arc<NodeMetrics>,
     /// Reused for every HTTP response body.
     http_body: String,
+    /// Stalls since the last one logged, the longest of them, and when one was last logged.
+    stalls: (u64, Duration, Option<Instant>),
 }
 
 /// Why a node could not start: each message names the flag, file or address at fault.
@@ -160,6 +166,7 @@ impl Node {
             storage,
             metrics,
             http_body,
+            stalls: (0, Duration::ZERO, None),
         })
     }
 
@@ -179,6 +186,7 @@ impl Node {
         loop {
             let timeout = self.next_tick.saturating_duration_since(Instant::now());
             let events = self.reactor.poll(timeout)?;
+            let busy_since = Instant::now();
             self.handle_events(events)?;
             while let Some(done) = self.storage.try_done() {
                 self.replica.on_io_done(done)?;
@@ -188,9 +196,26 @@ impl Node {
             self.deliver()?;
             self.maintain_connections()?;
             self.reactor.flush_all();
+            self.note_stall(busy_since);
             if self.shutdown_finished()? {
                 return Ok(());
             }
+        }
+    }
+
+    /// Logs an iteration that held the loop longer than [`LOOP_STALL_WARN`] (rate-limited).
+    fn note_stall(&mut self, busy_since: Instant) {
+        let now = Instant::now();
+        let busy = now.saturating_duration_since(busy_since);
+        if busy <= LOOP_STALL_WARN {
+            return;
+        }
+        let (count, longest, last_logged) = &mut self.stalls;
+        *count += 1;
+        *longest = (*longest).max(busy);
+        if last_logged.is_none_or(|at| now.saturating_duration_since(at) >= LOOP_STALL_LOG_INTERVAL) {
+            warn!("event loop stall: an iteration took {busy:?} ({count} above {LOOP_STALL_WARN:?} since the last report, longest {longest:?})");
+            self.stalls = (0, Duration::ZERO, Some(now));
         }
     }
 

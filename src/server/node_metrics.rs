@@ -150,7 +150,7 @@ impl ProposalFailure {
 /// The `op` label of the snapshot histograms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SnapshotOp {
-    /// Serializing the state machine on the event loop.
+    /// Serializing the frozen state machine (snapshot lane).
     Create,
     /// Writing and syncing the node's own snapshot file (snapshot lane).
     Save,

@@ -24,7 +24,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
-use super::conn::{ConnKind, Connection, Traffic};
+use super::conn::{ConnKind, Connection, Traffic, READ_CHUNK_BYTES};
 use super::http::Request as HttpRequest;
 use super::node_metrics::NodeMetrics;
 use super::requests::Waiter;
@@ -105,6 +105,8 @@ pub struct Reactor {
     http_listener: Option<TcpListener>,
     /// HTTP requests handed up since the last poll (bounded per poll).
     http_requests_this_poll: usize,
+    /// Scratch buffer of every connection read ([`READ_CHUNK_BYTES`]).
+    read_buf: Box<[u8]>,
     /// Where HTTP responses the reactor writes itself are counted.
     metrics: Option<Arc<NodeMetrics>>,
 }
@@ -130,6 +132,7 @@ impl Reactor {
             pending: Vec::new(),
             http_listener: None,
             http_requests_this_poll: 0,
+            read_buf: vec![0; READ_CHUNK_BYTES].into_boxed_slice(),
             metrics: None,
         };
         Ok((reactor, waker))
@@ -210,11 +213,15 @@ impl Reactor {
             self.accept_http_all();
         }
         for token in std::mem::take(&mut self.read_again) {
-            self.read_from(token);
+            self.read_from(token, false);
         }
-        let ready: Vec<(Token, bool, bool)> =
-            self.events.iter().map(|e| (e.token(), e.is_readable(), e.is_writable())).collect();
-        for (token, readable, writable) in ready {
+        // (token, readable, writable, the peer closed or the socket failed)
+        let ready: Vec<(Token, bool, bool, bool)> = self
+            .events
+            .iter()
+            .map(|e| (e.token(), e.is_readable(), e.is_writable(), e.is_read_closed() || e.is_error()))
+            .collect();
+        for (token, readable, writable, closed) in ready {
             match token {
                 LISTENER => self.accept_all(),
                 HTTP_LISTENER => self.accept_http_all(),
@@ -225,7 +232,9 @@ impl Reactor {
                         self.on_writable(index);
                     }
                     if readable {
-                        self.read_from(index);
+                        // A fresh readiness edge without a close: a short read drained the
+                        // socket, and more data will raise another edge.
+                        self.read_from(index, !closed);
                     }
                 }
             }
@@ -353,7 +362,10 @@ impl Reactor {
         self.flush(token);
     }
 
-    fn read_from(&mut self, token: usize) {
+    /// Reads `token`'s frames. `short_read_drains`: the read may stop at the first read that
+    /// returns less than asked (saving the `EAGAIN` read) — only after a readiness edge that
+    /// reported no close, since a close already signalled raises no new edge.
+    fn read_from(&mut self, token: usize, short_read_drains: bool) {
         let Some(conn) = self.conns.get_mut(token) else { return };
         if conn.kind == ConnKind::Http && !conn.read_paused && !conn.close_after_flush {
             return self.read_http(token);
@@ -361,7 +373,7 @@ impl Reactor {
         if conn.close_after_flush || conn.half_closed || conn.read_paused || conn.connecting || conn.broken {
             return;
         }
-        let outcome = conn.read();
+        let outcome = conn.read(short_read_drains, &mut self.read_buf);
         for raw in outcome.frames {
             let request_id = raw.request_id;
             match Frame::decode(raw) {

@@ -24,14 +24,13 @@ use bytes::Bytes;
 use log::{info, warn};
 
 use super::node_metrics::RequestType;
-use super::requests::{Abandoned, ReadWaiter, Requests, Waiter, WriteTicket};
+use super::requests::{write_reply, Abandoned, ReadWaiter, Requests, Waiter, WriteTicket};
 use super::snapshot_transfer::{Received, Transfers};
 use super::storage_thread::{IoDone, IoJob};
-use crate::kv::{ApplyResult, Command, KvStore, SESSION_REPLIES_MAX};
+use crate::kv::{Command, KvStore};
 use crate::limits::SNAPSHOT_BYTES_MAX;
 use crate::raft::{
-    ConfState, Entry, EntryKind, HardState, Message, MessageBody, NodeId, ProposeError, Raft, Ready, Role, Snapshot,
-    SnapshotMeta,
+    Entry, EntryKind, HardState, Message, MessageBody, NodeId, ProposeError, Raft, Ready, Role, SnapshotMeta,
 };
 use crate::wire::{
     ClientReply, ClientRequest, ErrorCode, ErrorReply, FrameBody, NodeRole, PeerStatus, SnapshotChunk, StatusReport,
@@ -40,12 +39,13 @@ use metrics::{command_type, request_type, write_type};
 
 #[path = "replica_metrics.rs"]
 mod metrics;
+#[path = "replica_snapshot.rs"]
+mod snapshot;
+
+pub use snapshot::SnapshotPolicy;
 
 /// Received snapshots staged at once: one being made durable, one the core accepted meanwhile.
 const STAGED_SNAPSHOTS_MAX: usize = 2;
-
-/// Serializing a snapshot on the event loop for longer than this is logged as a warning.
-const SNAPSHOT_SERIALIZE_WARN: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// What the replica wants done; the caller drains it after every call.
 #[derive(Debug, Default)]
@@ -79,21 +79,6 @@ pub struct ReplicaInit {
     pub record_applied: bool,
 }
 
-/// When the node takes its own snapshot: after `entries` applied entries, or once `log_bytes`
-/// of entries were written since the last snapshot, whichever comes first. The byte trigger
-/// bounds the log on disk and what a restart replays when values are large.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SnapshotPolicy {
-    pub entries: u64,
-    pub log_bytes: u64,
-}
-
-impl SnapshotPolicy {
-    fn due(&self, entries_since: u64, bytes_since: u64) -> bool {
-        entries_since >= self.entries || bytes_since >= self.log_bytes
-    }
-}
-
 /// The core, the state machine and their storage bookkeeping. See the module doc.
 pub struct Replica {
     id: NodeId,
@@ -112,6 +97,8 @@ pub struct Replica {
     /// Bytes of entries handed to storage since the last snapshot (approximate: truncated
     /// suffixes count too), for the snapshot policy.
     logged_bytes_since_snapshot: u64,
+    /// Size of the last snapshot's state machine image (the policy's byte trigger grows with it).
+    snapshot_image_bytes: u64,
     log_bytes: u64,
     /// Writes received in this loop iteration, proposed together by `flush`.
     proposals_batch: Vec<(Waiter, Bytes)>,
@@ -122,7 +109,7 @@ pub struct Replica {
     /// Received snapshots, verified, installed and decoded, that the core accepted, oldest first:
     /// one whose batch is being made durable and a newer one the core took meanwhile, at most
     /// ([`STAGED_SNAPSHOTS_MAX`]).
-    staged: Vec<(SnapshotMeta, Box<KvStore>)>,
+    staged: Vec<(SnapshotMeta, (Box<KvStore>, u64))>,
     sessions_max: u32,
     record_applied: bool,
     out: Output,
@@ -132,6 +119,7 @@ pub struct Replica {
 
 impl Replica {
     pub fn new(init: ReplicaInit) -> Replica {
+        let snapshot_image_bytes = snapshot::image_bytes(&init.kv);
         Replica {
             id: init.raft.id(),
             raft: init.raft,
@@ -145,6 +133,7 @@ impl Replica {
             snapshot_meta: init.snapshot_meta,
             snapshot_policy: init.snapshot_policy,
             logged_bytes_since_snapshot: 0,
+            snapshot_image_bytes,
             log_bytes: 0,
             proposals_batch: Vec::new(),
             was_leader: false,
@@ -327,8 +316,9 @@ impl Replica {
                 };
                 self.finish_ready(ready)?;
             }
-            IoDone::SnapshotSaved(meta) => {
+            IoDone::SnapshotSaved { meta, image_bytes } => {
                 // The file is durable: only now may the log forget the entries under it.
+                self.snapshot_image_bytes = image_bytes;
                 self.out.jobs.push(IoJob::CompactLog(meta));
             }
             IoDone::Compacted { meta, log_bytes } => {
@@ -347,8 +337,10 @@ impl Replica {
                 warn!("cannot send snapshot {} to node {}: {why}", read.meta.index, read.to);
                 self.snapshot_send_failed(read.to);
             }
-            IoDone::SnapshotChunkStored => {}
-            IoDone::SnapshotReceived { from, term, meta, kv } => self.snapshot_received(from, term, meta, kv),
+            IoDone::SnapshotChunkStored | IoDone::StateDropped => {}
+            IoDone::SnapshotReceived { from, term, meta, kv, image_bytes } => {
+                self.snapshot_received(from, term, meta, (kv, image_bytes))
+            }
             IoDone::SnapshotRejected { from, meta, why } => {
                 warn!("refused snapshot {} (term {}) from node {from}: {why}", meta.index, meta.term);
                 self.transfers.receive_finished();
@@ -365,7 +357,7 @@ impl Replica {
     /// A leader's snapshot is durable, verified and decoded: only now does the core hear of it.
     /// If it takes it, the state machine is swapped when the batch that compacts the log under it
     /// is durable; otherwise the decoded state is dropped.
-    fn snapshot_received(&mut self, from: NodeId, term: u64, meta: SnapshotMeta, kv: Box<KvStore>) {
+    fn snapshot_received(&mut self, from: NodeId, term: u64, meta: SnapshotMeta, kv: (Box<KvStore>, u64)) {
         self.transfers.receive_finished();
         self.raft.step(Message { from, to: self.id, term, body: MessageBody::InstallSnapshot { meta: meta.clone() } });
         if self.raft.pending_snapshot() == Some(&meta) {
@@ -446,8 +438,12 @@ impl Replica {
                 return Err(format!("the core installed snapshot {} that was never received", meta.index));
             };
             // Anything staged before it was replaced by it.
-            let kv = self.staged.drain(..=at).next_back().map(|(_, kv)| kv);
-            self.kv = *kv.ok_or("the staged snapshot vanished")?;
+            let staged = self.staged.drain(..=at).next_back().map(|(_, kv)| kv);
+            let (kv, image_bytes) = staged.ok_or("the staged snapshot vanished")?;
+            // The old state is freed on the snapshot lane, not here.
+            let old = std::mem::replace(&mut self.kv, *kv);
+            self.out.jobs.push(IoJob::DropState(old.into_frozen()));
+            self.snapshot_image_bytes = image_bytes;
             self.snapshot_meta = meta.clone();
             self.logged_bytes_since_snapshot = 0;
             info!("installed snapshot at index {} (term {}) from the leader", meta.index, meta.term);
@@ -517,34 +513,6 @@ impl Replica {
         };
         self.reply(ticket.waiter, ticket.kind, body);
         Ok(())
-    }
-
-    /// Takes a snapshot when the policy says so, saved off the loop; the log is compacted only
-    /// once the file is durable (`on_io_done`).
-    fn maybe_snapshot(&mut self) {
-        let applied = self.kv.applied_index();
-        let entries_since = applied.saturating_sub(self.snapshot_meta.index);
-        let due = entries_since > 0 && self.snapshot_policy.due(entries_since, self.logged_bytes_since_snapshot);
-        if self.compaction_in_flight || !due {
-            return;
-        }
-        let Some(term) = self.raft.log_term(applied) else { return };
-        let started = Instant::now();
-        let snapshot = Snapshot {
-            meta: SnapshotMeta { index: applied, term, conf: ConfState { voters: self.raft.voters() } },
-            data: Bytes::from(self.kv.snapshot()),
-        };
-        let serialized = started.elapsed();
-        self.note_snapshot_created(serialized, snapshot.data.len() as u64);
-        if serialized > SNAPSHOT_SERIALIZE_WARN {
-            warn!(
-                "serializing the snapshot at index {applied} ({} bytes) held the event loop for {serialized:?}",
-                snapshot.data.len()
-            );
-        }
-        self.out.jobs.push(IoJob::SaveSnapshot(snapshot));
-        self.compaction_in_flight = true;
-        self.logged_bytes_since_snapshot = 0;
     }
 
     // ----- clients ---------------------------------------------------------------------------------
@@ -650,38 +618,6 @@ impl Replica {
                 .map(|(node_id, match_index, next_index)| PeerStatus { node_id, match_index, next_index })
                 .collect(),
             http_addr: None,
-        }
-    }
-}
-
-/// The reply a client gets for the state machine's result of its write.
-fn write_reply(result: ApplyResult) -> FrameBody {
-    match result {
-        ApplyResult::Applied(r) | ApplyResult::Duplicate(r) => FrameBody::Reply(ClientReply::from_write_result(&r)),
-        ApplyResult::Registered { session_id } => FrameBody::Reply(ClientReply::Registered { session_id }),
-        ApplyResult::SessionExpired { session_id, seq } => FrameBody::Error(ErrorReply::new(
-            ErrorCode::SessionExpired,
-            format!(
-                "session {session_id} is unknown (never registered, or evicted): seq {seq} was not applied now, \
-                 but an earlier attempt may have been; register a new session"
-            ),
-        )),
-        ApplyResult::StaleSequence { session_id, seq, floor_seq } => FrameBody::Error(ErrorReply::new(
-            ErrorCode::StaleSequence,
-            format!(
-                "session {session_id}: seq {seq} is below the session's first outstanding {floor_seq}; its reply \
-                 was discarded"
-            ),
-        )),
-        ApplyResult::SessionWindowFull { session_id, seq, floor_seq } => FrameBody::Error(ErrorReply::new(
-            ErrorCode::SessionWindowFull,
-            format!(
-                "session {session_id}: seq {seq} is {SESSION_REPLIES_MAX} or more above its first outstanding \
-                 {floor_seq}; nothing was applied: get the replies below first"
-            ),
-        )),
-        ApplyResult::Rejected(e) => {
-            FrameBody::Error(ErrorReply::new(ErrorCode::Internal, format!("command rejected: {e}")))
         }
     }
 }

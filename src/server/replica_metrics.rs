@@ -143,12 +143,6 @@ impl Replica {
         }
     }
 
-    pub(super) fn note_snapshot_created(&self, duration: Duration, size_bytes: u64) {
-        if let Some(m) = self.observer.get() {
-            m.observe_snapshot(SnapshotOp::Create, duration, Some(size_bytes));
-        }
-    }
-
     pub(super) fn note_snapshot_send_started(&mut self, to: NodeId) {
         if self.observer.metrics.is_some() {
             self.observer.snapshot_sends.entry(to).or_insert_with(Instant::now);

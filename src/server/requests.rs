@@ -23,7 +23,9 @@ use std::time::Instant;
 use bytes::Bytes;
 
 pub use super::node_metrics::RequestType;
+use crate::kv::{ApplyResult, SESSION_REPLIES_MAX};
 use crate::raft::{Index, Term};
+use crate::wire::{ClientReply, ErrorCode, ErrorReply, FrameBody};
 
 /// Writes proposed and not yet applied, per node.
 pub const WRITES_WAITING_MAX: usize = 65_536;
@@ -208,6 +210,38 @@ impl Requests {
     fn forget_reads(&mut self, reads: Vec<ReadWaiter>) -> Vec<ReadWaiter> {
         self.reads_waiting = self.reads_waiting.saturating_sub(reads.len());
         reads
+    }
+}
+
+/// The reply a client gets for the state machine's result of its write.
+pub(super) fn write_reply(result: ApplyResult) -> FrameBody {
+    match result {
+        ApplyResult::Applied(r) | ApplyResult::Duplicate(r) => FrameBody::Reply(ClientReply::from_write_result(&r)),
+        ApplyResult::Registered { session_id } => FrameBody::Reply(ClientReply::Registered { session_id }),
+        ApplyResult::SessionExpired { session_id, seq } => FrameBody::Error(ErrorReply::new(
+            ErrorCode::SessionExpired,
+            format!(
+                "session {session_id} is unknown (never registered, or evicted): seq {seq} was not applied now, \
+                 but an earlier attempt may have been; register a new session"
+            ),
+        )),
+        ApplyResult::StaleSequence { session_id, seq, floor_seq } => FrameBody::Error(ErrorReply::new(
+            ErrorCode::StaleSequence,
+            format!(
+                "session {session_id}: seq {seq} is below the session's first outstanding {floor_seq}; its reply \
+                 was discarded"
+            ),
+        )),
+        ApplyResult::SessionWindowFull { session_id, seq, floor_seq } => FrameBody::Error(ErrorReply::new(
+            ErrorCode::SessionWindowFull,
+            format!(
+                "session {session_id}: seq {seq} is {SESSION_REPLIES_MAX} or more above its first outstanding \
+                 {floor_seq}; nothing was applied: get the replies below first"
+            ),
+        )),
+        ApplyResult::Rejected(e) => {
+            FrameBody::Error(ErrorReply::new(ErrorCode::Internal, format!("command rejected: {e}")))
+        }
     }
 }
 

@@ -7,7 +7,9 @@
 //!   entry that arrived meanwhile (group commit). After a batch is reported durable it takes a
 //!   step of allocating the next segment; when idle after a batch it confirms that batch
 //!   (`Wal::confirm_if_idle`, so that damage to it is later told from a torn write).
-//! - The **snapshot lane** ([`SnapshotWorker`]) writes the node's own snapshots, reads snapshot
+//! - The **snapshot lane** ([`SnapshotWorker`]) serializes and writes the node's own snapshots
+//!   (from a [`FrozenKv`] the event loop took in O(1), so the loop never waits for an image of
+//!   the whole state), reads snapshot
 //!   images in chunks for followers, and receives a leader's snapshot chunk by chunk, verifying
 //!   and decoding it before it is installed. Large snapshot files never hold up the commit path.
 //!
@@ -29,7 +31,7 @@ use mio::Waker;
 
 use super::node_metrics::{NodeMetrics, SnapshotOp};
 use super::snapshot_transfer::ChunkRead;
-use crate::kv::KvStore;
+use crate::kv::{FrozenKv, KvStore};
 use crate::raft::{Entry, HardState, LoadRequest, NodeId, RecoveryChange, Snapshot, SnapshotMeta, Term};
 use crate::storage::snapshot::snapshot_name;
 use crate::storage::{
@@ -60,13 +62,16 @@ pub enum IoJob {
     CompactLog(SnapshotMeta),
     /// WAL lane: read back entries the core evicted from memory, for a follower.
     LoadEntries(LoadRequest),
-    /// Snapshot lane: save the node's own snapshot; `SnapshotSaved` reports it durable.
-    SaveSnapshot(Snapshot),
+    /// Snapshot lane: serialize the frozen state machine (its applied index is `meta.index`) and
+    /// save it as the node's own snapshot; `SnapshotSaved` reports it durable.
+    SaveSnapshot { meta: SnapshotMeta, state: FrozenKv },
     /// Snapshot lane: read a chunk of a snapshot image for a follower.
     ReadSnapshotImage(ChunkRead),
     /// Snapshot lane: append a chunk received from a leader; the last one is verified, decoded
     /// and installed.
     ReceiveSnapshotChunk { chunk: SnapshotChunk, first: bool, last: bool },
+    /// Snapshot lane: free a state machine the loop replaced (a large map takes tens of ms).
+    DropState(FrozenKv),
 }
 
 /// Which lane a job runs on.
@@ -80,7 +85,10 @@ impl IoJob {
     pub fn lane(&self) -> Lane {
         match self {
             IoJob::Persist { .. } | IoJob::CompactLog(_) | IoJob::LoadEntries(_) => Lane::Wal,
-            IoJob::SaveSnapshot(_) | IoJob::ReadSnapshotImage(_) | IoJob::ReceiveSnapshotChunk { .. } => Lane::Snapshot,
+            IoJob::SaveSnapshot { .. }
+            | IoJob::DropState(_)
+            | IoJob::ReadSnapshotImage(_)
+            | IoJob::ReceiveSnapshotChunk { .. } => Lane::Snapshot,
         }
     }
 }
@@ -92,7 +100,11 @@ pub enum IoDone {
         log_bytes: u64,
     },
     /// The node's own snapshot file is durable; the log may now be compacted under it.
-    SnapshotSaved(SnapshotMeta),
+    /// `image_bytes` is the size of its state machine image (for the snapshot policy).
+    SnapshotSaved {
+        meta: SnapshotMeta,
+        image_bytes: u64,
+    },
     Compacted {
         meta: SnapshotMeta,
         log_bytes: u64,
@@ -114,6 +126,8 @@ pub enum IoDone {
     },
     /// More chunks of the incoming snapshot are welcome.
     SnapshotChunkStored,
+    /// A replaced state machine is freed.
+    StateDropped,
     /// A leader's snapshot arrived whole, is verified and installed, and the state machine it
     /// holds is built: the core may now be told.
     SnapshotReceived {
@@ -121,6 +135,8 @@ pub enum IoDone {
         term: Term,
         meta: SnapshotMeta,
         kv: Box<KvStore>,
+        /// Size of the state machine image (for the snapshot policy).
+        image_bytes: u64,
     },
     /// A leader's snapshot failed verification (or could not be stored) and was discarded.
     SnapshotRejected {
@@ -286,16 +302,33 @@ impl SnapshotWorker {
     pub fn run(&mut self, job: IoJob) -> Result<IoDone, StorageError> {
         match job {
             // `save` prunes old snapshots once the new one is installed.
-            IoJob::SaveSnapshot(snapshot) => {
-                let started = Instant::now();
-                self.store.save(&snapshot)?;
-                self.observe(SnapshotOp::Save, started, Some(snapshot.data.len() as u64));
-                Ok(IoDone::SnapshotSaved(snapshot.meta))
+            IoJob::SaveSnapshot { meta, state } => self.save(meta, state),
+            IoJob::DropState(state) => {
+                drop(state);
+                Ok(IoDone::StateDropped)
             }
             IoJob::ReadSnapshotImage(read) => Ok(self.read_image(read)),
             IoJob::ReceiveSnapshotChunk { chunk, first, last } => Ok(self.receive(chunk, first, last)),
             other => Err(StorageError::Invalid(format!("{other:?} is not a snapshot job"))),
         }
+    }
+
+    /// Serializes `state` (off the event loop: that is the point of freezing it) and saves it.
+    fn save(&mut self, meta: SnapshotMeta, state: FrozenKv) -> Result<IoDone, StorageError> {
+        if state.applied_index() != meta.index {
+            let why = format!("a frozen state at index {} for snapshot {}", state.applied_index(), meta.index);
+            return Err(StorageError::Invalid(why));
+        }
+        let started = Instant::now();
+        let snapshot = Snapshot { meta, data: Bytes::from(state.image()) };
+        let image_bytes = snapshot.data.len() as u64;
+        self.observe(SnapshotOp::Create, started, Some(image_bytes));
+        // The frozen copy is dropped here, on this thread, with the map nodes only it still holds.
+        drop(state);
+        let started = Instant::now();
+        self.store.save(&snapshot)?;
+        self.observe(SnapshotOp::Save, started, Some(image_bytes));
+        Ok(IoDone::SnapshotSaved { meta: snapshot.meta, image_bytes })
     }
 
     fn read_image(&mut self, read: ChunkRead) -> IoDone {
@@ -328,7 +361,7 @@ impl SnapshotWorker {
         let (from, meta) = (chunk.from, chunk.meta.clone());
         match self.append(chunk, first, last) {
             Ok(None) => IoDone::SnapshotChunkStored,
-            Ok(Some((term, kv))) => IoDone::SnapshotReceived { from, term, meta, kv },
+            Ok(Some((term, kv, image_bytes))) => IoDone::SnapshotReceived { from, term, meta, kv, image_bytes },
             Err(why) => {
                 self.incoming = None; // drops (and removes) the partial file
                 IoDone::SnapshotRejected { from, meta, why }
@@ -342,7 +375,7 @@ impl SnapshotWorker {
         chunk: SnapshotChunk,
         first: bool,
         last: bool,
-    ) -> Result<Option<(Term, Box<KvStore>)>, String> {
+    ) -> Result<Option<(Term, Box<KvStore>, u64)>, String> {
         if first {
             let writer = self.store.image_writer(&chunk.meta).map_err(|e| e.to_string())?;
             self.incoming = Some((chunk.clone(), writer));
@@ -361,7 +394,7 @@ impl SnapshotWorker {
         let started = Instant::now();
         let (_, kv) = writer.finish_checked(|tmp| decode_image(fs.as_ref(), tmp, &meta)).map_err(|e| e.to_string())?;
         self.observe(SnapshotOp::Install, started, Some(chunk.total_bytes));
-        Ok(Some((term, Box::new(kv))))
+        Ok(Some((term, Box::new(kv), chunk.total_bytes)))
     }
 }
 

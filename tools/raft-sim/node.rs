@@ -311,7 +311,7 @@ impl SimNode {
             match r.snapshots.run(job) {
                 Ok(done) => {
                     let durable = match &done {
-                        IoDone::SnapshotSaved(meta) | IoDone::SnapshotReceived { meta, .. } => Some(meta),
+                        IoDone::SnapshotSaved { meta, .. } | IoDone::SnapshotReceived { meta, .. } => Some(meta),
                         _ => None,
                     };
                     if let Some(meta) =

@@ -2,7 +2,7 @@
 //!
 //! Node i (1-based) listens on 127.0.0.1:(P+i-1), serves HTTP (`/metrics`, `/status`, `/health`)
 //! on 127.0.0.1:(P+i-1+[`HTTP_PORT_OFFSET`]), keeps its data in DIR/node-i and logs to
-//! DIR/node-i.log. Ctrl-C reaches the children through the terminal's process group. raftctl also
+//! DIR/node-i.log; its pid goes to DIR/node-i.pid (for `raftctl bench --data DIR`). Ctrl-C reaches the children through the terminal's process group. raftctl also
 //! polls them every [`POLL_INTERVAL`]; when one exits, it stops the others (SIGTERM, then SIGKILL
 //! after [`STOP_GRACE`]) and exits 3 naming the node and its exit status.
 
@@ -148,6 +148,18 @@ fn start(
                     .spawn()
                     .map_err(|e| format!("cannot start {} for node {id}: {e}", raftd.display()))
             });
+        // The pid file lets `raftctl bench --data DIR` read the node's CPU time from /proc.
+        let spawned = spawned.and_then(|mut child| {
+            let pid_file = data.join(format!("node-{id}.pid"));
+            match std::fs::write(&pid_file, format!("{}\n", child.id())) {
+                Ok(()) => Ok(child),
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    Err(format!("cannot write {}: {e}", pid_file.display()))
+                }
+            }
+        });
         match spawned {
             Ok(child) => running.push(Node { id, addr: addr.clone(), child }),
             Err(message) => {

@@ -60,10 +60,14 @@ Commands:
                               run N local raftd processes in the foreground until Ctrl-C
                               or until one of them exits (defaults: P 7001, DIR ./data,
                               raftd next to raftctl)
-  bench [--clients C] [--ops N] [--value-size B] [--op set|get] [--keys K] [--stale]
-                              C concurrent clients run N operations in total over K keys;
-                              prints throughput and latency percentiles
-                              (defaults: C 4, N 10000, B 100, set, K 1000)
+  bench [--clients C] [--ops N | --duration SECS] [--value-size B] [--op set|get]
+        [--key-space K | --distinct] [--pipeline N] [--pids P,.. | --data DIR] [--stale]
+                              C concurrent clients (each with N writes in flight with
+                              --pipeline) run N operations in total, or for SECS, over K keys
+                              or on keys never written before (--distinct); prints throughput,
+                              p50/p90/p99/p99.9/max, the node processes' CPU per op (pids from
+                              --pids or DIR/node-I.pid) and leader changes during the run
+                              (defaults: C 4, N 10000, B 100, set, K 1000, pipeline 1)
   chaos [--nodes 3|5] [--duration SECS] [--clients W] [--faults LIST] [--seed S]
         [--operations N] [--keys K] [--overlap] [--hold MIN-MAX] [--quiet MIN-MAX]
         [--keep] [--data DIR] [--raftd PATH] [--snapshot-every N] [--clock-skew PCT]

@@ -45,8 +45,13 @@ fn main() -> ExitCode {
     opts.optopt("", "tick-ms", "length of one logical tick in milliseconds (default 10)", "MS");
     opts.optopt("", "heartbeat-ticks", "leader heartbeat interval in ticks (default 5 = 50 ms)", "N");
     opts.optopt("", "election-ticks", "base election timeout in ticks, randomized up to twice that (default 15)", "N");
-    opts.optopt("", "snapshot-every", "take a snapshot after this many applied entries (default 10000)", "N");
-    opts.optopt("", "snapshot-log-mib", "...or once this many MiB were logged since the last one (default 64)", "N");
+    opts.optopt(
+        "",
+        "snapshot-log-mib",
+        "snapshot once the log since the last one holds max(this many MiB, the last image's size) (default 64)",
+        "N",
+    );
+    opts.optopt("", "snapshot-every", "...or after this many applied entries, whichever first (default: off)", "N");
     opts.optopt("", "log-window-mib", "MiB of applied entries kept in memory for followers (default 16)", "N");
     opts.optopt("", "segment-mib", "WAL segment size in MiB (default 64)", "N");
     opts.optopt(
@@ -156,7 +161,7 @@ fn config_from(matches: &getopts::Matches) -> Result<NodeConfig, String> {
         tick: Duration::from_millis(number(matches, "tick-ms", 10)?),
         heartbeat_ticks: number(matches, "heartbeat-ticks", 5)?,
         election_ticks: number(matches, "election-ticks", 15)?,
-        snapshot_every: number(matches, "snapshot-every", 10_000)?,
+        snapshot_every: number(matches, "snapshot-every", u64::MAX)?,
         snapshot_log_bytes: mib(matches, "snapshot-log-mib", 64)?,
         log_window_bytes: mib(matches, "log-window-mib", 16)?,
         segment_bytes: segment_mib << 20,
