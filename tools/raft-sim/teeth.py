@@ -52,9 +52,9 @@ BUGS = [
     ("a snapshot image is used without checking its checksum", "src/kv/snapshot.rs",
      "        if stored != computed {\n            return Err(KvError::ChecksumMismatch { stored, computed });",
      "        if stored != computed && false {\n            return Err(KvError::ChecksumMismatch { stored, computed });"),
-    ("the log is compacted before the snapshot file is durable", "src/server/replica.rs",
-     "        self.out.jobs.push(IoJob::SaveSnapshot(snapshot));",
-     "        self.out.jobs.push(IoJob::CompactLog(snapshot.meta.clone()));\n        self.out.jobs.push(IoJob::SaveSnapshot(snapshot));"),
+    ("the log is compacted before the snapshot file is durable", "src/server/replica_snapshot.rs",
+     "        self.out.jobs.push(IoJob::SaveSnapshot { meta, state });",
+     "        self.out.jobs.push(IoJob::CompactLog(meta.clone()));\n        self.out.jobs.push(IoJob::SaveSnapshot { meta, state });"),
     # Sessions.
     ("a write of an unknown (evicted) session is applied anyway", "src/kv/store.rs",
      "            Admission::Refused(result) => result,",
