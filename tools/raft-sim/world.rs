@@ -38,7 +38,7 @@ const LIVENESS_QUIET_STEPS: u64 = 50;
 const TRACE_LINES_MAX: usize = 100;
 /// Search budget of the linearizability check per key (a few hundred operations per key need
 /// far less; a key that runs out counts as unknown).
-const HISTORY_SEARCH_STEPS_MAX: u64 = 2_000_000;
+const HISTORY_SEARCH_STEPS_MAX: u64 = 20_000_000;
 
 #[derive(Clone, Debug)]
 pub struct SimOptions {
