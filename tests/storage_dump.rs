@@ -31,7 +31,7 @@ fn healthy(dir: &Path) -> Wal {
     wal.sync().expect("sync");
     let (store, _) = SnapshotStore::open(storage_fs::real(), dir).expect("snapshots");
     for i in [10, 20] {
-        let meta = SnapshotMeta { index: i, term: 1, conf: ConfState { voters: vec![1, 2] } };
+        let meta = SnapshotMeta { index: i, term: 1, conf: ConfState::from_voters(vec![1, 2]) };
         store.save(&Snapshot { meta, data: vec![9u8; 500].into() }).expect("save");
     }
     wal.compact(20, 1).expect("compact");

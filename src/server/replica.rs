@@ -30,8 +30,7 @@ use super::storage_thread::{IoDone, IoJob};
 use crate::kv::{ApplyResult, Command, KvStore, SESSION_REPLIES_MAX};
 use crate::limits::SNAPSHOT_BYTES_MAX;
 use crate::raft::{
-    ConfState, Entry, EntryKind, HardState, Message, MessageBody, NodeId, ProposeError, Raft, Ready, Role, Snapshot,
-    SnapshotMeta,
+    Entry, EntryKind, HardState, Message, MessageBody, NodeId, ProposeError, Raft, Ready, Role, Snapshot, SnapshotMeta,
 };
 use crate::wire::{
     ClientReply, ClientRequest, ErrorCode, ErrorReply, FrameBody, NodeRole, PeerStatus, SnapshotChunk, StatusReport,
@@ -496,7 +495,7 @@ impl Replica {
             self.out.applied.push(entry.clone());
         }
         let result = match entry.kind {
-            EntryKind::Noop => {
+            EntryKind::Noop | EntryKind::ConfChange => {
                 self.kv.apply_noop(entry.index).map_err(|e| format!("apply {}: {e}", entry.index))?;
                 None
             }
@@ -531,7 +530,11 @@ impl Replica {
         let Some(term) = self.raft.log_term(applied) else { return };
         let started = Instant::now();
         let snapshot = Snapshot {
-            meta: SnapshotMeta { index: applied, term, conf: ConfState { voters: self.raft.voters() } },
+            meta: SnapshotMeta {
+                index: applied,
+                term,
+                conf: self.raft.conf_state_at(applied).unwrap_or_else(|| self.raft.conf_state()),
+            },
             data: Bytes::from(self.kv.snapshot()),
         };
         let serialized = started.elapsed();
@@ -565,6 +568,12 @@ impl Replica {
                 Err(ProposeError::Busy) => {
                     self.reply_error(waiter, kind, ErrorCode::Overloaded, "too many uncommitted entries".into())
                 }
+                Err(ProposeError::Transferring { to }) => self.reply_error(
+                    waiter,
+                    kind,
+                    ErrorCode::Overloaded,
+                    format!("leadership is being transferred to node {to}; retry"),
+                ),
             }
         }
     }
@@ -575,7 +584,7 @@ impl Replica {
             for read in self.requests.read_round_failed(ctx) {
                 match e {
                     ProposeError::NotLeader { .. } => self.reply_not_leader(read.waiter, RequestType::Get),
-                    ProposeError::Busy => {
+                    ProposeError::Busy | ProposeError::Transferring { .. } => {
                         self.reply_error(read.waiter, RequestType::Get, ErrorCode::Overloaded, "too many reads".into())
                     }
                 }

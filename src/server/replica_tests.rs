@@ -30,7 +30,7 @@ fn received(index: u64) -> IoDone {
     for entry in 1..=index {
         kv.apply_noop(entry).expect("no-op applies");
     }
-    let meta = SnapshotMeta { index, term: 1, conf: ConfState { voters: vec![1, 2, 3] } };
+    let meta = SnapshotMeta { index, term: 1, conf: ConfState::from_voters(vec![1, 2, 3]) };
     IoDone::SnapshotReceived { from: 2, term: 1, meta, kv: Box::new(kv) }
 }
 

@@ -12,7 +12,9 @@ use super::{
 };
 use crate::kv::codec::Indexed;
 use crate::kv::{validate_session, Command, Session, KEY_BYTES_MAX, VALUE_BYTES_MAX};
-use crate::raft::{ConfState, Entry, EntryKind, Message, MessageBody, SnapshotMeta};
+use crate::limits::CONF_STATE_BYTES_MAX;
+use crate::raft::membership::decode_conf_state;
+use crate::raft::{Entry, EntryKind, Message, MessageBody, SnapshotMeta};
 
 // ---------------------------------------------------------------------------------------------
 // Decoding
@@ -42,7 +44,8 @@ pub(super) fn decode_body(message_type: MessageType, reader: &mut PayloadReader)
         | MessageType::AppendEntriesResponse
         | MessageType::Heartbeat
         | MessageType::HeartbeatResponse
-        | MessageType::LogLost => FrameBody::Peer(decode_peer(message_type, reader)?),
+        | MessageType::LogLost
+        | MessageType::TimeoutNow => FrameBody::Peer(decode_peer(message_type, reader)?),
         MessageType::SnapshotChunk => FrameBody::SnapshotChunk(decode_chunk(reader)?),
         MessageType::Set
         | MessageType::Get
@@ -72,7 +75,9 @@ pub(super) fn decode_peer(message_type: MessageType, reader: &mut PayloadReader)
         MessageType::RequestVote => MessageBody::RequestVote {
             last_log_index: reader.u64("last_log_index")?,
             last_log_term: reader.u64("last_log_term")?,
+            transfer: reader.bool("transfer")?,
         },
+        MessageType::TimeoutNow => MessageBody::TimeoutNow,
         MessageType::PreVoteResponse => MessageBody::PreVoteResponse { granted: reader.bool("granted")? },
         MessageType::RequestVoteResponse => MessageBody::RequestVoteResponse { granted: reader.bool("granted")? },
         MessageType::AppendEntries => decode_append(reader)?,
@@ -107,8 +112,9 @@ pub(super) fn decode_append(reader: &mut PayloadReader) -> Result<MessageBody, W
         let entry_index = reader.u64(field("index"))?;
         let term = reader.u64(field("term"))?;
         let kind_code = reader.u8(field("kind"))?;
-        let kind = EntryKind::from_u8(kind_code)
-            .ok_or_else(|| invalid(field("kind"), format!("{kind_code} is not an entry kind (0 normal, 1 noop)")))?;
+        let kind = EntryKind::from_u8(kind_code).ok_or_else(|| {
+            invalid(field("kind"), format!("{kind_code} is not an entry kind (0 normal, 1 noop, 2 conf change)"))
+        })?;
         let data = reader.bytes(field("data"), usize::MAX)?;
         entries.push(Entry { index: entry_index, term, kind, data });
     }
@@ -121,16 +127,13 @@ pub(super) fn decode_chunk(reader: &mut PayloadReader) -> Result<SnapshotChunk, 
     let term = reader.u64("term")?;
     let index = reader.u64("meta.index")?;
     let meta_term = reader.u64("meta.term")?;
-    let voter_count = reader.count("meta.voters", VOTERS_MAX, 8)?;
-    let mut voters = Vec::with_capacity(voter_count);
-    for index in 0..voter_count {
-        voters.push(reader.u64(Indexed { list: "meta.voters", index, field: "id" })?);
-    }
+    let conf_bytes = reader.bytes("meta.conf", CONF_STATE_BYTES_MAX)?;
+    let conf = decode_conf_state(&conf_bytes).map_err(|e| invalid("meta.conf", e))?;
     let chunk = SnapshotChunk {
         from,
         to,
         term,
-        meta: SnapshotMeta { index, term: meta_term, conf: ConfState { voters } },
+        meta: SnapshotMeta { index, term: meta_term, conf },
         offset: reader.u64("offset")?,
         total_bytes: reader.u64("total_bytes")?,
         data: reader.bytes("data", usize::MAX)?,
@@ -142,7 +145,11 @@ pub(super) fn decode_chunk(reader: &mut PayloadReader) -> Result<SnapshotChunk, 
 
 /// The arithmetic every chunk satisfies: it lies inside the snapshot and `done` marks the end.
 pub(super) fn validate_chunk(chunk: &SnapshotChunk) -> Result<(), WireError> {
-    limit("meta.voters", chunk.meta.conf.voters.len(), VOTERS_MAX)?;
+    let conf = &chunk.meta.conf;
+    for set in [&conf.voters, &conf.voters_outgoing, &conf.learners, &conf.learners_next] {
+        limit("meta.conf", set.len(), VOTERS_MAX)?;
+    }
+    limit("meta.conf.addresses", conf.addresses.len(), crate::limits::MEMBERS_MAX)?;
     if chunk.total_bytes > SNAPSHOT_BYTES_MAX {
         return Err(WireError::LimitExceeded {
             field: "total_bytes".to_string(),

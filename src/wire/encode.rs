@@ -7,6 +7,7 @@ use super::decode::validate_chunk;
 use super::message::*;
 use super::{WireError, ADDRESS_BYTES_MAX, ENTRIES_PER_APPEND_MAX, ERROR_MESSAGE_BYTES_MAX, STATUS_PEERS_MAX};
 use crate::kv::{KvError, KEY_BYTES_MAX, VALUE_BYTES_MAX};
+use crate::raft::membership::encode_conf_state;
 use crate::raft::{Entry, Message, MessageBody};
 
 // ---------------------------------------------------------------------------------------------
@@ -62,7 +63,7 @@ pub(super) fn body_bytes_hint(body: &FrameBody) -> usize {
         FrameBody::Peer(Message { body: MessageBody::AppendEntries { entries, .. }, .. }) => {
             entries.iter().map(Entry::size_bytes).sum()
         }
-        FrameBody::SnapshotChunk(chunk) => chunk.data.len() + chunk.meta.conf.voters.len() * 8,
+        FrameBody::SnapshotChunk(chunk) => chunk.data.len() + 64 + chunk.meta.conf.addresses.len() * 64,
         FrameBody::Request(ClientRequest::Write(command)) => command.fields_len(),
         FrameBody::Reply(ClientReply::Value(value)) => value.len(),
         _ => 64,
@@ -113,11 +114,16 @@ pub(super) fn encode_peer(message: &Message, out: &mut BytesMut) {
     out.put_u64(message.to);
     out.put_u64(message.term);
     match &message.body {
-        MessageBody::PreVote { last_log_index, last_log_term }
-        | MessageBody::RequestVote { last_log_index, last_log_term } => {
+        MessageBody::PreVote { last_log_index, last_log_term } => {
             out.put_u64(*last_log_index);
             out.put_u64(*last_log_term);
         }
+        MessageBody::RequestVote { last_log_index, last_log_term, transfer } => {
+            out.put_u64(*last_log_index);
+            out.put_u64(*last_log_term);
+            out.put_u8(u8::from(*transfer));
+        }
+        MessageBody::TimeoutNow => {}
         MessageBody::PreVoteResponse { granted } | MessageBody::RequestVoteResponse { granted } => {
             out.put_u8(u8::from(*granted));
         }
@@ -159,10 +165,7 @@ pub(super) fn encode_chunk(chunk: &SnapshotChunk, out: &mut BytesMut) {
     out.put_u64(chunk.term);
     out.put_u64(chunk.meta.index);
     out.put_u64(chunk.meta.term);
-    out.put_u32(chunk.meta.conf.voters.len() as u32);
-    for voter in &chunk.meta.conf.voters {
-        out.put_u64(*voter);
-    }
+    put_bytes(out, &encode_conf_state(&chunk.meta.conf));
     out.put_u64(chunk.offset);
     out.put_u64(chunk.total_bytes);
     put_bytes(out, &chunk.data);

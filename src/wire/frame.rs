@@ -64,6 +64,7 @@ message_types! {
     HeartbeatResponse = 0x17,
     SnapshotChunk = 0x18,
     LogLost = 0x19,
+    TimeoutNow = 0x1a,
     Set = 0x20,
     Get = 0x21,
     Delete = 0x22,

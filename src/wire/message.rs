@@ -326,6 +326,7 @@ pub(super) fn peer_message_type(body: &MessageBody) -> Result<MessageType, WireE
         MessageBody::Heartbeat { .. } => MessageType::Heartbeat,
         MessageBody::HeartbeatResponse { .. } => MessageType::HeartbeatResponse,
         MessageBody::LogLost { .. } => MessageType::LogLost,
+        MessageBody::TimeoutNow => MessageType::TimeoutNow,
         MessageBody::InstallSnapshot { .. } => return Err(WireError::SnapshotMustBeChunked),
     })
 }

@@ -222,7 +222,7 @@ impl Checker {
                 let next = self.reference.applied_index() + 1;
                 let Some(entry) = self.applied.get(&next) else { return Ok(()) };
                 let result = match entry.kind {
-                    EntryKind::Noop => self.reference.apply_noop(next),
+                    EntryKind::Noop | EntryKind::ConfChange => self.reference.apply_noop(next),
                     EntryKind::Normal => self.reference.apply(next, &entry.data).map(|_| ()),
                 };
                 result.map_err(|e| ("reference state machine", format!("entry {next} does not apply: {e}")))?;
@@ -276,7 +276,7 @@ impl Checker {
 
     /// A RequestVote reached its voter: remember what log the candidate claimed.
     pub fn vote_requested(&mut self, message: &Message) {
-        if let MessageBody::RequestVote { last_log_index, last_log_term } = message.body {
+        if let MessageBody::RequestVote { last_log_index, last_log_term, .. } = message.body {
             self.vote_requests.insert((message.from, message.term), (last_log_index, last_log_term));
         }
     }
