@@ -37,6 +37,8 @@ use crate::wire::{
 };
 use metrics::{command_type, request_type, write_type};
 
+#[path = "replica_membership.rs"]
+mod membership;
 #[path = "replica_metrics.rs"]
 mod metrics;
 
