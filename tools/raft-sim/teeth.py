@@ -61,7 +61,13 @@ BUGS = [
      "        let _ = change;\n        let next = next.apply(&ConfChange::Leave).unwrap_or(next);\n"
      "        let index = self.append_conf_entry(ConfEntry { change: ConfChange::Leave, conf: next.to_conf_state() });",
      ["--membership"]),
-    ("count learners toward commit", "src/raft/conf_change.rs",
+    ("count learners toward commit", "src/raft/tracker/mod.rs",
+     "        self.config.committed_index(|v| {",
+     "        let with_learners = self.config.incoming().voters().chain(self.learners.iter().copied());\n"
+     "        let outgoing = self.config.outgoing().voters();\n"
+     "        JointConfig::joint(with_learners, outgoing).unwrap_or_else(|_| self.config.clone()).committed_index(|v| {",
+     ["--membership"]),
+    ("learners count as voters (commit, elections, quorum)", "src/raft/conf_change.rs",
      "        let joint = conf.joint_config().unwrap_or_else(|_| JointConfig::none());",
      "        let joint = JointConfig::joint(conf.voters().chain(conf.learners()), conf.outgoing()).unwrap_or_else(|_| JointConfig::none());",
      ["--membership"]),
