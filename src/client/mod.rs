@@ -347,6 +347,7 @@ fn reply_name(reply: Option<&ClientReply>) -> &'static str {
         Some(ClientReply::Status(_)) => "StatusReport",
         Some(ClientReply::NotLeader { .. }) => "NotLeader",
         Some(ClientReply::Registered { .. }) => "Registered",
+        Some(ClientReply::Members(_)) => "Members",
     }
 }
 

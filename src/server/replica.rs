@@ -129,6 +129,9 @@ pub struct Replica {
     out: Output,
     /// Metrics bookkeeping (`replica_metrics.rs`); inert until metrics are attached.
     observer: metrics::ReplicaObserver,
+    /// Membership requests waiting to complete, and the configuration the addresses follow.
+    member_waits: Vec<membership::MemberWait>,
+    addresses_conf_index: u64,
 }
 
 impl Replica {
@@ -155,6 +158,8 @@ impl Replica {
             record_applied: init.record_applied,
             out: Output::default(),
             observer: metrics::ReplicaObserver::default(),
+            member_waits: Vec::new(),
+            addresses_conf_index: 0,
         }
     }
 
@@ -269,6 +274,9 @@ impl Replica {
             ClientRequest::RegisterClient => {
                 self.propose_later(waiter, &Command::Register { sessions_max: self.sessions_max })
             }
+            member @ (ClientRequest::MemberList
+            | ClientRequest::MemberChange(_)
+            | ClientRequest::TransferLeader { .. }) => self.member_request(waiter, member),
         }
     }
 
@@ -301,6 +309,7 @@ impl Replica {
             self.out.jobs.extend(loads.into_iter().map(IoJob::LoadEntries));
         }
         self.out.jobs.extend(self.transfers.reads_due().into_iter().map(IoJob::ReadSnapshotImage));
+        self.follow_configuration();
         Ok(())
     }
 

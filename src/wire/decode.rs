@@ -52,14 +52,18 @@ pub(super) fn decode_body(message_type: MessageType, reader: &mut PayloadReader)
         | MessageType::Delete
         | MessageType::CompareAndSwap
         | MessageType::Status
-        | MessageType::RegisterClient => FrameBody::Request(decode_request(message_type, reader)?),
+        | MessageType::RegisterClient
+        | MessageType::MemberList
+        | MessageType::MemberChange
+        | MessageType::TransferLeader => FrameBody::Request(decode_request(message_type, reader)?),
         MessageType::Ok
         | MessageType::Value
         | MessageType::NotFound
         | MessageType::CasFailed
         | MessageType::StatusReport
         | MessageType::NotLeader
-        | MessageType::Registered => FrameBody::Reply(decode_reply(message_type, reader)?),
+        | MessageType::Registered
+        | MessageType::Members => FrameBody::Reply(decode_reply(message_type, reader)?),
     })
 }
 
@@ -192,6 +196,9 @@ pub(super) fn decode_request(
             };
         }
         MessageType::RegisterClient => return Ok(ClientRequest::RegisterClient),
+        MessageType::MemberList => return Ok(ClientRequest::MemberList),
+        MessageType::MemberChange => return Ok(ClientRequest::MemberChange(super::members::decode_changes(reader)?)),
+        MessageType::TransferLeader => return Ok(ClientRequest::TransferLeader { to: reader.u64("to")? }),
         MessageType::Set => {
             let session = decode_session(reader)?;
             let key = reader.bytes("key", KEY_BYTES_MAX)?;
@@ -235,6 +242,7 @@ pub(super) fn decode_reply(message_type: MessageType, reader: &mut PayloadReader
             leader_id: reader.u64("leader_id")?,
             leader_addr: reader.string("leader_addr", ADDRESS_BYTES_MAX)?,
         },
+        MessageType::Members => ClientReply::Members(super::members::decode_report(reader)?),
         MessageType::Registered => match reader.u64("session_id")? {
             0 => return Err(invalid("session_id", "0 is not a valid session id".to_string())),
             session_id => ClientReply::Registered { session_id },

@@ -43,6 +43,8 @@ pub(super) fn validate_for_encode(body: &FrameBody) -> Result<(), WireError> {
             Err(super::reader::invalid("session_id", "0 is not a valid session id".to_string()))
         }
         FrameBody::Request(ClientRequest::Get { key, .. }) => limit("key", key.len(), KEY_BYTES_MAX),
+        FrameBody::Request(ClientRequest::MemberChange(changes)) => super::members::validate_changes(changes),
+        FrameBody::Reply(ClientReply::Members(report)) => super::members::validate_report(report),
         FrameBody::Reply(ClientReply::Value(value)) => limit("value", value.len(), VALUE_BYTES_MAX),
         FrameBody::Reply(ClientReply::CasFailed { current }) => {
             limit("current", current.as_ref().map_or(0, Bytes::len), VALUE_BYTES_MAX)
@@ -183,6 +185,9 @@ pub(super) fn encode_request(request: &ClientRequest, out: &mut BytesMut) {
         }
         ClientRequest::Status => {}
         ClientRequest::StatusDetailed => out.put_u8(super::message::STATUS_DETAIL_EXTENDED),
+        ClientRequest::MemberList => {}
+        ClientRequest::MemberChange(changes) => super::members::encode_changes(changes, out),
+        ClientRequest::TransferLeader { to } => out.put_u64(*to),
     }
 }
 
@@ -221,5 +226,6 @@ pub(super) fn encode_reply(reply: &ClientReply, out: &mut BytesMut) {
             put_bytes(out, leader_addr.as_bytes());
         }
         ClientReply::Registered { session_id } => out.put_u64(*session_id),
+        ClientReply::Members(report) => super::members::encode_report(report, out),
     }
 }

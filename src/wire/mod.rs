@@ -23,6 +23,7 @@ mod decode;
 mod encode;
 mod error;
 mod frame;
+mod members;
 mod message;
 mod reader;
 
@@ -32,6 +33,7 @@ mod tests;
 pub use crate::limits::{KEY_BYTES_MAX, VALUE_BYTES_MAX};
 pub use error::{ErrorCode, WireError};
 pub use frame::{FrameDecoder, MessageType, RawFrame};
+pub use members::{MemberStatus, MembersReport};
 pub use message::{
     check_hello, ClientReply, ClientRequest, ErrorReply, Frame, FrameBody, Hello, HelloOk, NodeRole, PeerStatus,
     ReadConsistency, Role, SnapshotChunk, StatusReport,

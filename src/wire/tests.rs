@@ -8,6 +8,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::*;
 use crate::kv::{Command, Session, WriteResult};
+use crate::raft::membership::{ChangeOp, MemberChange, MemberRole};
 use crate::raft::{ConfState, Entry, EntryKind, Message, MessageBody, SnapshotMeta};
 
 fn b(text: &str) -> Bytes {
@@ -83,6 +84,13 @@ fn sample_frames() -> Vec<Frame> {
         })),
         FrameBody::Request(ClientRequest::Status),
         FrameBody::Request(ClientRequest::StatusDetailed),
+        FrameBody::Request(ClientRequest::MemberList),
+        FrameBody::Request(ClientRequest::MemberChange(vec![
+            MemberChange { op: ChangeOp::AddVoter, id: 4, address: "10.0.0.4:7001".into() },
+            MemberChange { op: ChangeOp::Remove, id: 3, address: String::new() },
+        ])),
+        FrameBody::Request(ClientRequest::TransferLeader { to: 0 }),
+        FrameBody::Request(ClientRequest::TransferLeader { to: 2 }),
         FrameBody::Request(ClientRequest::RegisterClient),
         FrameBody::Reply(ClientReply::Ok),
         FrameBody::Reply(ClientReply::Value(b("bar"))),
@@ -121,6 +129,17 @@ fn sample_frames() -> Vec<Frame> {
         FrameBody::Reply(ClientReply::NotLeader { leader_id: 0, leader_addr: String::new() }),
         FrameBody::Reply(ClientReply::Registered { session_id: 1 }),
         FrameBody::Reply(ClientReply::Registered { session_id: u64::MAX }),
+        FrameBody::Reply(ClientReply::Members(crate::wire::MembersReport {
+            leader_id: 1,
+            conf_index: 12,
+            joint: true,
+            last_index: 40,
+            members: vec![
+                crate::wire::MemberStatus { node_id: 1, role: MemberRole::Voter, address: "a:1".into(), match_index: 40 },
+                crate::wire::MemberStatus { node_id: 3, role: MemberRole::Outgoing, address: "c:3".into(), match_index: 0 },
+                crate::wire::MemberStatus { node_id: 5, role: MemberRole::Learner, address: "".into(), match_index: 9 },
+            ],
+        })),
     ];
     bodies.into_iter().enumerate().map(|(i, body)| Frame::new(1000 + i as u64, body)).collect()
 }

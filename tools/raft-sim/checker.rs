@@ -155,9 +155,12 @@ impl Checker {
 
     /// Only a voter campaigns, and never asks a learner. `before` and `now` are the sender's
     /// configurations at the start of the step and when its messages leave (a change may take
-    /// effect in between): a campaign is wrong only if both say so.
+    /// effect in between): a campaign is wrong only if both say so. Checked on pre-votes, which
+    /// leave in the step they are made (every campaign starts with one, transfers aside): a
+    /// `RequestVote` waits for its batch to be durable, by when a truncated change entry may
+    /// have changed the sender's configuration back.
     pub fn check_campaign(before: &Configuration, now: &Configuration, message: &Message) -> Result<(), Failure> {
-        if !matches!(message.body, MessageBody::PreVote { .. } | MessageBody::RequestVote { .. }) {
+        if !matches!(message.body, MessageBody::PreVote { .. }) {
             return Ok(());
         }
         let (from, to) = (message.from, message.to);

@@ -867,7 +867,8 @@ impl World {
             })
             .collect();
         format!(
-            "{LIVENESS_TICKS_MAX} ticks after healing the cluster still does not serve every client ({phase:?}): {nodes:?}"
+            "{LIVENESS_TICKS_MAX} ticks after healing the cluster still does not serve every client ({phase:?}): {nodes:?}; clients {:?}",
+            self.clients.describe()
         )
     }
 

@@ -108,6 +108,7 @@ fn a_removed_leader_steps_down_after_c_new_commits_and_stays_quiet() {
     assert_eq!(c.node(1).configuration().role(1), crate::raft::membership::MemberRole::None);
     c.isolate(1);
     c.tick_all(100);
+    assert_eq!(c.node(1).leader(), 0, "a removed node forgets a leader it no longer hears from");
     c.heal();
     c.tick_all(100);
     assert_eq!(c.node(1).role(), Role::Follower, "a removed node never campaigns");
