@@ -29,6 +29,7 @@
 mod conn;
 mod error;
 pub mod frames;
+mod members;
 mod pipeline;
 mod retry;
 pub mod session;

@@ -140,9 +140,13 @@ impl Replica {
         match *what {
             Waiting::Change { enter } => {
                 let conf_index = self.raft.configuration_index();
+                // A leader removed by the change steps down as C_new commits, before applying it
+                // (a no-op for the state machine): committed is done then.
+                let applied = self.kv.applied_index() >= conf_index || !leading;
                 let done = conf_index > enter
                     && !self.raft.configuration().is_joint()
-                    && self.kv.applied_index() >= conf_index;
+                    && self.raft.committed() >= conf_index
+                    && applied;
                 if done {
                     return Some(Ok(()));
                 }

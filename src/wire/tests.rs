@@ -135,8 +135,18 @@ fn sample_frames() -> Vec<Frame> {
             joint: true,
             last_index: 40,
             members: vec![
-                crate::wire::MemberStatus { node_id: 1, role: MemberRole::Voter, address: "a:1".into(), match_index: 40 },
-                crate::wire::MemberStatus { node_id: 3, role: MemberRole::Outgoing, address: "c:3".into(), match_index: 0 },
+                crate::wire::MemberStatus {
+                    node_id: 1,
+                    role: MemberRole::Voter,
+                    address: "a:1".into(),
+                    match_index: 40,
+                },
+                crate::wire::MemberStatus {
+                    node_id: 3,
+                    role: MemberRole::Outgoing,
+                    address: "c:3".into(),
+                    match_index: 0,
+                },
                 crate::wire::MemberStatus { node_id: 5, role: MemberRole::Learner, address: "".into(), match_index: 9 },
             ],
         })),
