@@ -170,3 +170,18 @@ fn raftctl_member_commands_print_the_configuration_and_refuse_with_reasons() {
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.contains("leader moved from"), "{out}");
 }
+
+#[test]
+fn sigterm_on_a_leader_transfers_leadership_before_it_exits() {
+    let mut cluster = TestCluster::start(3, &[]);
+    let (leader, term) = cluster.wait_leader(Duration::from_secs(10)).expect("a leader");
+    let mut c = client(&cluster);
+    c.set(b"before", b"1").expect("write");
+    assert_eq!(cluster.terminate(leader, Duration::from_secs(10)), Some(0), "a clean exit");
+    let log = std::fs::read_to_string(cluster.log_path(leader)).unwrap_or_default();
+    assert!(log.contains("transfers leadership to node"), "{log}");
+    let (new, new_term) = cluster.wait_leader(Duration::from_secs(10)).expect("a new leader");
+    assert!(new != leader && new_term > term);
+    c.set(b"after", b"2").expect("write on the new leader");
+    assert_eq!(c.get(b"before", ReadConsistency::Linearizable).expect("read").value.as_deref(), Some(&b"1"[..]));
+}

@@ -96,6 +96,34 @@ impl Raft {
         self.conf_log.at(index).map(Configuration::to_conf_state)
     }
 
+    /// May this node start an election? A voter of the configuration in force may; so may a
+    /// voter of the last committed configuration while a newer one (its entry appended, not
+    /// committed) leaves it out: otherwise the one node holding a leave entry that removes it
+    /// could block every election (its vote is needed by the joint configuration the others
+    /// still have, and it refuses them as its log is longer). Votes are still counted in the
+    /// configuration in force (C_new), and such a leader steps down once C_new commits, as a
+    /// leader removed by a change does (dissertation §4.2.2).
+    pub fn may_campaign(&self) -> bool {
+        let current = self.conf_log.current();
+        if current.is_voter(self.id) {
+            return true;
+        }
+        let committed = self.log.committed;
+        self.conf_log.current_index() > committed && self.conf_log.at(committed).is_some_and(|c| c.is_voter(self.id))
+    }
+
+    /// True if `id` is a voter neither of the configuration in force nor of the last committed
+    /// one here: a node a committed change removed (or one never added). Its vote requests are
+    /// refused, so a removed node that restarts with a stale commit index (and campaigns, see
+    /// [`Raft::may_campaign`]) cannot lead again.
+    pub(super) fn knows_removed(&self, id: NodeId) -> bool {
+        let current = self.conf_log.current();
+        if current.is_empty() || current.is_voter(id) {
+            return false;
+        }
+        self.conf_log.at(self.log.committed).is_some_and(|c| !c.is_voter(id))
+    }
+
     /// The configuration in force now.
     pub fn conf_state(&self) -> ConfState {
         self.conf_log.current().to_conf_state()

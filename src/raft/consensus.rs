@@ -364,15 +364,14 @@ impl Raft {
         self.election_elapsed = self.election_elapsed.saturating_add(1);
         if self.role == Role::Leader {
             self.tick_leader();
-        } else if self.election_elapsed >= self.randomized_election_ticks && !self.conf_log.current().is_voter(self.id)
-        {
+        } else if self.election_elapsed >= self.randomized_election_ticks && !self.may_campaign() {
             // A node that may not campaign (a learner, a removed or a joining node) forgets a
             // leader it has not heard from for an election timeout, as a campaign would: a
             // removed node must not send clients to a leader of long ago for ever.
             self.election_elapsed = 0;
             self.leader = 0;
         } else if self.election_elapsed >= self.randomized_election_ticks
-            && self.conf_log.current().is_voter(self.id)
+            && self.may_campaign()
             && self.recovery.is_none()
         {
             self.election_elapsed = 0;

@@ -98,7 +98,7 @@ impl Raft {
 
     /// `TimeoutNow` from our leader: campaign at once, a real election marked as a transfer.
     pub(super) fn campaign_for_transfer(&mut self) {
-        if !self.conf_log.current().is_voter(self.id) || self.recovery.is_some() {
+        if !self.may_campaign() || self.recovery.is_some() {
             return;
         }
         self.campaign_transfer = true;

@@ -145,10 +145,21 @@ impl Checker {
         Ok(())
     }
 
-    /// A node became leader: it must not be one that a committed configuration removed.
-    pub fn became_leader(&self, id: NodeId, term: Term) -> Result<(), Failure> {
-        if self.retired.contains(&id) {
-            return Err(("removed node leads", format!("n{id} became leader of term {term} after it was removed")));
+    /// A node became leader: it must not be one whose own log says a committed configuration
+    /// removed it. (A removed node whose commit index lags may still lead until it learns
+    /// that: Raft counts its votes in C_new, and it steps down once C_new commits, as the leader
+    /// that proposed its own removal does. `retired` lists the nodes removed cluster-wide.)
+    pub fn became_leader(&self, raft: &Raft) -> Result<(), Failure> {
+        let (id, term) = (raft.id(), raft.term());
+        let conf = raft.configuration();
+        let removed = !conf.is_voter(id) && raft.committed() >= raft.configuration_index();
+        if removed {
+            let why = format!(
+                "n{id} became leader of term {term} though its committed configuration {:?} removed it (retired: {:?})",
+                conf.to_conf_state(),
+                self.retired
+            );
+            return Err(("removed node leads", why));
         }
         Ok(())
     }
@@ -159,12 +170,19 @@ impl Checker {
     /// leave in the step they are made (every campaign starts with one, transfers aside): a
     /// `RequestVote` waits for its batch to be durable, by when a truncated change entry may
     /// have changed the sender's configuration back.
-    pub fn check_campaign(before: &Configuration, now: &Configuration, message: &Message) -> Result<(), Failure> {
+    pub fn check_campaign(
+        before: &Configuration,
+        now: &Configuration,
+        may_campaign: bool,
+        message: &Message,
+    ) -> Result<(), Failure> {
         if !matches!(message.body, MessageBody::PreVote { .. }) {
             return Ok(());
         }
         let (from, to) = (message.from, message.to);
-        if !before.is_voter(from) && !now.is_voter(from) {
+        // `may_campaign`: a voter of the last committed configuration whose newer, uncommitted
+        // one leaves it out (`Raft::may_campaign`).
+        if !before.is_voter(from) && !now.is_voter(from) && !may_campaign {
             let role = now.role(from).name();
             return Err(("only voters campaign", format!("n{from} ({role}) asks n{to} for a vote")));
         }

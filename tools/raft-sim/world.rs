@@ -463,16 +463,18 @@ impl World {
                 self.stats.elections += 1;
                 let term = replica.raft().term();
                 self.note(format!("n{id} becomes LEADER term {term}"));
-                self.checker.became_leader(id, term).map_err(|f| self.violation(f))?;
+                let result = self.nodes[i].raft().map_or(Ok(()), |raft| self.checker.became_leader(raft));
+                result.map_err(|f| self.violation(f))?;
             }
             self.last_role[i] = Some(role);
         }
         let Some(replica) = self.nodes[i].replica() else { return Ok(()) };
         let config = replica.raft().configuration().clone();
+        let may_campaign = replica.raft().may_campaign();
         self.record_applied(i, &out.applied, snapshot_index)?;
         for message in out.messages {
             let before = self.config_before.get(i).and_then(|c| c.as_ref()).unwrap_or(&config);
-            Checker::check_campaign(before, &config, &message).map_err(|f| self.violation(f))?;
+            Checker::check_campaign(before, &config, may_campaign, &message).map_err(|f| self.violation(f))?;
             self.checker.check_send(&self.nodes[i].shadow, &message).map_err(|f| self.violation(f))?;
             self.checker.check_vote_grant(recovery, &message).map_err(|f| self.violation(f))?;
             self.net.send_peer(&mut self.rng, self.step, message);
