@@ -35,7 +35,8 @@ impl Replica {
     pub fn propose_conf_change(&mut self, changes: Vec<MemberChange>) -> Result<Index, ConfChangeError> {
         let index = self.raft.propose_conf_change(changes.clone())?;
         for change in changes.iter().filter(|c| !c.address.is_empty()) {
-            self.addresses.insert(change.id, change.address.clone());
+            // For redirects; a `--client-addrs` entry, known already, wins.
+            self.addresses.entry(change.id).or_insert_with(|| change.address.clone());
         }
         Ok(index)
     }
@@ -50,10 +51,11 @@ impl Replica {
         self.raft.configuration().address(id).or_else(|| self.addresses.get(&id).map(String::as_str))
     }
 
-    /// Every member's address as the node knows it (for the peer table).
+    /// Every member with the peer address its configuration records (empty if none: a member
+    /// of the bootstrap configuration, reached at its `--peers` address), for the peer table.
     pub fn member_addresses(&self) -> Vec<(NodeId, String)> {
-        let members = self.raft.configuration().members();
-        members.into_iter().filter_map(|id| self.member_address(id).map(|a| (id, a.to_string()))).collect()
+        let conf = self.raft.configuration();
+        conf.members().into_iter().map(|id| (id, conf.address(id).unwrap_or_default().to_string())).collect()
     }
 
     /// The configuration in force, as the membership requests answer it.
@@ -119,7 +121,7 @@ impl Replica {
         if index != self.addresses_conf_index {
             self.addresses_conf_index = index;
             for (id, address) in self.raft.configuration().to_conf_state().addresses {
-                self.addresses.insert(id, address);
+                self.addresses.entry(id).or_insert(address); // `--client-addrs` wins
             }
         }
         if self.member_waits.is_empty() {

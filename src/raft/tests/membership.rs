@@ -226,3 +226,57 @@ fn a_transfer_to_an_unreachable_voter_aborts_after_an_election_timeout() {
     assert_eq!(c.leaders(), vec![1], "the old leader resumed");
     c.node_mut(1).propose(Bytes::from_static(b"x")).expect("proposals again");
 }
+
+/// A log of node `id`: a no-op, then "remove node 1" entering the joint configuration at 2 and
+/// leaving it at 3, all of term 1, committed up to `commit`.
+fn restored_with_removal(commit: Index) -> Restored {
+    use crate::raft::membership::{ConfChange, ConfEntry, Configuration};
+    let c0 = Configuration::from_voters([1, 2, 3]).expect("valid");
+    let enter = ConfChange::Enter(vec![remove(1)]);
+    let joint = c0.apply(&enter).expect("valid");
+    let new = joint.apply(&ConfChange::Leave).expect("valid");
+    let entry = |index, change: ConfChange, conf: &Configuration| Entry {
+        index,
+        term: 1,
+        kind: EntryKind::ConfChange,
+        data: ConfEntry { change, conf: conf.to_conf_state() }.encode(),
+    };
+    let noop = Entry { index: 1, term: 1, kind: EntryKind::Noop, data: Bytes::new() };
+    Restored {
+        hard_state: HardState { term: 1, vote: 0, commit },
+        entries: vec![noop, entry(2, enter, &joint), entry(3, ConfChange::Leave, &new)],
+        ..Restored::default()
+    }
+}
+
+#[test]
+fn a_node_left_out_by_an_uncommitted_configuration_may_still_campaign() {
+    // Node 1 alone holds the leave entry (3) that removes it; the others are still joint and need
+    // its vote, which it refuses them (its log is longer): it must be able to campaign itself.
+    let node = Raft::new(config(1, 3), restored_with_removal(2)).expect("valid restore");
+    assert!(!node.configuration().is_voter(1), "C_new leaves node 1 out");
+    assert!(node.may_campaign(), "its committed configuration (joint) still counts it");
+    let node = Raft::new(config(1, 3), restored_with_removal(3)).expect("valid restore");
+    assert!(!node.may_campaign(), "once C_new is committed here, node 1 never campaigns");
+}
+
+#[test]
+fn votes_are_refused_to_a_node_a_committed_configuration_removed() {
+    let mut voter = Raft::new(config(2, 3), restored_with_removal(3)).expect("valid restore");
+    let request = |from| Message {
+        from,
+        to: 2,
+        term: 5,
+        body: MessageBody::RequestVote { last_log_index: 9, last_log_term: 4, transfer: false },
+    };
+    voter.step(request(1));
+    let granted = |raft: &mut Raft| {
+        let ready = raft.ready();
+        raft.advance();
+        ready.persisted_messages.iter().any(|m| matches!(m.body, MessageBody::RequestVoteResponse { granted: true }))
+    };
+    assert!(!granted(&mut voter), "node 1 was removed by a committed configuration");
+    let mut voter = Raft::new(config(2, 3), restored_with_removal(3)).expect("valid restore");
+    voter.step(request(3));
+    assert!(granted(&mut voter), "node 3 is a voter: same request, granted");
+}
