@@ -112,18 +112,6 @@ impl Raft {
         self.conf_log.current_index() > committed && self.conf_log.at(committed).is_some_and(|c| c.is_voter(self.id))
     }
 
-    /// True if `id` is a voter neither of the configuration in force nor of the last committed
-    /// one here: a node a committed change removed (or one never added). Its vote requests are
-    /// refused, so a removed node that restarts with a stale commit index (and campaigns, see
-    /// [`Raft::may_campaign`]) cannot lead again.
-    pub(super) fn knows_removed(&self, id: NodeId) -> bool {
-        let current = self.conf_log.current();
-        if current.is_empty() || current.is_voter(id) {
-            return false;
-        }
-        self.conf_log.at(self.log.committed).is_some_and(|c| !c.is_voter(id))
-    }
-
     /// The configuration in force now.
     pub fn conf_state(&self) -> ConfState {
         self.conf_log.current().to_conf_state()

@@ -74,7 +74,6 @@ impl Raft {
     pub(super) fn handle_vote_request(&mut self, m: &Message, pre: bool, last_log_index: Index, last_log_term: Term) {
         let can_vote = self.vote == m.from || (self.vote == 0 && self.leader == 0) || (pre && m.term > self.term);
         let granted = can_vote
-            && !self.knows_removed(m.from)
             && self.log.is_up_to_date(last_log_index, last_log_term)
             && self.guard_allows_vote(last_log_term, last_log_index);
         // A grant answers in the candidate's term; a refusal in ours, so a stale candidate learns it.

@@ -259,24 +259,3 @@ fn a_node_left_out_by_an_uncommitted_configuration_may_still_campaign() {
     let node = Raft::new(config(1, 3), restored_with_removal(3)).expect("valid restore");
     assert!(!node.may_campaign(), "once C_new is committed here, node 1 never campaigns");
 }
-
-#[test]
-fn votes_are_refused_to_a_node_a_committed_configuration_removed() {
-    let mut voter = Raft::new(config(2, 3), restored_with_removal(3)).expect("valid restore");
-    let request = |from| Message {
-        from,
-        to: 2,
-        term: 5,
-        body: MessageBody::RequestVote { last_log_index: 9, last_log_term: 4, transfer: false },
-    };
-    voter.step(request(1));
-    let granted = |raft: &mut Raft| {
-        let ready = raft.ready();
-        raft.advance();
-        ready.persisted_messages.iter().any(|m| matches!(m.body, MessageBody::RequestVoteResponse { granted: true }))
-    };
-    assert!(!granted(&mut voter), "node 1 was removed by a committed configuration");
-    let mut voter = Raft::new(config(2, 3), restored_with_removal(3)).expect("valid restore");
-    voter.step(request(3));
-    assert!(granted(&mut voter), "node 3 is a voter: same request, granted");
-}
