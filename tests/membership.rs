@@ -160,6 +160,9 @@ fn raftctl_member_commands_print_the_configuration_and_refuse_with_reasons() {
     let (code, out, err) = raftctl(&["member", "list"]);
     assert_eq!(code, Some(0), "{out}{err}");
     assert_eq!(out.lines().filter(|l| l.contains(" voter ")).count(), 3, "{out}");
+    let (code, out, err) = raftctl(&["status"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("configuration at index 0: voters [1, 2, 3] (not joint)"), "{out}");
     let (code, _, err) = raftctl(&["member", "promote", "9"]);
     assert_eq!(code, Some(3), "{err}");
     assert!(err.contains("node 9 is not a member: promote makes a learner a voter"), "{err}");
