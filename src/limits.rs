@@ -41,3 +41,17 @@ pub const SESSIONS_MAX_DEFAULT: u32 = 10_000;
 
 /// Highest `--sessions-max` a node accepts, and the most sessions a snapshot image may hold.
 pub const SESSIONS_MAX_LIMIT: u32 = 1_000_000;
+
+/// Largest member address ("host:port") in bytes: in a membership change entry, a snapshot's
+/// configuration, a status reply, a redirect.
+pub const ADDRESS_BYTES_MAX: usize = 256;
+
+/// Most member changes one membership change entry carries (a replace is two).
+pub const CONF_CHANGES_PER_ENTRY_MAX: usize = 16;
+
+/// Most members (voters, outgoing voters, learners) a configuration holds, counted once each.
+pub const MEMBERS_MAX: usize = 2 * VOTERS_MAX;
+
+/// Largest encoded configuration (`ConfState`) in bytes: four sets of at most [`VOTERS_MAX`] ids
+/// and [`MEMBERS_MAX`] addresses of at most [`ADDRESS_BYTES_MAX`] bytes fit in about 145 KiB.
+pub const CONF_STATE_BYTES_MAX: usize = 256 * 1024;

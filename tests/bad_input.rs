@@ -55,7 +55,7 @@ fn oversized_length_is_refused_before_buffering() {
 fn unknown_type_and_version_are_refused() {
     let cluster = node();
     let mut conn = handshaken(&cluster);
-    conn.send_bytes(&[0, 0, 0, 10, 2, 0x7f, 0, 0, 0, 0, 0, 0, 0, 1]);
+    conn.send_bytes(&[0, 0, 0, 10, PROTOCOL_VERSION, 0x7f, 0, 0, 0, 0, 0, 0, 0, 1]);
     expect_error_and_close(&mut conn, ErrorCode::UnknownMessageType, "unknown type");
     let mut conn = handshaken(&cluster);
     conn.send_bytes(&[0, 0, 0, 10, 9, 0x24, 0, 0, 0, 0, 0, 0, 0, 1]);
@@ -72,7 +72,7 @@ fn truncated_payload_is_refused() {
     payload.extend_from_slice(&100u32.to_be_bytes());
     payload.extend_from_slice(b"abc");
     let mut frame = ((10 + payload.len()) as u32).to_be_bytes().to_vec();
-    frame.extend_from_slice(&[2, 0x21, 0, 0, 0, 0, 0, 0, 0, 5]);
+    frame.extend_from_slice(&[PROTOCOL_VERSION, 0x21, 0, 0, 0, 0, 0, 0, 0, 5]);
     frame.extend_from_slice(&payload);
     conn.send_bytes(&frame);
     expect_error_and_close(&mut conn, ErrorCode::MalformedFrame, "truncated payload");
@@ -98,7 +98,7 @@ fn garbage_never_takes_the_node_down() {
 fn a_client_that_stops_mid_frame_does_not_block_others() {
     let cluster = node();
     let mut stalled = handshaken(&cluster);
-    stalled.send_bytes(&[0, 0, 0, 40, 2, 0x20, 0, 0]); // half a header, then silence
+    stalled.send_bytes(&[0, 0, 0, 40, PROTOCOL_VERSION, 0x20, 0, 0]); // half a header, then silence
     assert_still_serving(&cluster, "stalled-neighbour");
     drop(stalled);
     assert_still_serving(&cluster, "stalled-gone");
@@ -181,7 +181,7 @@ fn an_undecodable_frame_is_refused_with_its_own_request_id() {
     payload.extend_from_slice(&(key.len() as u32).to_be_bytes());
     payload.extend_from_slice(&key);
     let mut frame = ((10 + payload.len()) as u32).to_be_bytes().to_vec();
-    frame.extend_from_slice(&[2, 0x21, 0, 0, 0, 0, 0, 0, 0, 7]);
+    frame.extend_from_slice(&[PROTOCOL_VERSION, 0x21, 0, 0, 0, 0, 0, 0, 0, 7]);
     frame.extend_from_slice(&payload);
     conn.send_bytes(&frame);
     let reply = conn.recv().expect("an error frame");
@@ -248,7 +248,7 @@ fn forged_peer_frames_are_refused_and_the_node_keeps_serving() {
                 from: 2,
                 to: 1,
                 term: 1,
-                meta: SnapshotMeta { index: 50, term: 1, conf: ConfState { voters: vec![0, 2] } },
+                meta: SnapshotMeta { index: 50, term: 1, conf: ConfState::from_voters(vec![0, 2]) },
                 offset: 0,
                 total_bytes: 1,
                 data: "x".into(),
@@ -298,7 +298,7 @@ fn a_version_1_client_is_told_the_version_this_node_speaks() {
     match reply.body {
         FrameBody::Error(e) => {
             assert_eq!(e.code, ErrorCode::UnsupportedVersion);
-            assert_eq!(e.message, "unsupported protocol version 1; this node speaks 2");
+            assert_eq!(e.message, "unsupported protocol version 1; this node speaks 3");
         }
         other => panic!("expected an error, got {other:?}"),
     }

@@ -140,7 +140,7 @@ fn a_follower_refuses_a_corrupt_snapshot_image_and_later_catches_up_from_a_good_
     let middle = data.len() / 2;
     assert_eq!(data[middle], b'v', "the flip must land in the value");
     data[middle] ^= 0x01;
-    let meta = SnapshotMeta { index, term: before.term + 1, conf: ConfState { voters: vec![1, 2, 3] } };
+    let meta = SnapshotMeta { index, term: before.term + 1, conf: ConfState::from_voters(vec![1, 2, 3]) };
     let mut conn = RawConn::open(&cluster.addrs[c - 1]).expect("connect to C");
     let hello = Hello { role: Role::Peer, cluster_id: 1, node_id: a as u64, protocol_version: PROTOCOL_VERSION };
     conn.send(&Frame::new(0, FrameBody::Hello(hello)));

@@ -69,7 +69,7 @@ fn peer(from: u64, to: u64, term: u64, body: MessageBody) -> Frame {
 fn corpus() -> Vec<Bytes> {
     let session = Session { session_id: 5, seq: 1, first_outstanding: 1 };
     let set = Command::Set { session, key: Bytes::from_static(b"k"), value: Bytes::from_static(b"v") };
-    let meta = SnapshotMeta { index: 3, term: 2, conf: ConfState { voters: vec![1, 2, 3] } };
+    let meta = SnapshotMeta { index: 3, term: 2, conf: ConfState::from_voters(vec![1, 2, 3]) };
     let hello = Hello { role: WireRole::Peer, cluster_id: 1, node_id: 1, protocol_version: PROTOCOL_VERSION };
     let frames = vec![
         Frame::new(1, FrameBody::Hello(hello)),
@@ -90,7 +90,7 @@ fn corpus() -> Vec<Bytes> {
             2,
             MessageBody::AppendEntriesResponse { reject: false, index: 1, reject_hint_index: 0, reject_hint_term: 0 },
         ),
-        peer(3, 1, 3, MessageBody::RequestVote { last_log_index: 9, last_log_term: 3 }),
+        peer(3, 1, 3, MessageBody::RequestVote { last_log_index: 9, last_log_term: 3, transfer: false }),
         peer(3, 1, 3, MessageBody::PreVote { last_log_index: 9, last_log_term: 3 }),
         peer(1, 2, 2, MessageBody::Heartbeat { commit: 1, read_seq: 4 }),
         peer(2, 1, 2, MessageBody::HeartbeatResponse { read_seq: 4 }),
@@ -240,7 +240,7 @@ fn forged_fields_are_refused_at_the_door() {
         MessageBody::Heartbeat { commit: u64::MAX, read_seq: 0 },
         MessageBody::LogLost { last_index: u64::MAX, last_term: u64::MAX },
         MessageBody::InstallSnapshot {
-            meta: SnapshotMeta { index: 9, term: 2, conf: ConfState { voters: vec![0, 1] } },
+            meta: SnapshotMeta { index: 9, term: 2, conf: ConfState::from_voters(vec![0, 1]) },
         },
     ];
     for body in forged {

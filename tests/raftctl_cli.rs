@@ -187,6 +187,9 @@ fn answer_reply(request: ClientRequest, store: &Store) -> ClientReply {
             }
         }
         ClientRequest::Get { key, .. } => map.get(&key).cloned().map_or(ClientReply::NotFound, ClientReply::Value),
+        ClientRequest::MemberList | ClientRequest::MemberChange(_) | ClientRequest::TransferLeader { .. } => {
+            ClientReply::NotFound
+        }
         ClientRequest::Status | ClientRequest::StatusDetailed => ClientReply::Status(StatusReport {
             node_id: 1,
             role: NodeRole::Leader,

@@ -37,7 +37,7 @@ fn crashed_mid_install(dir: &std::path::Path, terms: &[u64], snapshot_index: u64
     wal.sync().expect("sync");
     drop(wal);
     let (snapshots, _) = SnapshotStore::open(fs::real(), &dir.join("snap")).expect("open snapshots");
-    let meta = SnapshotMeta { index: snapshot_index, term: snapshot_term, conf: ConfState { voters: vec![1] } };
+    let meta = SnapshotMeta { index: snapshot_index, term: snapshot_term, conf: ConfState::from_voters(vec![1]) };
     snapshots.save(&Snapshot { meta, data: image(snapshot_index) }).expect("save snapshot");
 }
 

@@ -33,7 +33,7 @@ fn build(sim: &SimFs, dir: &Path) {
     for index in 1..=4 {
         kv.apply_noop(index).expect("noop");
     }
-    let snap_meta = SnapshotMeta { index: 4, term: TERM, conf: ConfState { voters: vec![1, 2, 3] } };
+    let snap_meta = SnapshotMeta { index: 4, term: TERM, conf: ConfState::from_voters(vec![1, 2, 3]) };
     snapshots.save(&Snapshot { meta: snap_meta, data: bytes::Bytes::from(kv.snapshot()) }).expect("snapshot");
     wal.compact(4, TERM).expect("compact");
 }

@@ -61,6 +61,26 @@ fn five_node_clusters_stay_safe_over_500_seeds() {
     assert_seeds_pass("5", "500");
 }
 
+/// Membership changes (`--membership`): spare nodes join, members are added, promoted, removed
+/// (the leader too) and replaced, and leadership moves, under every fault.
+#[test]
+fn membership_changes_stay_safe_over_300_seeds() {
+    for nodes in ["3", "5"] {
+        let (ok, stdout) = raft_sim(&["--seeds", "300", "--nodes", nodes, "--membership"]);
+        let summary = stdout.lines().last().unwrap_or_default();
+        assert!(ok, "raft-sim --membership found violations:\n{stdout}");
+        assert!(summary.contains("violations=0"), "{summary}");
+        for counter in ["conf_changes=", "conf_refused=", "transfers=", "leaders_removed=", "commits=", "crashes="] {
+            let value: u64 = summary
+                .split_whitespace()
+                .find_map(|kv| kv.strip_prefix(counter))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            assert!(value > 0, "{counter} is zero in {summary}");
+        }
+    }
+}
+
 #[test]
 fn a_seed_replays_byte_for_byte() {
     let first = raft_sim(&["--seed", "7", "--nodes", "5"]);

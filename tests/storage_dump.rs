@@ -31,7 +31,7 @@ fn healthy(dir: &Path) -> Wal {
     wal.sync().expect("sync");
     let (store, _) = SnapshotStore::open(storage_fs::real(), dir).expect("snapshots");
     for i in [10, 20] {
-        let meta = SnapshotMeta { index: i, term: 1, conf: ConfState { voters: vec![1, 2] } };
+        let meta = SnapshotMeta { index: i, term: 1, conf: ConfState::from_voters(vec![1, 2]) };
         store.save(&Snapshot { meta, data: vec![9u8; 500].into() }).expect("save");
     }
     wal.compact(20, 1).expect("compact");
@@ -254,4 +254,24 @@ fn bad_flags_give_a_clear_message_and_exit_2() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("missing DIR"));
     let o = dump(&[], &dir.path().join("nope"));
     assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn membership_change_entries_are_decoded() {
+    use mini_raft::raft::membership::{ChangeOp, ConfChange, ConfEntry, Configuration, MemberChange};
+    use mini_raft::raft::types::{Entry, EntryKind};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut wal, _) = open_real(dir.path(), SEG).expect("open");
+    let c0 = Configuration::from_voters([1, 2, 3]).expect("valid");
+    let add = MemberChange { op: ChangeOp::AddVoter, id: 4, address: "10.0.0.4:7000".into() };
+    let remove = MemberChange { op: ChangeOp::Remove, id: 3, address: String::new() };
+    let change = ConfChange::Enter(vec![add, remove]);
+    let conf = c0.apply(&change).expect("valid").to_conf_state();
+    let data = ConfEntry { change, conf }.encode();
+    wal.append(&[Entry { index: 1, term: 1, kind: EntryKind::ConfChange, data }]).expect("append");
+    wal.sync().expect("sync");
+    let (out, err) = text(&dump(&["--records"], dir.path()));
+    let record = out.lines().find(|l| l.contains("record_type=entry")).unwrap_or_default();
+    assert!(record.contains("conf-change enter joint [add-voter 4"), "{out}\n{err}");
+    assert!(record.contains("voters [1, 2, 4] outgoing [1, 2, 3]"), "{record}");
 }

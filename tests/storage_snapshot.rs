@@ -12,7 +12,7 @@ use storage_support::Rng;
 fn snap(index: u64, term: u64, len: usize) -> Snapshot {
     let mut rng = Rng::new(index);
     Snapshot {
-        meta: SnapshotMeta { index, term, conf: ConfState { voters: vec![1, 2, 3] } },
+        meta: SnapshotMeta { index, term, conf: ConfState::from_voters(vec![1, 2, 3]) },
         data: Bytes::from(rng.bytes(len)),
     }
 }
@@ -113,4 +113,49 @@ fn a_received_snapshot_that_fails_verification_is_not_installed() {
     assert!(receiver.list().expect("list").is_empty());
     let (_, leftovers) = SnapshotStore::open(storage_fs::real(), b.path()).expect("reopen");
     assert!(leftovers.is_empty(), "the failed temp file is removed on drop");
+}
+
+#[test]
+fn a_joint_configuration_with_learners_and_addresses_round_trips() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, _) = SnapshotStore::open(storage_fs::real(), dir.path()).expect("open");
+    let conf = ConfState {
+        voters: vec![1, 2, 4],
+        voters_outgoing: vec![1, 2, 3],
+        learners: vec![5],
+        learners_next: vec![3],
+        addresses: vec![(1, "a:1".into()), (2, "b:2".into()), (3, "c:3".into()), (4, "d:4".into()), (5, "e:5".into())],
+    };
+    let s = Snapshot { meta: SnapshotMeta { index: 9, term: 2, conf }, data: Bytes::from_static(b"image") };
+    store.save(&s).expect("save");
+    assert_eq!(store.latest().expect("latest"), Some(s));
+}
+
+/// A version-1 file (voter ids only), as the previous release wrote it, byte by byte.
+fn version_1_file(index: u64, term: u64, voters: &[u64], image: &[u8]) -> Vec<u8> {
+    let mut f = b"MRSNAP01".to_vec();
+    f.extend_from_slice(&1u32.to_le_bytes());
+    f.extend_from_slice(&(voters.len() as u32).to_le_bytes());
+    f.extend_from_slice(&index.to_le_bytes());
+    f.extend_from_slice(&term.to_le_bytes());
+    for v in voters {
+        f.extend_from_slice(&v.to_le_bytes());
+    }
+    f.extend_from_slice(image);
+    f.extend_from_slice(&(image.len() as u64).to_le_bytes());
+    let crc = crc32fast::hash(&f);
+    f.extend_from_slice(&crc.to_le_bytes());
+    f.extend_from_slice(b"MRSE");
+    f
+}
+
+#[test]
+fn a_version_1_snapshot_is_still_read_as_a_plain_configuration() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let name = mini_raft::storage::snapshot::snapshot_name(12, 3);
+    fs::write(dir.path().join(name), version_1_file(12, 3, &[1, 2, 3], b"old image")).expect("write");
+    let (store, _) = SnapshotStore::open(storage_fs::real(), dir.path()).expect("open");
+    let loaded = store.latest().expect("reads version 1").expect("one snapshot");
+    assert_eq!(loaded.meta, SnapshotMeta { index: 12, term: 3, conf: ConfState::from_voters(vec![1, 2, 3]) });
+    assert_eq!(loaded.data.as_ref(), b"old image");
 }

@@ -29,6 +29,7 @@
 mod conn;
 mod error;
 pub mod frames;
+mod members;
 mod pipeline;
 mod retry;
 pub mod session;
@@ -347,6 +348,7 @@ fn reply_name(reply: Option<&ClientReply>) -> &'static str {
         Some(ClientReply::Status(_)) => "StatusReport",
         Some(ClientReply::NotLeader { .. }) => "NotLeader",
         Some(ClientReply::Registered { .. }) => "Registered",
+        Some(ClientReply::Members(_)) => "Members",
     }
 }
 

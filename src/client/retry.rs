@@ -173,7 +173,8 @@ impl Client {
                 | ErrorCode::BadHello
                 | ErrorCode::UnexpectedMessage
                 | ErrorCode::StaleSequence
-                | ErrorCode::SessionWindowFull => {
+                | ErrorCode::SessionWindowFull
+                | ErrorCode::MembershipRefused => {
                     Next::Stop(Stop::Fail(ClientError::Refused { addr: addr.to_string(), code, message }))
                 }
             },

@@ -185,7 +185,7 @@ fn handshake_sends_a_client_hello_and_reports_the_answering_node() {
     let mut client = Client::connect(vec![node.addr.clone()], options(2_000)).expect("connects");
     assert_eq!(client.connected_to(), Some(node.addr.as_str()));
     let hellos = node.hellos();
-    assert_eq!(hellos, vec![Hello { role: Role::Client, cluster_id: 7, node_id: 0, protocol_version: 2 }]);
+    assert_eq!(hellos, vec![Hello { role: Role::Client, cluster_id: 7, node_id: 0, protocol_version: 3 }]);
 
     let answer = client.set(b"foo", b"bar").expect("set succeeds");
     assert_eq!((answer.addr.as_str(), answer.node_id), (node.addr.as_str(), 3));

@@ -12,6 +12,7 @@
 use bytes::Bytes;
 
 use super::log::{RaftLog, RestoredLog};
+use super::membership::{ConfLog, Configuration};
 use super::message::{Message, MessageBody};
 use super::quorum::JointConfig;
 use super::raw_node::BatchState;
@@ -28,7 +29,8 @@ pub const READS_PENDING_MAX: usize = 4096;
 #[derive(Clone, Debug)]
 pub struct RaftConfig {
     pub id: NodeId,
-    /// The voters, used when no snapshot carries a configuration.
+    /// The voters, used when no snapshot carries a configuration (the bootstrap list). Empty for
+    /// a node that joins a running cluster: it waits to be added and never campaigns before.
     pub voters: Vec<NodeId>,
     /// Base election timeout; each term draws a timeout from `[election_ticks, 2*election_ticks)`.
     pub election_ticks: u32,
@@ -110,6 +112,10 @@ pub struct Restored {
     pub log_terms: Vec<(Index, Term)>,
     /// Entries the state machine already applied before the core started (0: the snapshot's).
     pub applied: Index,
+    /// The membership change entries (`EntryKind::ConfChange`) after the snapshot that are not in
+    /// `entries` (they are at or below `applied`), ascending: the configuration is rebuilt
+    /// from the snapshot's and these.
+    pub conf_entries: Vec<Entry>,
     /// Set if storage lost entries this node may have acknowledged (see `recovery`).
     pub recovery: Option<Recovery>,
 }
@@ -160,6 +166,8 @@ pub enum ProposeError {
     NotLeader { leader: NodeId },
     /// Too much is waiting to commit; retry later.
     Busy,
+    /// Leadership is being transferred (dissertation §3.10): retry at the new leader.
+    Transferring { to: NodeId },
 }
 
 /// The consensus core. No I/O, no clock, no randomness of its own; see the module doc.
@@ -195,17 +203,30 @@ pub struct Raft {
     pub(super) load_requests: Vec<LoadRequest>,
     /// Counters of election events, for the node's metrics.
     pub(super) election_stats: super::election::ElectionStats,
+    /// The configurations along the log; the last one is in force (`membership`).
+    pub(super) conf_log: ConfLog,
+    /// Leadership transfer in progress to this node (0: none), and ticks since it started.
+    pub(super) lead_transferee: NodeId,
+    pub(super) transfer_elapsed: u32,
+    /// The next RequestVote is a transfer's: it bypasses the voters' leader stickiness.
+    pub(super) campaign_transfer: bool,
 }
 
 impl Raft {
     pub fn new(opts: RaftConfig, restored: Restored) -> Result<Raft, String> {
         opts.validate()?;
-        let voters = match &restored.snapshot {
-            Some(s) if !s.conf.voters.is_empty() => s.conf.voters.clone(),
-            _ => opts.voters.clone(),
+        let base = match &restored.snapshot {
+            Some(s) if !s.conf.is_empty() => Configuration::from_conf_state(&s.conf)
+                .map_err(|e| format!("snapshot {} has an invalid configuration: {e}", s.index))?,
+            _ => Configuration::from_voters(opts.voters.iter().copied())
+                .map_err(|e| format!("invalid voter set {:?}: {e}", opts.voters))?,
         };
-        let config =
-            JointConfig::new(voters.iter().copied()).map_err(|e| format!("invalid voter set {voters:?}: {e}"))?;
+        let mut conf_log = ConfLog::new(restored.snapshot.as_ref().map_or(0, |s| s.index), base);
+        for entry in restored.conf_entries.iter().chain(restored.entries.iter()) {
+            conf_log.append(entry);
+        }
+        let config = conf_log.current().joint_config().unwrap_or_else(|_| JointConfig::none());
+        let learners = conf_log.current().learners().collect();
         let hs = restored.hard_state;
         let log = RaftLog::restore(RestoredLog {
             snapshot: restored.snapshot,
@@ -215,9 +236,11 @@ impl Raft {
             applied: restored.applied,
         })?;
         let restored_hard_state = HardState { term: hs.term, vote: hs.vote, commit: log.committed };
+        let mut tracker = ProgressTracker::new(config);
+        tracker.update_config(tracker.config().clone(), learners, opts.id, None);
         let mut raft = Raft {
             id: opts.id,
-            tracker: ProgressTracker::new(config),
+            tracker,
             rng: Rng::new(opts.seed ^ opts.id.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
             opts,
             term: hs.term,
@@ -240,6 +263,10 @@ impl Raft {
             verified_by_leader: (0, 0),
             load_requests: Vec::new(),
             election_stats: Default::default(),
+            conf_log,
+            lead_transferee: 0,
+            transfer_elapsed: 0,
+            campaign_transfer: false,
         };
         raft.become_follower(hs.term, 0);
         Ok(raft)
@@ -296,8 +323,17 @@ impl Raft {
     pub fn mem_first_index(&self) -> Index {
         self.log.mem_first()
     }
+    /// Voters of either half of the configuration in force.
     pub fn voters(&self) -> Vec<NodeId> {
         self.tracker.config().voters()
+    }
+    /// The configuration in force (its entry appended, maybe not yet committed).
+    pub fn configuration(&self) -> &Configuration {
+        self.conf_log.current()
+    }
+    /// The index of the entry that made the configuration in force (the snapshot's if none).
+    pub fn configuration_index(&self) -> Index {
+        self.conf_log.current_index()
     }
     /// Per-follower (matched, next) for status displays; empty unless leader.
     pub fn progress(&self) -> Vec<(NodeId, Index, Index)> {
@@ -328,8 +364,14 @@ impl Raft {
         self.election_elapsed = self.election_elapsed.saturating_add(1);
         if self.role == Role::Leader {
             self.tick_leader();
+        } else if self.election_elapsed >= self.randomized_election_ticks && !self.may_campaign() {
+            // A node that may not campaign (a learner, a removed or a joining node) forgets a
+            // leader it has not heard from for an election timeout, as a campaign would: a
+            // removed node must not send clients to a leader of long ago for ever.
+            self.election_elapsed = 0;
+            self.leader = 0;
         } else if self.election_elapsed >= self.randomized_election_ticks
-            && self.tracker.config().contains(self.id)
+            && self.may_campaign()
             && self.recovery.is_none()
         {
             self.election_elapsed = 0;
@@ -339,6 +381,7 @@ impl Raft {
 
     pub(super) fn tick_leader(&mut self) {
         self.heartbeat_elapsed += 1;
+        self.tick_transfer();
         for (_, pr) in self.tracker.iter_mut() {
             if matches!(pr.state, ProgressState::Snapshot { .. }) {
                 pr.snapshot_elapsed = pr.snapshot_elapsed.saturating_add(1);
@@ -383,6 +426,9 @@ impl Raft {
         if self.role != Role::Leader {
             return Err(ProposeError::NotLeader { leader: self.leader });
         }
+        if self.lead_transferee != 0 {
+            return Err(ProposeError::Transferring { to: self.lead_transferee });
+        }
         let size = data.len();
         if self.uncommitted_bytes > 0 && self.uncommitted_bytes + size > self.opts.uncommitted_bytes_max {
             return Err(ProposeError::Busy);
@@ -394,7 +440,10 @@ impl Raft {
     /// Folds the log up to `snapshot.index` into the snapshot it describes. The index must be
     /// applied by the application and persisted in storage; a ready batch may be in flight.
     pub fn compact(&mut self, snapshot: SnapshotMeta) -> Result<(), String> {
-        self.log.compact(snapshot)
+        let index = snapshot.index;
+        self.log.compact(snapshot)?;
+        self.conf_log.compact(index.min(self.log.snapshot_index()));
+        Ok(())
     }
 
     /// The transport could not deliver a snapshot to `to`: probe again instead of waiting.
@@ -408,9 +457,12 @@ impl Raft {
 
     /// Feeds one message from a peer.
     /// Messages that fail [`Message::validate`] are dropped: nothing a peer sends can make the
-    /// core panic or corrupt its log (the node also checks, to close the connection).
+    /// core panic or corrupt its log (the node also checks, to close the connection). Messages
+    /// from nodes outside the configuration are not dropped: a node that lags behind a change
+    /// must still hear from a leader it does not know yet; a removed node cannot disrupt, since
+    /// pre-vote and leader stickiness refuse its campaigns and no one asks it for a vote.
     pub fn step(&mut self, m: Message) {
-        if m.to != self.id || m.from == self.id || !self.tracker.config().contains(m.from) || m.validate().is_err() {
+        if m.to != self.id || m.from == self.id || m.validate().is_err() {
             return;
         }
         if m.term > self.term {
@@ -425,7 +477,7 @@ impl Raft {
             MessageBody::PreVote { last_log_index, last_log_term } => {
                 self.handle_vote_request(&m, true, *last_log_index, *last_log_term)
             }
-            MessageBody::RequestVote { last_log_index, last_log_term } => {
+            MessageBody::RequestVote { last_log_index, last_log_term, .. } => {
                 self.handle_vote_request(&m, false, *last_log_index, *last_log_term)
             }
             _ => match self.role {
@@ -441,9 +493,12 @@ impl Raft {
         match m.body {
             MessageBody::PreVote { .. } | MessageBody::RequestVote { .. } => {
                 // Leader stickiness: a node that hears from a live leader ignores disruptions.
+                // A transfer's vote request (the leader itself asked for it) bypasses it.
+                let transfer = matches!(m.body, MessageBody::RequestVote { transfer: true, .. });
                 let in_lease = (self.opts.check_quorum || self.opts.pre_vote)
                     && self.leader != 0
-                    && self.election_elapsed < self.opts.election_ticks;
+                    && self.election_elapsed < self.opts.election_ticks
+                    && !transfer;
                 if in_lease {
                     return false;
                 }
@@ -505,6 +560,8 @@ impl Raft {
         self.tracker.clear_progress();
         self.read_only.drop_all();
         self.uncommitted_bytes = 0;
+        self.lead_transferee = 0;
+        self.transfer_elapsed = 0;
     }
 
     pub(super) fn become_follower(&mut self, term: Term, leader: NodeId) {

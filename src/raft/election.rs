@@ -59,12 +59,13 @@ impl Raft {
             return;
         }
         let (last_log_index, last_log_term) = (self.log.last_index(), self.log.last_term());
+        let transfer = !pre && std::mem::take(&mut self.campaign_transfer);
         let peers: Vec<NodeId> = self.tracker.peers(self.id);
         for peer in peers {
             let body = if pre {
                 MessageBody::PreVote { last_log_index, last_log_term }
             } else {
-                MessageBody::RequestVote { last_log_index, last_log_term }
+                MessageBody::RequestVote { last_log_index, last_log_term, transfer }
             };
             self.send_with_term(peer, campaign_term, body);
         }
@@ -133,6 +134,8 @@ impl Raft {
 
     fn become_leader(&mut self) {
         assert_eq!(self.role, Role::Candidate, "only a candidate becomes leader");
+        // A node that joins or was removed has no say: the empty set would "win" any election.
+        assert!(self.may_campaign(), "node {} became leader without being a voter", self.id);
         self.reset(self.term);
         self.role = Role::Leader;
         self.leader = self.id;

@@ -95,6 +95,7 @@ impl MemStorage {
             log_terms: Vec::new(),
             applied: 0,
             recovery: self.recovery,
+            conf_entries: Vec::new(),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! at the body (paper Figure 2, "Rules for Servers"). The one exception is `PreVote`, whose term is
 //! the term the sender *would* campaign in; receiving it never changes the receiver's term.
 
+use super::membership::Configuration;
 use super::types::{Entry, Index, NodeId, SnapshotMeta, Term};
 use crate::limits::{ENTRIES_PER_APPEND_MAX, VOTERS_MAX};
 
@@ -27,10 +28,12 @@ pub enum MessageBody {
     PreVoteResponse {
         granted: bool,
     },
-    /// Paper §5.2 RequestVote.
+    /// Paper §5.2 RequestVote. `transfer` is set when the leader handed leadership to the
+    /// candidate (`TimeoutNow`, dissertation §3.10): voters then ignore their leader stickiness.
     RequestVote {
         last_log_index: Index,
         last_log_term: Term,
+        transfer: bool,
     },
     RequestVoteResponse {
         granted: bool,
@@ -75,6 +78,9 @@ pub enum MessageBody {
     InstallSnapshot {
         meta: SnapshotMeta,
     },
+    /// Leadership transfer (dissertation §3.10): "campaign now", sent by the leader to a caught-up
+    /// voter. The receiver starts a real election at once, without pre-vote.
+    TimeoutNow,
 }
 
 /// Largest index or term a peer message may carry: a billion entries a second would take 146
@@ -93,7 +99,7 @@ impl Message {
         bounded("term", self.term)?;
         match &self.body {
             MessageBody::PreVote { last_log_index, last_log_term }
-            | MessageBody::RequestVote { last_log_index, last_log_term } => {
+            | MessageBody::RequestVote { last_log_index, last_log_term, .. } => {
                 bounded("last_log_index", *last_log_index)?;
                 bounded("last_log_term", *last_log_term)
             }
@@ -116,15 +122,21 @@ impl Message {
             MessageBody::InstallSnapshot { meta } => {
                 bounded("snapshot index", meta.index)?;
                 bounded("snapshot term", meta.term)?;
-                let voters = &meta.conf.voters;
-                if voters.contains(&0) || voters.len() > VOTERS_MAX {
-                    return Err(format!("snapshot configuration {voters:?} is not usable"));
+                let conf = &meta.conf;
+                let sets = [&conf.voters, &conf.voters_outgoing, &conf.learners, &conf.learners_next];
+                if sets.iter().any(|set| set.contains(&0) || set.len() > VOTERS_MAX) {
+                    return Err(format!("snapshot configuration {conf:?} is not usable"));
+                }
+                if !conf.is_empty() {
+                    Configuration::from_conf_state(conf)
+                        .map_err(|e| format!("snapshot configuration is not usable: {e}"))?;
                 }
                 Ok(())
             }
             MessageBody::PreVoteResponse { .. }
             | MessageBody::RequestVoteResponse { .. }
-            | MessageBody::HeartbeatResponse { .. } => Ok(()),
+            | MessageBody::HeartbeatResponse { .. }
+            | MessageBody::TimeoutNow => Ok(()),
         }
     }
 }
@@ -165,6 +177,7 @@ impl MessageBody {
             MessageBody::HeartbeatResponse { .. } => "HeartbeatResp",
             MessageBody::LogLost { .. } => "LogLost",
             MessageBody::InstallSnapshot { .. } => "InstallSnapshot",
+            MessageBody::TimeoutNow => "TimeoutNow",
         }
     }
 }

@@ -35,6 +35,9 @@
 //! - `election`: pre-vote, vote requests and grants, becoming leader;
 //! - `replication`: appends, heartbeats, snapshots, the commit rule, follower log handling;
 //! - `read_only`: ReadIndex rounds; `raw_node`: the ready batch and `advance`;
+//! - `membership`: configurations, change entries and their history along the log;
+//!   `conf_change`: proposing changes, following them as entries are appended or truncated,
+//!   leaving the joint phase; `transfer`: leadership transfer (dissertation §3.10);
 //! - `tracker`: per-follower progress, votes, recent activity; `quorum`: majority and joint
 //!   counting behind one set of questions; `log`: the in-memory log; `mem_storage`: an in-memory
 //!   durable model for tests and the simulator.
@@ -52,10 +55,12 @@
 //! Quorums come from [`tracker::ProgressTracker`] and [`quorum::JointConfig`], so joint
 //! consensus and learners change those types only.
 
+mod conf_change;
 mod consensus;
 mod election;
 pub mod log;
 pub mod mem_storage;
+pub mod membership;
 pub mod message;
 pub mod quorum;
 mod raw_node;
@@ -64,11 +69,13 @@ pub mod recovery;
 mod replication;
 pub mod rng;
 pub mod tracker;
+mod transfer;
 pub mod types;
 
 #[cfg(test)]
 mod tests;
 
+pub use conf_change::{ConfChangeError, PROMOTE_LAG_ENTRIES_MAX};
 pub use consensus::{
     FollowerProgress, LoadRequest, ProposeError, Raft, RaftConfig, ReadState, Restored, Role, READS_PENDING_MAX,
 };
@@ -77,4 +84,5 @@ pub use mem_storage::MemStorage;
 pub use message::{Message, MessageBody};
 pub use raw_node::{Ready, RecoveryChange};
 pub use recovery::Recovery;
+pub use transfer::TransferError;
 pub use types::{ConfState, Entry, EntryKind, HardState, Index, NodeId, Snapshot, SnapshotMeta, Term};

@@ -12,7 +12,6 @@ use bytes::Bytes;
 use super::consensus::{LoadRequest, Raft, Role};
 use super::log::Unavailable;
 use super::message::{Message, MessageBody};
-use super::quorum::JointConfig;
 use super::recovery::Recovery;
 use super::tracker::ProgressState;
 use super::types::{Entry, EntryKind, Index, NodeId, SnapshotMeta, Term};
@@ -40,6 +39,7 @@ impl Raft {
         let newly: usize = (old + 1..=self.log.committed).filter_map(|i| self.log.entry(i)).map(|e| e.data.len()).sum();
         self.uncommitted_bytes = self.uncommitted_bytes.saturating_sub(newly);
         self.start_deferred_reads();
+        self.after_commit_conf();
         true
     }
 
@@ -245,6 +245,7 @@ impl Raft {
             ProgressState::Snapshot { .. } => {}
             ProgressState::Replicate => pr.inflights.free_to(index),
         }
+        self.maybe_send_timeout_now(from);
         if self.maybe_commit() {
             self.broadcast_append();
         } else if was_paused {
@@ -289,6 +290,7 @@ impl Raft {
                 self.leader = m.from;
                 self.handle_snapshot(m.from, meta);
             }
+            MessageBody::TimeoutNow if self.leader == 0 || self.leader == from => self.campaign_for_transfer(),
             _ => {} // stale responses from an earlier role in this term
         }
         self.report_log_lost(from);
@@ -325,6 +327,7 @@ impl Raft {
         }
         match self.log.maybe_append(prev_index, prev_term, leader_commit, entries) {
             Some(last_new) => {
+                self.follow_conf(entries);
                 self.verified(last_new);
                 self.send(
                     from,
@@ -374,13 +377,10 @@ impl Raft {
             self.log.commit_to(index);
             index
         } else {
-            if !snapshot.conf.voters.is_empty() {
-                // The configuration comes from a peer: a set the core cannot run with is dropped
-                // with the snapshot, not trusted.
-                let Ok(config) = JointConfig::new(snapshot.conf.voters.iter().copied()) else { return };
-                self.tracker.set_config(config);
-            }
-            self.log.restore_snapshot(snapshot);
+            // The configuration comes from a peer: `Message::validate` refused one the core
+            // cannot run with, with the whole snapshot.
+            self.log.restore_snapshot(snapshot.clone());
+            self.restore_conf(&snapshot);
             index
         };
         self.verified(ack_index);

@@ -6,6 +6,8 @@ use bytes::Bytes;
 
 use super::*;
 
+mod membership;
+
 struct TestNode {
     raft: Raft,
     durable: MemStorage,
@@ -203,7 +205,12 @@ fn vote_is_refused_to_a_candidate_with_a_stale_log() {
     let mut c = Cluster::with(3, |_| {}, &[&[1, 1, 2], &[], &[]], 2);
     let mut ask = |last_log_index, last_log_term, term| {
         let node = c.node_mut(1);
-        node.step(Message { from: 2, to: 1, term, body: MessageBody::RequestVote { last_log_index, last_log_term } });
+        node.step(Message {
+            from: 2,
+            to: 1,
+            term,
+            body: MessageBody::RequestVote { last_log_index, last_log_term, transfer: false },
+        });
         let ready = node.ready();
         node.advance();
         ready.persisted_messages.iter().find_map(|m| match m.body {
@@ -225,7 +232,7 @@ fn vote_grant_waits_for_persistence() {
         from: 2,
         to: 1,
         term: 1,
-        body: MessageBody::RequestVote { last_log_index: 0, last_log_term: 0 },
+        body: MessageBody::RequestVote { last_log_index: 0, last_log_term: 0, transfer: false },
     });
     let ready = node.ready();
     assert!(ready.messages.is_empty(), "a grant must not leave before the vote is durable");
@@ -365,7 +372,7 @@ fn lagging_follower_catches_up_from_a_snapshot() {
     }
     let applied = c.node(1).applied();
     let term = c.node(1).log_term(applied).expect("term");
-    let snapshot = SnapshotMeta { index: applied, term, conf: ConfState { voters: vec![1, 2, 3] } };
+    let snapshot = SnapshotMeta { index: applied, term, conf: ConfState::from_voters(vec![1, 2, 3]) };
     c.node_mut(1).compact(snapshot).expect("compact");
     c.heal();
     c.tick_all(10);
@@ -555,6 +562,7 @@ fn a_recovering_follower_commits_from_heartbeats_only_what_appends_proved() {
         log_terms: Vec::new(),
         applied: 0,
         recovery: Some(Recovery { term: 2, index: 3 }),
+        conf_entries: Vec::new(),
     };
     let mut node = Raft::new(config(2, 3), restored).expect("valid restore");
     let heartbeat = |commit| Message { from: 1, to: 2, term: 3, body: MessageBody::Heartbeat { commit, read_seq: 0 } };
@@ -584,6 +592,7 @@ fn a_recovering_follower_reports_its_lost_log_again_while_the_leader_probes_past
         snapshot: None,
         entries: entries_with_terms(&[1, 1]),
         log_terms: Vec::new(),
+        conf_entries: Vec::new(),
         applied: 0,
         recovery: Some(Recovery { term: 3, index: 5 }),
     };

@@ -21,6 +21,10 @@ pub enum EntryKind {
     /// The empty entry a new leader appends to commit an entry of its own term (paper §5.4.2,
     /// dissertation §6.4). It carries no payload and applies as a no-op.
     Noop,
+    /// A membership change ([`crate::raft::membership::ConfChange`], encoded as in
+    /// `protocol.md` §9.1). It takes effect on a node when appended, not when committed, and
+    /// applies to the state machine as a no-op.
+    ConfChange,
 }
 
 impl EntryKind {
@@ -28,6 +32,7 @@ impl EntryKind {
         match self {
             EntryKind::Normal => 0,
             EntryKind::Noop => 1,
+            EntryKind::ConfChange => 2,
         }
     }
 
@@ -35,6 +40,7 @@ impl EntryKind {
         match value {
             0 => Some(EntryKind::Normal),
             1 => Some(EntryKind::Noop),
+            2 => Some(EntryKind::ConfChange),
             _ => None,
         }
     }
@@ -67,11 +73,38 @@ pub struct HardState {
     pub commit: Index,
 }
 
-/// The cluster membership a snapshot was taken under. Only voters for now; learners and joint
-/// configurations extend this type, not the core's logic.
+/// The cluster membership a snapshot was taken under (or any configuration in plain sets):
+/// the voters (C_new while joint), the outgoing voters (C_old, empty unless joint), the learners,
+/// and the learners-to-be (voters being demoted, learners once the joint phase ends). Each set
+/// is ascending without duplicates; `addresses` gives the members' addresses by id, ascending.
+/// All empty means "no configuration" (a snapshot of an older format, or a node that joins).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ConfState {
     pub voters: Vec<NodeId>,
+    pub voters_outgoing: Vec<NodeId>,
+    pub learners: Vec<NodeId>,
+    pub learners_next: Vec<NodeId>,
+    pub addresses: Vec<(NodeId, String)>,
+}
+
+impl ConfState {
+    /// A plain configuration of `voters`, no learners, no addresses.
+    pub fn from_voters(voters: Vec<NodeId>) -> ConfState {
+        ConfState { voters, ..ConfState::default() }
+    }
+
+    /// True if no set holds anyone.
+    pub fn is_empty(&self) -> bool {
+        self.voters.is_empty()
+            && self.voters_outgoing.is_empty()
+            && self.learners.is_empty()
+            && self.learners_next.is_empty()
+    }
+
+    /// The address recorded for `id`, if any.
+    pub fn address(&self, id: NodeId) -> Option<&str> {
+        self.addresses.iter().find(|(i, _)| *i == id).map(|(_, a)| a.as_str())
+    }
 }
 
 /// Describes a snapshot: everything up to and including `index` is folded into its image.

@@ -40,6 +40,9 @@ pub struct NodeConfig {
     /// Client sessions the state machine remembers; the leader writes it into every registration
     /// it proposes, so eviction follows the log even if nodes disagree on this flag.
     pub sessions_max: u32,
+    /// `--join`: start with no configuration and wait to be added by the cluster's leader
+    /// (`raftctl member add`); `--peers` then names existing members, and need not list this node.
+    pub join: bool,
 }
 
 impl NodeConfig {
@@ -47,7 +50,7 @@ impl NodeConfig {
         if self.id == 0 {
             return Err("--id must be a positive integer".into());
         }
-        if !self.peers.contains_key(&self.id) {
+        if !self.join && !self.peers.contains_key(&self.id) {
             let ids: Vec<String> = self.peers.keys().map(|id| id.to_string()).collect();
             return Err(format!("--peers must include this node's own id {} (it lists {})", self.id, ids.join(", ")));
         }
@@ -169,6 +172,7 @@ mod tests {
             log_window_bytes: 16 << 20,
             segment_bytes: 64 << 20,
             sessions_max: 10_000,
+            join: false,
         }
     }
 

@@ -65,6 +65,8 @@ pub struct Node {
     cfg: NodeConfig,
     reactor: Reactor,
     peers: PeerLinks,
+    /// The configuration index the peer table last followed.
+    peers_conf_index: u64,
     replica: Replica,
     storage: StorageThread,
     next_tick: Instant,
@@ -96,11 +98,13 @@ impl Node {
             cluster_id: cfg.cluster_id,
             node_id: cfg.id,
             wal_options: crate::storage::WalOptions::with_segment_bytes(cfg.segment_bytes),
-            sole_voter: cfg.peers.len() == 1,
+            sole_voter: cfg.peers.len() == 1 && !cfg.join,
         };
         let recovered = recover(std::sync::Arc::clone(&fs), &cfg.data_dir, opts)?;
         let seed = seed_from_clock(cfg.id);
-        let mut raft_cfg = RaftConfig::new(cfg.id, cfg.peers.keys().copied().collect(), seed);
+        // A joining node has no configuration: it learns it from the leader that adds it.
+        let voters = if cfg.join { Vec::new() } else { cfg.peers.keys().copied().collect() };
+        let mut raft_cfg = RaftConfig::new(cfg.id, voters, seed);
         raft_cfg.heartbeat_ticks = cfg.heartbeat_ticks;
         raft_cfg.election_ticks = cfg.election_ticks;
         raft_cfg.log_window_bytes_max = usize::try_from(cfg.log_window_bytes).unwrap_or(usize::MAX);
@@ -162,6 +166,7 @@ impl Node {
             cfg,
             reactor,
             peers,
+            peers_conf_index: u64::MAX,
             replica,
             storage,
             metrics,
@@ -227,6 +232,17 @@ impl Node {
         info!("node {} shutting down: no new connections or requests; a second signal stops it at once", self.cfg.id);
         self.reactor.stop_listening();
         self.lifecycle = Lifecycle::Draining { since: Instant::now() };
+        // A leader hands leadership to the most caught-up voter first (dissertation §3.10), so
+        // the cluster does not wait an election timeout for a new one.
+        if self.replica.raft().role() == crate::raft::Role::Leader {
+            match self.replica.transfer_leader(0) {
+                Ok(to) if to != self.cfg.id => {
+                    info!("node {} transfers leadership to node {to} before stopping", self.cfg.id)
+                }
+                Ok(_) => {}
+                Err(e) => info!("node {} stops without a leadership transfer: {e}", self.cfg.id),
+            }
+        }
         Ok(())
     }
 
@@ -237,6 +253,11 @@ impl Node {
         let elapsed = since.elapsed();
         if self.replica.has_waiting_requests() && elapsed < SHUTDOWN_GRACE {
             return Ok(false);
+        }
+        let transferring =
+            self.replica.raft().role() == crate::raft::Role::Leader && self.replica.raft().transfer_target().is_some();
+        if transferring && elapsed < SHUTDOWN_GRACE {
+            return Ok(false); // ends within an election timeout, one way or the other
         }
         self.replica.abandon_all_requests();
         self.deliver()?;
@@ -279,6 +300,12 @@ impl Node {
 
     /// Hands the replica's output to the sockets and the storage threads.
     fn deliver(&mut self) -> Result<(), String> {
+        let conf_index = self.replica.raft().configuration_index();
+        if conf_index != self.peers_conf_index {
+            // The peer table follows the configuration in force (`--peers` only bootstraps it).
+            self.peers_conf_index = conf_index;
+            self.peers.add_members(&self.replica.member_addresses());
+        }
         let output = self.replica.take_output();
         for message in &output.messages {
             self.send_peer(message);
@@ -392,7 +419,14 @@ impl Node {
                 ConnKind::Client
             }
             crate::wire::Role::Peer => {
-                if hello.node_id == self.cfg.id || !self.peers.is_peer(hello.node_id) {
+                // A member of the configuration in force, or anyone of this cluster while this
+                // node has no configuration yet (it joins: the leader that added it dials it).
+                let conf = self.replica.raft().configuration();
+                let known = self.peers.is_peer(hello.node_id) || conf.is_member(hello.node_id) || conf.is_empty();
+                if known && !self.peers.is_peer(hello.node_id) {
+                    self.peers.add_members(&[(hello.node_id, String::new())]);
+                }
+                if hello.node_id == self.cfg.id || !known {
                     let text = format!("node {} is not a peer of node {}", hello.node_id, self.cfg.id);
                     return self.reactor.refuse(token, request_id, ErrorReply::new(ErrorCode::BadHello, text));
                 }

@@ -134,6 +134,31 @@ impl PeerLinks {
         self.links.contains_key(&id)
     }
 
+    /// The configuration in force names these members (id, address): links to new ones, due for
+    /// a dial now, and addresses updated. An empty address keeps the known one (a member that
+    /// dialed us before we knew where it listens: we answer on its connection until then).
+    /// Links of departed members stay: a removed node is told nothing more, and a link costs
+    /// one idle connection at most (bounded by the members a cluster ever had).
+    pub fn add_members(&mut self, members: &[(NodeId, String)]) {
+        let now = Instant::now();
+        for (id, address) in members.iter().filter(|(id, _)| *id != self.self_id) {
+            if !address.is_empty() && self.addresses.get(id) != Some(address) {
+                info!("peer {id} is at {address}");
+                self.addresses.insert(*id, address.clone());
+            }
+            self.links.entry(*id).or_insert_with(|| PeerLink {
+                token: None,
+                inbound: None,
+                ready: false,
+                backoff: BACKOFF_MIN,
+                next_attempt: now,
+                dialed: false,
+                heartbeat_probe: None,
+                last_heard: None,
+            });
+        }
+    }
+
     /// The address members and clients dial to reach `id`.
     pub fn address(&self, id: NodeId) -> Option<&str> {
         self.addresses.get(&id).map(String::as_str)
@@ -141,8 +166,13 @@ impl PeerLinks {
 
     /// Dials every peer that has no connection and whose backoff expired.
     pub fn dial_due(&mut self, reactor: &mut Reactor, now: Instant) {
-        let due: Vec<NodeId> =
-            self.links.iter().filter(|(_, l)| l.token.is_none() && l.next_attempt <= now).map(|(&id, _)| id).collect();
+        let addresses = &self.addresses;
+        let due: Vec<NodeId> = self
+            .links
+            .iter()
+            .filter(|(id, l)| l.token.is_none() && l.next_attempt <= now && addresses.contains_key(id))
+            .map(|(&id, _)| id)
+            .collect();
         for peer in due {
             self.dial(reactor, peer);
         }

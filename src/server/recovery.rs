@@ -25,7 +25,7 @@ use log::{info, warn};
 
 use super::node::StartError;
 use crate::kv::KvStore;
-use crate::raft::{EntryKind, HardState, Index, Recovery, Restored, SnapshotMeta, Term};
+use crate::raft::{Entry, EntryKind, HardState, Index, Recovery, Restored, SnapshotMeta, Term};
 use crate::storage::meta::{newer_term_vote, META_FILE};
 use crate::storage::snapshot::list_snapshots;
 use crate::storage::{
@@ -281,7 +281,7 @@ fn restore_state(
     }
     let hard_state = HardState { term, vote, commit: wal.hard_state().commit };
     let commit = hard_state.commit.clamp(snapshot_index, last.max(snapshot_index));
-    pre_apply(wal, kv, first, commit)?;
+    let mut conf_entries = pre_apply(wal, kv, first, commit)?;
     let tail_from = (commit + 1).min(last).max(first);
     let entries = if last >= first {
         wal.entries(tail_from, last + 1, usize::MAX).map_err(|e| StartError(format!("reading the log: {e}")))?
@@ -289,11 +289,15 @@ fn restore_state(
         Vec::new()
     };
     let log_terms = term_runs(wal, first, last);
-    Ok(Restored { hard_state, snapshot, entries, log_terms, applied: commit, recovery: None })
+    let tail_first = entries.first().map_or(Index::MAX, |e| e.index);
+    conf_entries.retain(|e| e.index < tail_first);
+    Ok(Restored { hard_state, snapshot, entries, log_terms, applied: commit, recovery: None, conf_entries })
 }
 
-/// Applies the committed entries `[first, commit]` to `kv`, a bounded read at a time.
-fn pre_apply(wal: &Wal, kv: &mut KvStore, first: Index, commit: Index) -> Result<(), StartError> {
+/// Applies the committed entries `[first, commit]` to `kv`, a bounded read at a time. Returns
+/// the membership change entries among them (one per change: few, and bounded by the log).
+fn pre_apply(wal: &Wal, kv: &mut KvStore, first: Index, commit: Index) -> Result<Vec<Entry>, StartError> {
+    let mut conf_entries = Vec::new();
     let mut next = first;
     while next <= commit {
         let chunk = wal
@@ -302,13 +306,17 @@ fn pre_apply(wal: &Wal, kv: &mut KvStore, first: Index, commit: Index) -> Result
         for entry in &chunk {
             let applied = match entry.kind {
                 EntryKind::Noop => kv.apply_noop(entry.index),
+                EntryKind::ConfChange => {
+                    conf_entries.push(entry.clone());
+                    kv.apply_noop(entry.index)
+                }
                 EntryKind::Normal => kv.apply(entry.index, &entry.data).map(|_| ()),
             };
             applied.map_err(|e| StartError(format!("re-applying committed entry {}: {e}", entry.index)))?;
         }
         next = chunk.last().map_or(commit + 1, |e| e.index + 1);
     }
-    Ok(())
+    Ok(conf_entries)
 }
 
 /// The terms of `[first, last]` as runs (first index, term).

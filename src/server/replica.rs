@@ -32,17 +32,20 @@ use crate::limits::SNAPSHOT_BYTES_MAX;
 use crate::raft::{
     Entry, EntryKind, HardState, Message, MessageBody, NodeId, ProposeError, Raft, Ready, Role, SnapshotMeta,
 };
-use crate::wire::{
-    ClientReply, ClientRequest, ErrorCode, ErrorReply, FrameBody, NodeRole, PeerStatus, SnapshotChunk, StatusReport,
-};
+use crate::wire::{ClientReply, ClientRequest, ErrorCode, ErrorReply, FrameBody, SnapshotChunk};
 use metrics::{command_type, request_type, write_type};
 
+#[path = "replica_membership.rs"]
+mod membership;
 #[path = "replica_metrics.rs"]
 mod metrics;
 #[path = "replica_snapshot.rs"]
 mod snapshot;
 
 pub use snapshot::SnapshotPolicy;
+
+#[path = "replica_replies.rs"]
+mod replies;
 
 /// Received snapshots staged at once: one being made durable, one the core accepted meanwhile.
 const STAGED_SNAPSHOTS_MAX: usize = 2;
@@ -115,6 +118,9 @@ pub struct Replica {
     out: Output,
     /// Metrics bookkeeping (`replica_metrics.rs`); inert until metrics are attached.
     observer: metrics::ReplicaObserver,
+    /// Membership requests waiting to complete, and the configuration the addresses follow.
+    member_waits: Vec<membership::MemberWait>,
+    addresses_conf_index: u64,
 }
 
 impl Replica {
@@ -143,6 +149,8 @@ impl Replica {
             record_applied: init.record_applied,
             out: Output::default(),
             observer: metrics::ReplicaObserver::default(),
+            member_waits: Vec::new(),
+            addresses_conf_index: 0,
         }
     }
 
@@ -257,6 +265,9 @@ impl Replica {
             ClientRequest::RegisterClient => {
                 self.propose_later(waiter, &Command::Register { sessions_max: self.sessions_max })
             }
+            member @ (ClientRequest::MemberList
+            | ClientRequest::MemberChange(_)
+            | ClientRequest::TransferLeader { .. }) => self.member_request(waiter, member),
         }
     }
 
@@ -289,6 +300,7 @@ impl Replica {
             self.out.jobs.extend(loads.into_iter().map(IoJob::LoadEntries));
         }
         self.out.jobs.extend(self.transfers.reads_due().into_iter().map(IoJob::ReadSnapshotImage));
+        self.follow_configuration();
         Ok(())
     }
 
@@ -492,7 +504,7 @@ impl Replica {
             self.out.applied.push(entry.clone());
         }
         let result = match entry.kind {
-            EntryKind::Noop => {
+            EntryKind::Noop | EntryKind::ConfChange => {
                 self.kv.apply_noop(entry.index).map_err(|e| format!("apply {}: {e}", entry.index))?;
                 None
             }
@@ -533,6 +545,12 @@ impl Replica {
                 Err(ProposeError::Busy) => {
                     self.reply_error(waiter, kind, ErrorCode::Overloaded, "too many uncommitted entries".into())
                 }
+                Err(ProposeError::Transferring { to }) => self.reply_error(
+                    waiter,
+                    kind,
+                    ErrorCode::Overloaded,
+                    format!("leadership is being transferred to node {to}; retry"),
+                ),
             }
         }
     }
@@ -543,7 +561,7 @@ impl Replica {
             for read in self.requests.read_round_failed(ctx) {
                 match e {
                     ProposeError::NotLeader { .. } => self.reply_not_leader(read.waiter, RequestType::Get),
-                    ProposeError::Busy => {
+                    ProposeError::Busy | ProposeError::Transferring { .. } => {
                         self.reply_error(read.waiter, RequestType::Get, ErrorCode::Overloaded, "too many reads".into())
                     }
                 }
@@ -578,46 +596,6 @@ impl Replica {
                 let text = "the node is shutting down; try another".into();
                 self.reply_error(waiter, kind, ErrorCode::ShuttingDown, text)
             }
-        }
-    }
-
-    fn reply_not_leader(&mut self, waiter: Waiter, kind: RequestType) {
-        let leader_id = self.raft.leader();
-        let leader_addr = if leader_id == self.id {
-            String::new()
-        } else {
-            self.addresses.get(&leader_id).cloned().unwrap_or_default()
-        };
-        let leader_id = if leader_addr.is_empty() { 0 } else { leader_id };
-        self.reply(waiter, kind, FrameBody::Reply(ClientReply::NotLeader { leader_id, leader_addr }));
-    }
-
-    /// This node's status, as `Status` answers it.
-    pub fn status_report(&self) -> StatusReport {
-        let role = match self.raft.role() {
-            Role::Follower => NodeRole::Follower,
-            Role::PreCandidate => NodeRole::PreCandidate,
-            Role::Candidate => NodeRole::Candidate,
-            Role::Leader => NodeRole::Leader,
-        };
-        StatusReport {
-            node_id: self.id,
-            role,
-            term: self.raft.term(),
-            leader_id: self.raft.leader(),
-            commit_index: self.raft.committed(),
-            applied_index: self.kv.applied_index(),
-            last_log_index: self.raft.last_index(),
-            log_size_bytes: self.log_bytes,
-            snapshot_index: self.snapshot_meta.index,
-            snapshot_term: self.snapshot_meta.term,
-            peers: self
-                .raft
-                .progress()
-                .into_iter()
-                .map(|(node_id, match_index, next_index)| PeerStatus { node_id, match_index, next_index })
-                .collect(),
-            http_addr: None,
         }
     }
 }

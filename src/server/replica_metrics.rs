@@ -219,7 +219,12 @@ pub(super) fn request_type(request: &ClientRequest) -> RequestType {
         ClientRequest::RegisterClient => RequestType::Register,
         ClientRequest::Get { consistency: crate::wire::ReadConsistency::Local, .. } => RequestType::StaleGet,
         ClientRequest::Get { .. } => RequestType::Get,
-        ClientRequest::Status | ClientRequest::StatusDetailed => RequestType::Status,
+        // Membership requests are counted with status requests (both are operator requests).
+        ClientRequest::Status
+        | ClientRequest::StatusDetailed
+        | ClientRequest::MemberList
+        | ClientRequest::MemberChange(_)
+        | ClientRequest::TransferLeader { .. } => RequestType::Status,
     }
 }
 

@@ -21,7 +21,7 @@ use log::warn;
 
 use super::{IoJob, Replica};
 use crate::kv::KvStore;
-use crate::raft::{ConfState, SnapshotMeta};
+use crate::raft::SnapshotMeta;
 
 /// Freezing the state machine for longer than this is logged (only the session table is copied;
 /// see [`KvStore::freeze`]).
@@ -69,7 +69,9 @@ impl Replica {
             warn!("freezing the state at index {applied} ({} sessions) took {frozen_in:?}", self.kv.session_count());
         }
         debug_assert_eq!(state.applied_index(), applied);
-        let meta = SnapshotMeta { index: applied, term, conf: ConfState { voters: self.raft.voters() } };
+        // The configuration in force at the snapshot's index, not the latest appended one.
+        let conf = self.raft.conf_state_at(applied).unwrap_or_else(|| self.raft.conf_state());
+        let meta = SnapshotMeta { index: applied, term, conf };
         self.out.jobs.push(IoJob::SaveSnapshot { meta, state });
         self.compaction_in_flight = true;
         self.logged_bytes_since_snapshot = 0;

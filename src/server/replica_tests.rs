@@ -36,7 +36,7 @@ fn received(index: u64) -> IoDone {
     for entry in 1..=index {
         kv.apply_noop(entry).expect("no-op applies");
     }
-    let meta = SnapshotMeta { index, term: 1, conf: ConfState { voters: vec![1, 2, 3] } };
+    let meta = SnapshotMeta { index, term: 1, conf: ConfState::from_voters(vec![1, 2, 3]) };
     IoDone::SnapshotReceived { from: 2, term: 1, meta, kv: Box::new(kv), image_bytes: 0 }
 }
 
@@ -104,7 +104,7 @@ fn large_store() -> KvStore {
 /// A sole voter restored from a snapshot of [`large_store`], snapshotting after every entry.
 fn large_sole_voter() -> Replica {
     let kv = large_store();
-    let meta = SnapshotMeta { index: kv.applied_index(), term: 1, conf: ConfState { voters: vec![1] } };
+    let meta = SnapshotMeta { index: kv.applied_index(), term: 1, conf: ConfState::from_voters(vec![1]) };
     let restored = Restored {
         hard_state: HardState { term: 1, vote: 1, commit: meta.index },
         snapshot: Some(meta.clone()),
@@ -229,7 +229,7 @@ fn the_snapshot_lane_saves_the_frozen_state_byte_for_byte() {
     let mut worker = SnapshotWorker::new(Arc::clone(&fs), store);
     let mut kv = large_store();
     let expected = kv.snapshot();
-    let meta = SnapshotMeta { index: kv.applied_index(), term: 3, conf: ConfState { voters: vec![1] } };
+    let meta = SnapshotMeta { index: kv.applied_index(), term: 3, conf: ConfState::from_voters(vec![1]) };
     let state = kv.freeze();
     // The live store moves on before the lane gets to the job.
     kv.apply(kv.applied_index() + 1, &set(1, LARGE_KEYS + 1, 3, "later").to_bytes()).expect("set");
@@ -248,6 +248,6 @@ fn a_frozen_state_for_another_index_is_refused() {
     let fs: Arc<dyn FileSystem> = Arc::new(RealFs::new());
     let (store, _) = SnapshotStore::open(Arc::clone(&fs), dir.path()).expect("snapshot store");
     let mut worker = SnapshotWorker::new(fs, store);
-    let meta = SnapshotMeta { index: 5, term: 1, conf: ConfState { voters: vec![1] } };
+    let meta = SnapshotMeta { index: 5, term: 1, conf: ConfState::from_voters(vec![1]) };
     assert!(worker.run(IoJob::SaveSnapshot { meta, state: KvStore::new().freeze() }).is_err());
 }

@@ -6,16 +6,20 @@
 //! ```text
 //! offset      size  field
 //! 0           8     magic b"MRSNAP01"
-//! 8           4     version u32 = 1
-//! 12          4     voter_count u32 (n <= VOTERS_MAX)
+//! 8           4     version u32 = 2
+//! 12          4     conf_len u32 (c <= CONF_STATE_BYTES_MAX)
 //! 16          8     last included index
 //! 24          8     last included term
-//! 32          8n    voter ids, u64 each
-//! 32+8n       d     image (opaque state-machine bytes)
+//! 32          c     the configuration (ConfState: voters, outgoing voters, learners,
+//!                   learners-to-be, addresses), as `raft::membership::encode_conf_state`
+//! 32+c        d     image (opaque state-machine bytes)
 //! end-16      8     d, the image length (must match the file size)
 //! end-8       4     CRC-32 over bytes [0, end-4)
 //! end-4       4     end magic b"MRSE"
 //! ```
+//!
+//! Version 1 files (still read, never written) hold `voter_count` u32 at 12 and `8n` bytes of
+//! voter ids (u64 each) at 32 instead of the configuration: a plain configuration of voters.
 //!
 //! Files are named `snap-{index:020}-{term:020}.snap`. Guarantees:
 //! - A snapshot file appears only complete: it is written under a `.tmp` name, fsynced, read back
@@ -29,7 +33,8 @@
 use super::dir::{sync_dir, Naming};
 use super::error::StorageError;
 use super::fs::{FileHandle, FileSystem, OpenMode};
-use crate::limits::VOTERS_MAX;
+use crate::limits::{CONF_STATE_BYTES_MAX, VOTERS_MAX};
+use crate::raft::membership::{decode_conf_state, encode_conf_state};
 use crate::raft::types::{ConfState, Snapshot, SnapshotMeta};
 use byteorder::{ByteOrder, LittleEndian as LE};
 use bytes::Bytes;
@@ -40,7 +45,9 @@ use std::sync::Arc;
 
 const MAGIC: &[u8; 8] = b"MRSNAP01";
 const END_MAGIC: &[u8; 4] = b"MRSE";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
+/// The first format: voter ids only.
+const VERSION_VOTERS_ONLY: u32 = 1;
 const FIXED_HEADER_LEN: u64 = 32;
 const TRAILER_LEN: u64 = 16;
 /// Snapshots kept after an install.
@@ -92,16 +99,22 @@ fn encode_header(meta: &SnapshotMeta) -> Result<Vec<u8>, StorageError> {
     if n > VOTERS_MAX {
         return Err(StorageError::Invalid(format!("{n} voters exceed {VOTERS_MAX}")));
     }
-    let mut h = vec![0u8; FIXED_HEADER_LEN as usize + 8 * n];
+    let conf = encode_conf_state(&meta.conf);
+    if conf.len() > CONF_STATE_BYTES_MAX {
+        return Err(StorageError::Invalid(format!(
+            "configuration of {} bytes exceeds {CONF_STATE_BYTES_MAX}",
+            conf.len()
+        )));
+    }
+    let mut h = vec![0u8; FIXED_HEADER_LEN as usize];
     h[0..8].copy_from_slice(MAGIC);
     LE::write_u32(&mut h[8..12], VERSION);
-    LE::write_u32(&mut h[12..16], n as u32);
+    LE::write_u32(&mut h[12..16], conf.len() as u32);
     LE::write_u64(&mut h[16..24], meta.index);
     LE::write_u64(&mut h[24..32], meta.term);
-    for (i, v) in meta.conf.voters.iter().enumerate() {
-        let at = FIXED_HEADER_LEN as usize + 8 * i;
-        LE::write_u64(&mut h[at..at + 8], *v);
-    }
+    h.extend_from_slice(&conf);
+    // Read back what a reader will see (TIGER_STYLE: check the pair around I/O).
+    debug_assert_eq!(decode_conf_state(&h[FIXED_HEADER_LEN as usize..]).as_ref(), Ok(&meta.conf));
     Ok(h)
 }
 
@@ -135,18 +148,21 @@ fn verify_file(
     }
     let mut r = Reader { file: file.as_ref(), path, pos: 0 };
     let fixed = r.read(FIXED_HEADER_LEN as usize)?;
-    if &fixed[0..8] != MAGIC || LE::read_u32(&fixed[8..12]) != VERSION {
+    let version = LE::read_u32(&fixed[8..12]);
+    if &fixed[0..8] != MAGIC || !matches!(version, VERSION | VERSION_VOTERS_ONLY) {
         return Err(bad(0, "bad snapshot magic or version".to_string()));
     }
-    let voters_n = LE::read_u32(&fixed[12..16]);
-    let header_len = FIXED_HEADER_LEN + 8 * voters_n as u64;
-    if voters_n as usize > VOTERS_MAX || size < header_len + TRAILER_LEN {
-        return Err(bad(12, format!("voter count {voters_n} does not fit a {size}-byte file")));
+    let n = LE::read_u32(&fixed[12..16]) as u64;
+    let (conf_len, conf_max) =
+        if version == VERSION { (n, CONF_STATE_BYTES_MAX as u64) } else { (8 * n, 8 * VOTERS_MAX as u64) };
+    let header_len = FIXED_HEADER_LEN + conf_len;
+    if conf_len > conf_max || size < header_len + TRAILER_LEN {
+        return Err(bad(12, format!("a configuration of {conf_len} bytes does not fit a {size}-byte file")));
     }
     let mut hasher = crc32fast::Hasher::new();
     hasher.update(&fixed);
-    let voters_raw = r.read(8 * voters_n as usize)?;
-    hasher.update(&voters_raw);
+    let conf_raw = r.read(conf_len as usize)?;
+    hasher.update(&conf_raw);
     let image_bytes = size - header_len - TRAILER_LEN;
     if let Some(img) = image.as_deref_mut() {
         img.clear();
@@ -179,14 +195,14 @@ fn verify_file(
         let why = format!("crc mismatch (stored {stored:#010x}, computed {computed:#010x})");
         return Err(bad(trailer_at + 8, why));
     }
-    let voters = voters_raw.chunks_exact(8).map(LE::read_u64).collect();
+    let conf = if version == VERSION {
+        decode_conf_state(&conf_raw).map_err(|e| bad(FIXED_HEADER_LEN, format!("configuration: {e}")))?
+    } else {
+        ConfState::from_voters(conf_raw.chunks_exact(8).map(LE::read_u64).collect())
+    };
     Ok(SnapshotInfo {
         path: path.to_path_buf(),
-        meta: SnapshotMeta {
-            index: LE::read_u64(&fixed[16..24]),
-            term: LE::read_u64(&fixed[24..32]),
-            conf: ConfState { voters },
-        },
+        meta: SnapshotMeta { index: LE::read_u64(&fixed[16..24]), term: LE::read_u64(&fixed[24..32]), conf },
         size_bytes: size,
         image_bytes,
         crc: stored,

@@ -12,7 +12,9 @@ use super::{
 };
 use crate::kv::codec::Indexed;
 use crate::kv::{validate_session, Command, Session, KEY_BYTES_MAX, VALUE_BYTES_MAX};
-use crate::raft::{ConfState, Entry, EntryKind, Message, MessageBody, SnapshotMeta};
+use crate::limits::CONF_STATE_BYTES_MAX;
+use crate::raft::membership::decode_conf_state;
+use crate::raft::{Entry, EntryKind, Message, MessageBody, SnapshotMeta};
 
 // ---------------------------------------------------------------------------------------------
 // Decoding
@@ -42,21 +44,26 @@ pub(super) fn decode_body(message_type: MessageType, reader: &mut PayloadReader)
         | MessageType::AppendEntriesResponse
         | MessageType::Heartbeat
         | MessageType::HeartbeatResponse
-        | MessageType::LogLost => FrameBody::Peer(decode_peer(message_type, reader)?),
+        | MessageType::LogLost
+        | MessageType::TimeoutNow => FrameBody::Peer(decode_peer(message_type, reader)?),
         MessageType::SnapshotChunk => FrameBody::SnapshotChunk(decode_chunk(reader)?),
         MessageType::Set
         | MessageType::Get
         | MessageType::Delete
         | MessageType::CompareAndSwap
         | MessageType::Status
-        | MessageType::RegisterClient => FrameBody::Request(decode_request(message_type, reader)?),
+        | MessageType::RegisterClient
+        | MessageType::MemberList
+        | MessageType::MemberChange
+        | MessageType::TransferLeader => FrameBody::Request(decode_request(message_type, reader)?),
         MessageType::Ok
         | MessageType::Value
         | MessageType::NotFound
         | MessageType::CasFailed
         | MessageType::StatusReport
         | MessageType::NotLeader
-        | MessageType::Registered => FrameBody::Reply(decode_reply(message_type, reader)?),
+        | MessageType::Registered
+        | MessageType::Members => FrameBody::Reply(decode_reply(message_type, reader)?),
     })
 }
 
@@ -72,7 +79,9 @@ pub(super) fn decode_peer(message_type: MessageType, reader: &mut PayloadReader)
         MessageType::RequestVote => MessageBody::RequestVote {
             last_log_index: reader.u64("last_log_index")?,
             last_log_term: reader.u64("last_log_term")?,
+            transfer: reader.bool("transfer")?,
         },
+        MessageType::TimeoutNow => MessageBody::TimeoutNow,
         MessageType::PreVoteResponse => MessageBody::PreVoteResponse { granted: reader.bool("granted")? },
         MessageType::RequestVoteResponse => MessageBody::RequestVoteResponse { granted: reader.bool("granted")? },
         MessageType::AppendEntries => decode_append(reader)?,
@@ -107,8 +116,9 @@ pub(super) fn decode_append(reader: &mut PayloadReader) -> Result<MessageBody, W
         let entry_index = reader.u64(field("index"))?;
         let term = reader.u64(field("term"))?;
         let kind_code = reader.u8(field("kind"))?;
-        let kind = EntryKind::from_u8(kind_code)
-            .ok_or_else(|| invalid(field("kind"), format!("{kind_code} is not an entry kind (0 normal, 1 noop)")))?;
+        let kind = EntryKind::from_u8(kind_code).ok_or_else(|| {
+            invalid(field("kind"), format!("{kind_code} is not an entry kind (0 normal, 1 noop, 2 conf change)"))
+        })?;
         let data = reader.bytes(field("data"), usize::MAX)?;
         entries.push(Entry { index: entry_index, term, kind, data });
     }
@@ -121,16 +131,13 @@ pub(super) fn decode_chunk(reader: &mut PayloadReader) -> Result<SnapshotChunk, 
     let term = reader.u64("term")?;
     let index = reader.u64("meta.index")?;
     let meta_term = reader.u64("meta.term")?;
-    let voter_count = reader.count("meta.voters", VOTERS_MAX, 8)?;
-    let mut voters = Vec::with_capacity(voter_count);
-    for index in 0..voter_count {
-        voters.push(reader.u64(Indexed { list: "meta.voters", index, field: "id" })?);
-    }
+    let conf_bytes = reader.bytes("meta.conf", CONF_STATE_BYTES_MAX)?;
+    let conf = decode_conf_state(&conf_bytes).map_err(|e| invalid("meta.conf", e))?;
     let chunk = SnapshotChunk {
         from,
         to,
         term,
-        meta: SnapshotMeta { index, term: meta_term, conf: ConfState { voters } },
+        meta: SnapshotMeta { index, term: meta_term, conf },
         offset: reader.u64("offset")?,
         total_bytes: reader.u64("total_bytes")?,
         data: reader.bytes("data", usize::MAX)?,
@@ -142,7 +149,11 @@ pub(super) fn decode_chunk(reader: &mut PayloadReader) -> Result<SnapshotChunk, 
 
 /// The arithmetic every chunk satisfies: it lies inside the snapshot and `done` marks the end.
 pub(super) fn validate_chunk(chunk: &SnapshotChunk) -> Result<(), WireError> {
-    limit("meta.voters", chunk.meta.conf.voters.len(), VOTERS_MAX)?;
+    let conf = &chunk.meta.conf;
+    for set in [&conf.voters, &conf.voters_outgoing, &conf.learners, &conf.learners_next] {
+        limit("meta.conf", set.len(), VOTERS_MAX)?;
+    }
+    limit("meta.conf.addresses", conf.addresses.len(), crate::limits::MEMBERS_MAX)?;
     if chunk.total_bytes > SNAPSHOT_BYTES_MAX {
         return Err(WireError::LimitExceeded {
             field: "total_bytes".to_string(),
@@ -185,6 +196,9 @@ pub(super) fn decode_request(
             };
         }
         MessageType::RegisterClient => return Ok(ClientRequest::RegisterClient),
+        MessageType::MemberList => return Ok(ClientRequest::MemberList),
+        MessageType::MemberChange => return Ok(ClientRequest::MemberChange(super::members::decode_changes(reader)?)),
+        MessageType::TransferLeader => return Ok(ClientRequest::TransferLeader { to: reader.u64("to")? }),
         MessageType::Set => {
             let session = decode_session(reader)?;
             let key = reader.bytes("key", KEY_BYTES_MAX)?;
@@ -228,6 +242,7 @@ pub(super) fn decode_reply(message_type: MessageType, reader: &mut PayloadReader
             leader_id: reader.u64("leader_id")?,
             leader_addr: reader.string("leader_addr", ADDRESS_BYTES_MAX)?,
         },
+        MessageType::Members => ClientReply::Members(super::members::decode_report(reader)?),
         MessageType::Registered => match reader.u64("session_id")? {
             0 => return Err(invalid("session_id", "0 is not a valid session id".to_string())),
             session_id => ClientReply::Registered { session_id },

@@ -7,6 +7,7 @@ use super::decode::validate_chunk;
 use super::message::*;
 use super::{WireError, ADDRESS_BYTES_MAX, ENTRIES_PER_APPEND_MAX, ERROR_MESSAGE_BYTES_MAX, STATUS_PEERS_MAX};
 use crate::kv::{KvError, KEY_BYTES_MAX, VALUE_BYTES_MAX};
+use crate::raft::membership::encode_conf_state;
 use crate::raft::{Entry, Message, MessageBody};
 
 // ---------------------------------------------------------------------------------------------
@@ -42,6 +43,8 @@ pub(super) fn validate_for_encode(body: &FrameBody) -> Result<(), WireError> {
             Err(super::reader::invalid("session_id", "0 is not a valid session id".to_string()))
         }
         FrameBody::Request(ClientRequest::Get { key, .. }) => limit("key", key.len(), KEY_BYTES_MAX),
+        FrameBody::Request(ClientRequest::MemberChange(changes)) => super::members::validate_changes(changes),
+        FrameBody::Reply(ClientReply::Members(report)) => super::members::validate_report(report),
         FrameBody::Reply(ClientReply::Value(value)) => limit("value", value.len(), VALUE_BYTES_MAX),
         FrameBody::Reply(ClientReply::CasFailed { current }) => {
             limit("current", current.as_ref().map_or(0, Bytes::len), VALUE_BYTES_MAX)
@@ -62,7 +65,7 @@ pub(super) fn body_bytes_hint(body: &FrameBody) -> usize {
         FrameBody::Peer(Message { body: MessageBody::AppendEntries { entries, .. }, .. }) => {
             entries.iter().map(Entry::size_bytes).sum()
         }
-        FrameBody::SnapshotChunk(chunk) => chunk.data.len() + chunk.meta.conf.voters.len() * 8,
+        FrameBody::SnapshotChunk(chunk) => chunk.data.len() + 64 + chunk.meta.conf.addresses.len() * 64,
         FrameBody::Request(ClientRequest::Write(command)) => command.fields_len(),
         FrameBody::Reply(ClientReply::Value(value)) => value.len(),
         _ => 64,
@@ -113,11 +116,16 @@ pub(super) fn encode_peer(message: &Message, out: &mut BytesMut) {
     out.put_u64(message.to);
     out.put_u64(message.term);
     match &message.body {
-        MessageBody::PreVote { last_log_index, last_log_term }
-        | MessageBody::RequestVote { last_log_index, last_log_term } => {
+        MessageBody::PreVote { last_log_index, last_log_term } => {
             out.put_u64(*last_log_index);
             out.put_u64(*last_log_term);
         }
+        MessageBody::RequestVote { last_log_index, last_log_term, transfer } => {
+            out.put_u64(*last_log_index);
+            out.put_u64(*last_log_term);
+            out.put_u8(u8::from(*transfer));
+        }
+        MessageBody::TimeoutNow => {}
         MessageBody::PreVoteResponse { granted } | MessageBody::RequestVoteResponse { granted } => {
             out.put_u8(u8::from(*granted));
         }
@@ -159,10 +167,7 @@ pub(super) fn encode_chunk(chunk: &SnapshotChunk, out: &mut BytesMut) {
     out.put_u64(chunk.term);
     out.put_u64(chunk.meta.index);
     out.put_u64(chunk.meta.term);
-    out.put_u32(chunk.meta.conf.voters.len() as u32);
-    for voter in &chunk.meta.conf.voters {
-        out.put_u64(*voter);
-    }
+    put_bytes(out, &encode_conf_state(&chunk.meta.conf));
     out.put_u64(chunk.offset);
     out.put_u64(chunk.total_bytes);
     put_bytes(out, &chunk.data);
@@ -180,6 +185,9 @@ pub(super) fn encode_request(request: &ClientRequest, out: &mut BytesMut) {
         }
         ClientRequest::Status => {}
         ClientRequest::StatusDetailed => out.put_u8(super::message::STATUS_DETAIL_EXTENDED),
+        ClientRequest::MemberList => {}
+        ClientRequest::MemberChange(changes) => super::members::encode_changes(changes, out),
+        ClientRequest::TransferLeader { to } => out.put_u64(*to),
     }
 }
 
@@ -218,5 +226,6 @@ pub(super) fn encode_reply(reply: &ClientReply, out: &mut BytesMut) {
             put_bytes(out, leader_addr.as_bytes());
         }
         ClientReply::Registered { session_id } => out.put_u64(*session_id),
+        ClientReply::Members(report) => super::members::encode_report(report, out),
     }
 }

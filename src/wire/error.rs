@@ -119,6 +119,9 @@ pub enum ErrorCode {
     ShuttingDown,
     Internal,
     SessionWindowFull,
+    /// A membership change or transfer was refused (a change in flight, a lagging learner, an
+    /// unknown node, a transfer that timed out); the message says which.
+    MembershipRefused,
     /// A code this version does not know; kept so that it can be logged and re-encoded as is.
     Unknown(u16),
 }
@@ -142,6 +145,7 @@ impl ErrorCode {
             ErrorCode::ShuttingDown => 14,
             ErrorCode::Internal => 15,
             ErrorCode::SessionWindowFull => 16,
+            ErrorCode::MembershipRefused => 17,
             ErrorCode::Unknown(code) => code,
         }
     }
@@ -164,6 +168,7 @@ impl ErrorCode {
             14 => ErrorCode::ShuttingDown,
             15 => ErrorCode::Internal,
             16 => ErrorCode::SessionWindowFull,
+            17 => ErrorCode::MembershipRefused,
             other => ErrorCode::Unknown(other),
         }
     }
@@ -179,6 +184,7 @@ impl ErrorCode {
                 | ErrorCode::Overloaded
                 | ErrorCode::OutcomeUnknown
                 | ErrorCode::SessionWindowFull
+                | ErrorCode::MembershipRefused
         )
     }
 }

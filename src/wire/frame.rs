@@ -64,12 +64,16 @@ message_types! {
     HeartbeatResponse = 0x17,
     SnapshotChunk = 0x18,
     LogLost = 0x19,
+    TimeoutNow = 0x1a,
     Set = 0x20,
     Get = 0x21,
     Delete = 0x22,
     CompareAndSwap = 0x23,
     Status = 0x24,
     RegisterClient = 0x25,
+    MemberList = 0x26,
+    MemberChange = 0x27,
+    TransferLeader = 0x28,
     Ok = 0x30,
     Value = 0x31,
     NotFound = 0x32,
@@ -77,6 +81,7 @@ message_types! {
     StatusReport = 0x34,
     NotLeader = 0x35,
     Registered = 0x36,
+    Members = 0x37,
 }
 
 /// One complete frame whose header has been validated but whose payload has not been parsed.

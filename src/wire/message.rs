@@ -11,9 +11,11 @@ use bytes::{Bytes, BytesMut};
 use super::decode::decode_body;
 use super::encode::{body_bytes_hint, encode_body, validate_for_encode};
 use super::frame::{finish_frame, start_frame, MessageType, RawFrame};
+use super::members::MembersReport;
 use super::reader::{invalid, PayloadReader};
 use super::{ErrorCode, WireError, ERROR_MESSAGE_BYTES_MAX, PROTOCOL_VERSION};
 use crate::kv::{Command, WriteResult};
+use crate::raft::membership::MemberChange;
 use crate::raft::{Message, MessageBody, NodeId, SnapshotMeta, Term};
 
 /// One frame: the request id from the header and the typed payload.
@@ -175,6 +177,15 @@ pub enum ClientRequest {
     /// as malformed (trailing bytes); [`Client::status_detailed`](crate::client::Client) then
     /// asks again with a plain `Status`.
     StatusDetailed,
+    /// The members of the configuration in force (`protocol.md` §7.6); the leader answers.
+    MemberList,
+    /// Change the members in one joint step; answered once the change completed (committed,
+    /// joint phase left, applied on the leader).
+    MemberChange(Vec<MemberChange>),
+    /// Hand leadership to `to` (0: the most caught-up voter); answered once it moved.
+    TransferLeader {
+        to: NodeId,
+    },
 }
 
 /// The `detail` byte of a `Status` request that asks for the report's extension.
@@ -241,6 +252,8 @@ pub enum ClientReply {
     Registered {
         session_id: u64,
     },
+    /// The answer to the membership requests (§7.6).
+    Members(MembersReport),
 }
 
 impl ClientReply {
@@ -279,6 +292,10 @@ impl Frame {
             FrameBody::Request(ClientRequest::RegisterClient) => MessageType::RegisterClient,
             FrameBody::Request(ClientRequest::Get { .. }) => MessageType::Get,
             FrameBody::Request(ClientRequest::Status | ClientRequest::StatusDetailed) => MessageType::Status,
+            FrameBody::Request(ClientRequest::MemberList) => MessageType::MemberList,
+            FrameBody::Request(ClientRequest::MemberChange(_)) => MessageType::MemberChange,
+            FrameBody::Request(ClientRequest::TransferLeader { .. }) => MessageType::TransferLeader,
+            FrameBody::Reply(ClientReply::Members(_)) => MessageType::Members,
             FrameBody::Reply(ClientReply::Ok) => MessageType::Ok,
             FrameBody::Reply(ClientReply::Value(_)) => MessageType::Value,
             FrameBody::Reply(ClientReply::NotFound) => MessageType::NotFound,
@@ -326,6 +343,7 @@ pub(super) fn peer_message_type(body: &MessageBody) -> Result<MessageType, WireE
         MessageBody::Heartbeat { .. } => MessageType::Heartbeat,
         MessageBody::HeartbeatResponse { .. } => MessageType::HeartbeatResponse,
         MessageBody::LogLost { .. } => MessageType::LogLost,
+        MessageBody::TimeoutNow => MessageType::TimeoutNow,
         MessageBody::InstallSnapshot { .. } => return Err(WireError::SnapshotMustBeChunked),
     })
 }

@@ -23,6 +23,7 @@ mod decode;
 mod encode;
 mod error;
 mod frame;
+mod members;
 mod message;
 mod reader;
 
@@ -32,6 +33,7 @@ mod tests;
 pub use crate::limits::{KEY_BYTES_MAX, VALUE_BYTES_MAX};
 pub use error::{ErrorCode, WireError};
 pub use frame::{FrameDecoder, MessageType, RawFrame};
+pub use members::{MemberStatus, MembersReport};
 pub use message::{
     check_hello, ClientReply, ClientRequest, ErrorReply, Frame, FrameBody, Hello, HelloOk, NodeRole, PeerStatus,
     ReadConsistency, Role, SnapshotChunk, StatusReport,
@@ -39,7 +41,7 @@ pub use message::{
 
 /// The protocol version this code speaks: byte 4 of every frame (after the length prefix) and
 /// `Hello.protocol_version`. Version 2 added sessions registered through the log.
-pub const PROTOCOL_VERSION: u8 = 2;
+pub const PROTOCOL_VERSION: u8 = 3;
 
 /// Bytes of the length prefix.
 pub const LENGTH_PREFIX_BYTES: usize = 4;
@@ -55,8 +57,8 @@ pub const STATUS_PEERS_MAX: usize = 256;
 /// Longest `Error` message, in bytes of UTF-8. [`ErrorReply::new`] truncates to fit.
 pub const ERROR_MESSAGE_BYTES_MAX: usize = 4 * 1024;
 
-/// Longest leader address in `NotLeader`, in bytes of UTF-8.
-pub const ADDRESS_BYTES_MAX: usize = 256;
+/// Longest leader address in `NotLeader` (and any member address), in bytes of UTF-8.
+pub use crate::limits::ADDRESS_BYTES_MAX;
 
 /// Largest data chunk in one `SnapshotChunk` frame (8 MiB, well under the frame limit).
 pub const SNAPSHOT_CHUNK_BYTES_MAX: usize = 8 * 1024 * 1024;

@@ -8,6 +8,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::*;
 use crate::kv::{Command, Session, WriteResult};
+use crate::raft::membership::{ChangeOp, MemberChange, MemberRole};
 use crate::raft::{ConfState, Entry, EntryKind, Message, MessageBody, SnapshotMeta};
 
 fn b(text: &str) -> Bytes {
@@ -29,14 +30,16 @@ fn session(session_id: u64, seq: u64) -> Session {
 /// At least one frame of every message type, with edge values where they matter.
 fn sample_frames() -> Vec<Frame> {
     let bodies = vec![
-        FrameBody::Hello(Hello { role: Role::Client, cluster_id: 42, node_id: 0, protocol_version: 2 }),
+        FrameBody::Hello(Hello { role: Role::Client, cluster_id: 42, node_id: 0, protocol_version: 3 }),
         FrameBody::Hello(Hello { role: Role::Peer, cluster_id: u64::MAX, node_id: 3, protocol_version: 1 }),
-        FrameBody::HelloOk(HelloOk { cluster_id: 42, node_id: 2, protocol_version: 2 }),
+        FrameBody::HelloOk(HelloOk { cluster_id: 42, node_id: 2, protocol_version: 3 }),
         FrameBody::Error(ErrorReply::new(ErrorCode::ClusterMismatch, "wrong cluster")),
         FrameBody::Error(ErrorReply::new(ErrorCode::Unknown(999), "")),
         peer(MessageBody::PreVote { last_log_index: 10, last_log_term: 6 }),
         peer(MessageBody::PreVoteResponse { granted: true }),
-        peer(MessageBody::RequestVote { last_log_index: u64::MAX, last_log_term: 0 }),
+        peer(MessageBody::RequestVote { last_log_index: u64::MAX, last_log_term: 0, transfer: false }),
+        peer(MessageBody::RequestVote { last_log_index: 7, last_log_term: 3, transfer: true }),
+        peer(MessageBody::TimeoutNow),
         peer(MessageBody::RequestVoteResponse { granted: false }),
         peer(MessageBody::AppendEntries { prev_log_index: 4, prev_log_term: 3, leader_commit: 4, entries: vec![] }),
         peer(MessageBody::AppendEntries {
@@ -53,7 +56,7 @@ fn sample_frames() -> Vec<Frame> {
             from: 1,
             to: 2,
             term: 7,
-            meta: SnapshotMeta { index: 100, term: 6, conf: ConfState { voters: vec![1, 2, 3] } },
+            meta: SnapshotMeta { index: 100, term: 6, conf: ConfState::from_voters(vec![1, 2, 3]) },
             offset: 10,
             total_bytes: 15,
             data: b("hello"),
@@ -81,6 +84,13 @@ fn sample_frames() -> Vec<Frame> {
         })),
         FrameBody::Request(ClientRequest::Status),
         FrameBody::Request(ClientRequest::StatusDetailed),
+        FrameBody::Request(ClientRequest::MemberList),
+        FrameBody::Request(ClientRequest::MemberChange(vec![
+            MemberChange { op: ChangeOp::AddVoter, id: 4, address: "10.0.0.4:7001".into() },
+            MemberChange { op: ChangeOp::Remove, id: 3, address: String::new() },
+        ])),
+        FrameBody::Request(ClientRequest::TransferLeader { to: 0 }),
+        FrameBody::Request(ClientRequest::TransferLeader { to: 2 }),
         FrameBody::Request(ClientRequest::RegisterClient),
         FrameBody::Reply(ClientReply::Ok),
         FrameBody::Reply(ClientReply::Value(b("bar"))),
@@ -119,6 +129,27 @@ fn sample_frames() -> Vec<Frame> {
         FrameBody::Reply(ClientReply::NotLeader { leader_id: 0, leader_addr: String::new() }),
         FrameBody::Reply(ClientReply::Registered { session_id: 1 }),
         FrameBody::Reply(ClientReply::Registered { session_id: u64::MAX }),
+        FrameBody::Reply(ClientReply::Members(crate::wire::MembersReport {
+            leader_id: 1,
+            conf_index: 12,
+            joint: true,
+            last_index: 40,
+            members: vec![
+                crate::wire::MemberStatus {
+                    node_id: 1,
+                    role: MemberRole::Voter,
+                    address: "a:1".into(),
+                    match_index: 40,
+                },
+                crate::wire::MemberStatus {
+                    node_id: 3,
+                    role: MemberRole::Outgoing,
+                    address: "c:3".into(),
+                    match_index: 0,
+                },
+                crate::wire::MemberStatus { node_id: 5, role: MemberRole::Learner, address: "".into(), match_index: 9 },
+            ],
+        })),
     ];
     bodies.into_iter().enumerate().map(|(i, body)| Frame::new(1000 + i as u64, body)).collect()
 }
@@ -227,9 +258,9 @@ fn oversized_length_is_rejected_before_the_body_is_buffered() {
 #[test]
 fn bad_header_bytes_are_rejected_as_soon_as_they_arrive() {
     let cases: [(&[u8], &str); 4] = [
-        (&[0, 0, 0, 10, 9], "unsupported protocol version 9; this node speaks 2"),
-        (&[0, 0, 0, 10, 1], "unsupported protocol version 1; this node speaks 2"),
-        (&[0, 0, 0, 10, 2, 0x7f], "unknown message type 0x7f"),
+        (&[0, 0, 0, 10, 9], "unsupported protocol version 9; this node speaks 3"),
+        (&[0, 0, 0, 10, 1], "unsupported protocol version 1; this node speaks 3"),
+        (&[0, 0, 0, 10, 3, 0x7f], "unknown message type 0x7f"),
         (&[0, 0, 0, 3], "frame length 3 is below the minimum 10"),
     ];
     for (bytes, message) in cases {
@@ -415,7 +446,7 @@ fn hello_is_checked_against_cluster_role_and_version() {
     assert_eq!(check_hello(&Hello { role: Role::Peer, node_id: 3, ..client }, 42), Ok(()));
     let old = check_hello(&Hello { protocol_version: 1, ..client }, 42).unwrap_err();
     assert_eq!(old.code, ErrorCode::UnsupportedVersion);
-    assert_eq!(old.message, "unsupported protocol version 1; this node speaks 2");
+    assert_eq!(old.message, "unsupported protocol version 1; this node speaks 3");
 }
 
 #[test]
@@ -489,17 +520,17 @@ fn protocol_md_examples_match_the_encoder() {
     let request = |id, request| Frame::new(id, FrameBody::Request(request));
     let reply = |id, reply| Frame::new(id, FrameBody::Reply(reply));
     let error = |id, code, text: &str| Frame::new(id, FrameBody::Error(ErrorReply::new(code, text)));
-    let hello = Hello { role: Role::Client, cluster_id: 42, node_id: 0, protocol_version: 2 };
+    let hello = Hello { role: Role::Client, cluster_id: 42, node_id: 0, protocol_version: 3 };
     let set = Command::Set { session: session(17, 1), key: b("foo"), value: b("bar") };
     let pipelined = Session { session_id: 17, seq: 3, first_outstanding: 2 };
     let cas = Command::Cas { session: pipelined, key: b("n"), expected: Some(b("1")), new: b("2") };
     let examples = [
         ("hello", Frame::new(1, FrameBody::Hello(hello))),
-        ("hello_ok", Frame::new(1, FrameBody::HelloOk(HelloOk { cluster_id: 42, node_id: 3, protocol_version: 2 }))),
+        ("hello_ok", Frame::new(1, FrameBody::HelloOk(HelloOk { cluster_id: 42, node_id: 3, protocol_version: 3 }))),
         ("error", error(1, ErrorCode::ClusterMismatch, "wrong cluster")),
         (
             "unsupported_version",
-            error(0, ErrorCode::UnsupportedVersion, "unsupported protocol version 1; this node speaks 2"),
+            error(0, ErrorCode::UnsupportedVersion, "unsupported protocol version 1; this node speaks 3"),
         ),
         ("register_client", request(2, ClientRequest::RegisterClient)),
         ("registered", reply(2, ClientReply::Registered { session_id: 17 })),

@@ -23,6 +23,8 @@ pub struct TestCluster {
     pub http_addrs: Vec<String>,
     procs: Vec<Option<Child>>,
     extra_args: Vec<String>,
+    /// The first `bootstrap` nodes form the cluster (`--peers`); later ones join (`--join`).
+    bootstrap: usize,
 }
 
 /// Ports below the kernel's ephemeral range (32768+ by default), so that no client socket can
@@ -89,6 +91,7 @@ impl TestCluster {
             http_addrs,
             procs: (0..n).map(|_| None).collect(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            bootstrap: n,
         };
         for id in 1..=n {
             cluster.start_node(id);
@@ -104,9 +107,22 @@ impl TestCluster {
         self.dir.path().join(format!("node-{id}.log"))
     }
 
+    /// A new node on a new port and an empty data directory, started with `raftd --join`: it
+    /// waits to be added. Returns its id.
+    pub fn add_joining_node(&mut self) -> usize {
+        let port = free_ports(1)[0];
+        self.addrs.push(format!("127.0.0.1:{port}"));
+        self.procs.push(None);
+        let id = self.addrs.len();
+        self.start_node(id);
+        id
+    }
+
     pub fn start_node(&mut self, id: usize) {
         assert!(self.procs[id - 1].is_none(), "node {id} is already running");
-        let peers: Vec<String> = self.addrs.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect();
+        let peers: Vec<String> =
+            self.addrs.iter().take(self.bootstrap).enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect();
+        let join = id > self.bootstrap;
         let stderr = File::options()
             .create(true)
             .append(true)
@@ -119,6 +135,7 @@ impl TestCluster {
             .arg("--log-file")
             .arg(self.log_path(id))
             .args(["--segment-mib", "4"])
+            .args(join.then_some("--join"))
             .args(self.http_addrs.get(id - 1).map(|http| ["--http-listen", http.as_str()]).into_iter().flatten())
             .args(&self.extra_args)
             .stdout(Stdio::null())

@@ -95,6 +95,12 @@ fn format_payload(kind: EntryKind, data: &[u8]) -> String {
     if kind == EntryKind::Noop {
         return "<noop>".to_string();
     }
+    if kind == EntryKind::ConfChange {
+        return match mini_raft::raft::membership::ConfEntry::decode(data) {
+            Ok(entry) => format!("conf-change {} -> {}", entry.change.describe(), describe_conf(&entry.conf)),
+            Err(e) => format!("<conf-change that does not decode: {e}>"),
+        };
+    }
     match mini_raft::kv::Command::decode(data) {
         Ok(command) => command.describe(),
         Err(_) => {
@@ -105,6 +111,21 @@ fn format_payload(kind: EntryKind, data: &[u8]) -> String {
             text
         }
     }
+}
+
+/// A configuration in one line: `voters [1, 2, 4] outgoing [1, 2, 3] learners [5]`.
+fn describe_conf(conf: &mini_raft::raft::ConfState) -> String {
+    let mut text = format!("voters {:?}", conf.voters);
+    if !conf.voters_outgoing.is_empty() {
+        text.push_str(&format!(" outgoing {:?}", conf.voters_outgoing));
+    }
+    if !conf.learners.is_empty() {
+        text.push_str(&format!(" learners {:?}", conf.learners));
+    }
+    if !conf.learners_next.is_empty() {
+        text.push_str(&format!(" learners_next {:?}", conf.learners_next));
+    }
+    text
 }
 
 /// A field value of an output line.
@@ -438,6 +459,7 @@ fn print_snapshots(dir: &Path, json: bool, problems: &mut Vec<Problem>) -> Resul
                     ("index", V::N(info.meta.index)),
                     ("term", V::N(info.meta.term)),
                     ("voters", V::S(format!("{:?}", info.meta.conf.voters))),
+                    ("conf", V::S(describe_conf(&info.meta.conf))),
                     ("size", V::N(info.size_bytes)),
                     ("crc_ok", V::B(true)),
                 ],

@@ -7,6 +7,16 @@
 //! - leader completeness: an entry committed in term T is in the log of every leader after T;
 //! - monotonicity: commit and applied never decrease within an incarnation.
 //!
+//! Membership (`--membership`; `membership.rs` drives the changes):
+//! - every commit is durable on a majority of every voter set in force on the node that commits
+//!   it (both halves while joint; learners never count);
+//! - every committed configuration change goes through the joint phase: an enter states
+//!   C_old,new whose outgoing voters are exactly the voters before, a leave states C_new with
+//!   exactly the joint's incoming voters (decoded here from the committed log, in order);
+//! - only a voter of its own configuration campaigns (learners, removed and joining nodes never
+//!   do), and learners are never asked for a vote;
+//! - a node removed by a committed configuration never becomes leader again.
+//!
 //! The node's promises:
 //! - state machine safety: no two nodes apply different entries at one index, and every node
 //!   applies consecutive entries (a jump only over a snapshot it installed);
@@ -23,10 +33,11 @@
 //! - a recovering node grants votes only to candidates whose log covers its guard;
 //! - the clients' history is linearizable (`mini_raft::history`), checked at the end.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 use mini_raft::kv::KvStore;
+use mini_raft::raft::membership::{ConfChange, ConfEntry, Configuration};
 use mini_raft::raft::{Entry, EntryKind, Index, MemStorage, Message, MessageBody, NodeId, Raft, Recovery, Role, Term};
 
 use crate::node::Started;
@@ -66,10 +77,16 @@ pub struct Checker {
     pub images_skipped: u64,
     /// (candidate, term) -> the candidate's last log (index, term) as its RequestVote said.
     vote_requests: BTreeMap<(NodeId, Term), (Index, Term)>,
+    /// The committed configuration after `conf_walked` (the bootstrap one at first), walked
+    /// through the applied entries in index order.
+    conf_committed: Configuration,
+    conf_walked: Index,
+    /// Nodes a committed configuration removed.
+    retired: BTreeSet<NodeId>,
 }
 
 impl Checker {
-    pub fn new() -> Checker {
+    pub fn new(voters: Vec<NodeId>) -> Checker {
         Checker {
             leaders: BTreeMap::new(),
             committed: BTreeMap::new(),
@@ -81,7 +98,98 @@ impl Checker {
             images_compared: 0,
             images_skipped: 0,
             vote_requests: BTreeMap::new(),
+            conf_committed: Configuration::from_voters(voters).unwrap_or_default(),
+            conf_walked: 0,
+            retired: BTreeSet::new(),
         }
+    }
+
+    // ----- membership ------------------------------------------------------------------------------
+
+    /// Walks the committed (applied) entries in order and checks each configuration change.
+    pub fn check_conf_entries(&mut self) -> Result<(), Failure> {
+        while let Some(entry) = self.applied.get(&(self.conf_walked + 1)) {
+            let index = entry.index;
+            if entry.kind == EntryKind::ConfChange {
+                let decoded = ConfEntry::decode(&entry.data)
+                    .map_err(|e| ("joint consensus", format!("committed change entry {index} does not decode: {e}")))?;
+                let next = Configuration::from_conf_state(&decoded.conf)
+                    .map_err(|e| ("joint consensus", format!("committed change entry {index} is invalid: {e}")))?;
+                let prev = &self.conf_committed;
+                let prev_voters: Vec<NodeId> = prev.voters().collect();
+                let through_joint = match decoded.change {
+                    ConfChange::Enter(_) => {
+                        !prev.is_joint() && next.is_joint() && next.outgoing().collect::<Vec<_>>() == prev_voters
+                    }
+                    ConfChange::Leave => {
+                        prev.is_joint() && !next.is_joint() && next.voters().collect::<Vec<_>>() == prev_voters
+                    }
+                };
+                if !through_joint {
+                    return Err((
+                        "joint consensus",
+                        format!(
+                            "committed change {index} ({}) moves {:?} to {:?} without the joint phase",
+                            decoded.change.describe(),
+                            prev.to_conf_state(),
+                            decoded.conf
+                        ),
+                    ));
+                }
+                let gone: Vec<NodeId> = prev.members().difference(&next.members()).copied().collect();
+                self.retired.extend(gone);
+                self.conf_committed = next;
+            }
+            self.conf_walked = index;
+        }
+        Ok(())
+    }
+
+    /// A node became leader: it must not be one whose own log says a committed configuration
+    /// removed it. (A removed node whose commit index lags may still lead until it learns
+    /// that: Raft counts its votes in C_new, and it steps down once C_new commits, as the leader
+    /// that proposed its own removal does. `retired` lists the nodes removed cluster-wide.)
+    pub fn became_leader(&self, raft: &Raft) -> Result<(), Failure> {
+        let (id, term) = (raft.id(), raft.term());
+        let conf = raft.configuration();
+        let removed = !conf.is_voter(id) && raft.committed() >= raft.configuration_index();
+        if removed {
+            let why = format!(
+                "n{id} became leader of term {term} though its committed configuration {:?} removed it (retired: {:?})",
+                conf.to_conf_state(),
+                self.retired
+            );
+            return Err(("removed node leads", why));
+        }
+        Ok(())
+    }
+
+    /// Only a voter campaigns, and never asks a learner. `before` and `now` are the sender's
+    /// configurations at the start of the step and when its messages leave (a change may take
+    /// effect in between): a campaign is wrong only if both say so. Checked on pre-votes, which
+    /// leave in the step they are made (every campaign starts with one, transfers aside): a
+    /// `RequestVote` waits for its batch to be durable, by when a truncated change entry may
+    /// have changed the sender's configuration back.
+    pub fn check_campaign(
+        before: &Configuration,
+        now: &Configuration,
+        may_campaign: bool,
+        message: &Message,
+    ) -> Result<(), Failure> {
+        if !matches!(message.body, MessageBody::PreVote { .. }) {
+            return Ok(());
+        }
+        let (from, to) = (message.from, message.to);
+        // `may_campaign`: a voter of the last committed configuration whose newer, uncommitted
+        // one leaves it out (`Raft::may_campaign`).
+        if !before.is_voter(from) && !now.is_voter(from) && !may_campaign {
+            let role = now.role(from).name();
+            return Err(("only voters campaign", format!("n{from} ({role}) asks n{to} for a vote")));
+        }
+        if before.is_learner(to) && now.is_learner(to) {
+            return Err(("learners never vote", format!("n{from} asks learner n{to} for a vote")));
+        }
+        Ok(())
     }
 
     // ----- restarts ------------------------------------------------------------------------------
@@ -225,7 +333,7 @@ impl Checker {
                 let next = self.reference.applied_index() + 1;
                 let Some(entry) = self.applied.get(&next) else { return Ok(()) };
                 let result = match entry.kind {
-                    EntryKind::Noop => self.reference.apply_noop(next),
+                    EntryKind::Noop | EntryKind::ConfChange => self.reference.apply_noop(next),
                     EntryKind::Normal => self.reference.apply(next, &entry.data).map(|_| ()),
                 };
                 result.map_err(|e| ("reference state machine", format!("entry {next} does not apply: {e}")))?;
@@ -279,7 +387,7 @@ impl Checker {
 
     /// A RequestVote reached its voter: remember what log the candidate claimed.
     pub fn vote_requested(&mut self, message: &Message) {
-        if let MessageBody::RequestVote { last_log_index, last_log_term } = message.body {
+        if let MessageBody::RequestVote { last_log_index, last_log_term, .. } = message.body {
             self.vote_requests.insert((message.from, message.term), (last_log_index, last_log_term));
         }
     }
@@ -328,8 +436,29 @@ impl Checker {
     /// A committed entry must be durable on a majority at the moment it commits, or a power
     /// cut could lose it: checked when a node first reports it committed (the leader, in the
     /// step it commits). `durable` holds every node's shadow, running or not.
-    fn check_commit_durability(index: Index, term: Term, durable: &[&MemStorage]) -> Result<(), Failure> {
-        let majority = durable.len() / 2 + 1;
+    fn check_commit_durability(
+        index: Index,
+        term: Term,
+        durable: &[&MemStorage],
+        config: &Configuration,
+    ) -> Result<(), Failure> {
+        let incoming: Vec<NodeId> = config.voters().collect();
+        let outgoing: Vec<NodeId> = config.outgoing().collect();
+        for voters in [incoming, outgoing].iter().filter(|v| !v.is_empty()) {
+            let sets: Vec<&MemStorage> =
+                voters.iter().filter_map(|&id| durable.get((id as usize).wrapping_sub(1)).copied()).collect();
+            Checker::check_durable_on_majority(index, term, &sets, voters)?;
+        }
+        Ok(())
+    }
+
+    fn check_durable_on_majority(
+        index: Index,
+        term: Term,
+        durable: &[&MemStorage],
+        voters: &[NodeId],
+    ) -> Result<(), Failure> {
+        let majority = voters.len() / 2 + 1;
         // A node that lost the entry to damage after acknowledging it still counts if it is
         // recovering with a guard that covers it: it votes only for logs that hold it
         // (protocol-aware recovery), which is all a holder contributes to leader completeness.
@@ -350,12 +479,15 @@ impl Checker {
             .map(|(k, d)| {
                 let at = d.entries.iter().find(|e| e.index == index).map(|e| e.term);
                 let snap = d.snapshot.as_ref().map_or(0, |s| s.index);
-                format!("n{}: snapshot {snap} last {:?} term at {index}: {at:?}", k + 1, d.last_index())
+                let id = voters.get(k).copied().unwrap_or(0);
+                format!("n{id}: snapshot {snap} last {:?} term at {index}: {at:?}", d.last_index())
             })
             .collect();
         Err((
             "commit durability",
-            format!("entry {index}@{term} is committed but durable on only {holders} nodes: {views:?}"),
+            format!(
+                "entry {index}@{term} is committed but durable on only {holders} of the voters {voters:?}: {views:?}"
+            ),
         ))
     }
 
@@ -406,7 +538,7 @@ impl Checker {
                     }
                 }
                 None => {
-                    Checker::check_commit_durability(index, term, durable)?;
+                    Checker::check_commit_durability(index, term, durable, raft.configuration())?;
                     self.committed.insert(index, CommittedEntry { term, data, commit_term: raft.term() });
                 }
             }

@@ -128,6 +128,25 @@ pub struct Clients {
 }
 
 impl Clients {
+    /// Each client's target, connection and failure counts, for a liveness report.
+    pub fn describe(&self) -> Vec<String> {
+        self.list
+            .iter()
+            .map(|c| {
+                format!(
+                    "c{} -> n{} conn {:?} unreachable {:?} failures {} redirects {} backoff_until {}",
+                    c.id,
+                    c.target,
+                    c.conn.as_ref().map(|k| k.node),
+                    c.unreachable,
+                    c.failures_in_a_row,
+                    c.redirects_in_a_row,
+                    c.backoff_until
+                )
+            })
+            .collect()
+    }
+
     pub fn new(count: usize, nodes: u64, rng: &mut Rng, value_filler: usize) -> Clients {
         let list = (0..count)
             .map(|id| SimClient {

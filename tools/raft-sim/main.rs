@@ -9,11 +9,14 @@
 //! ```text
 //! raft-sim --seeds N [--start S] [--nodes 3|5] [--steps K] [--jobs J]   # seeds S..S+N
 //! raft-sim --seed S [--nodes 3|5] [--steps K] [--trace]                 # replay one seed
+//! add --membership to either: spare nodes join, members are added, promoted, removed and
+//! replaced, and leadership moves, under every fault
 //! ```
 //! Exit status 0 only when no seed broke a property. Output depends on the seed only.
 
 mod checker;
 mod clients;
+mod membership;
 mod net;
 mod node;
 mod world;
@@ -34,8 +37,8 @@ struct Outcome {
     trace: Vec<String>,
 }
 
-fn run_seed(seed: u64, nodes: u64, steps: u64, full_trace: bool) -> Outcome {
-    let mut world = World::new(SimOptions { nodes, steps, seed, full_trace });
+fn run_seed(seed: u64, nodes: u64, steps: u64, full_trace: bool, membership: bool) -> Outcome {
+    let mut world = World::new(SimOptions { nodes, steps, seed, full_trace, membership });
     // A panic in the node code (a broken invariant the code asserts) is a violation of this
     // seed like any other, reported with its trace.
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| world.run()));
@@ -49,8 +52,8 @@ fn run_seed(seed: u64, nodes: u64, steps: u64, full_trace: bool) -> Outcome {
     });
     let failure = result.err().map(|v| {
         let mut report = format!(
-            "VIOLATION seed={} nodes={nodes} step={} property={}\n  {}\n  replay: raft-sim --seed {} --nodes {nodes} --steps {steps}\n  last events:\n",
-            v.seed, v.step, v.property, v.detail, v.seed
+            "VIOLATION seed={} nodes={nodes} step={} property={}\n  {}\n  replay: raft-sim --seed {} --nodes {nodes} --steps {steps}{}\n  last events:\n",
+            v.seed, v.step, v.property, v.detail, v.seed, if membership { " --membership" } else { "" }
         );
         for line in world.trace() {
             report.push_str("    ");
@@ -79,6 +82,11 @@ fn main() -> ExitCode {
     opts.optopt("", "steps", "ticks of chaos per seed before healing (default 2000)", "K");
     opts.optopt("", "jobs", "threads for a --seeds run (default: available cores)", "J");
     opts.optflag("", "trace", "with --seed: print every event of the run");
+    opts.optflag(
+        "",
+        "membership",
+        "random membership changes and leadership transfers, with spare nodes that join (see membership.rs)",
+    );
     opts.optflag("h", "help", "print this help");
     let args: Vec<String> = std::env::args().skip(1).collect();
     let usage = opts.usage("Usage: raft-sim (--seeds N | --seed S) [options]");
@@ -109,6 +117,7 @@ fn run(matches: &getopts::Matches) -> Result<bool, String> {
         return Err(format!("--nodes must be 3 or 5, got {nodes}"));
     }
     let steps = parse_u64(matches, "steps", STEPS_DEFAULT)?;
+    let membership = matches.opt_present("membership");
     if steps == 0 {
         return Err("--steps must be positive".into());
     }
@@ -119,7 +128,7 @@ fn run(matches: &getopts::Matches) -> Result<bool, String> {
             // The nodes' own warnings (recovery, refused snapshots) go to stderr, beside the trace.
             let _ = simplelog::SimpleLogger::init(log::LevelFilter::Warn, simplelog::Config::default());
         }
-        let outcome = run_seed(seed, nodes, steps, full_trace);
+        let outcome = run_seed(seed, nodes, steps, full_trace, membership);
         if let Some(report) = &outcome.failure {
             print!("{report}");
         } else if full_trace {
@@ -151,7 +160,7 @@ fn run(matches: &getopts::Matches) -> Result<bool, String> {
                 if seed >= end {
                     break;
                 }
-                let outcome = run_seed(seed, nodes, steps, false);
+                let outcome = run_seed(seed, nodes, steps, false, membership);
                 if let Ok(mut all) = outcomes.lock() {
                     all.push(outcome);
                 }

@@ -24,7 +24,10 @@ use mini_raft::storage::{SimFs, WalOptions};
 /// How every node of a seed is configured.
 #[derive(Clone, Debug)]
 pub struct NodeSettings {
+    /// The bootstrap voters (`raftd --peers`); other nodes start as joining nodes.
     pub voters: Vec<NodeId>,
+    /// Every node of the world (voters and spares), for the address table.
+    pub all_ids: Vec<NodeId>,
     pub wal_options: WalOptions,
     pub snapshot_policy: SnapshotPolicy,
     pub sessions_max: u32,
@@ -166,7 +169,8 @@ impl SimNode {
             applied: recovered.kv.applied_index(),
             kv_image: recovered.kv.snapshot(),
         };
-        let mut config = RaftConfig::new(self.id, settings.voters.clone(), seed ^ (self.incarnation << 32) ^ self.id);
+        let bootstrap = if settings.voters.contains(&self.id) { settings.voters.clone() } else { Vec::new() };
+        let mut config = RaftConfig::new(self.id, bootstrap, seed ^ (self.incarnation << 32) ^ self.id);
         config.inflight_msgs_max = settings.inflight_msgs_max;
         config.append_bytes_max = settings.append_bytes_max;
         config.log_window_bytes_max = settings.log_window_bytes_max;
@@ -177,7 +181,7 @@ impl SimNode {
             kv: recovered.kv,
             hard_state,
             snapshot_meta: recovered.snapshot_meta,
-            addresses: settings.voters.iter().map(|&id| (id, format!("n{id}"))).collect(),
+            addresses: settings.all_ids.iter().map(|&id| (id, format!("n{id}"))).collect(),
             snapshot_policy: settings.snapshot_policy,
             sessions_max: settings.sessions_max,
             snapshot_chunk_bytes: settings.snapshot_chunk_bytes,

@@ -10,7 +10,7 @@ by at least one of them for bugs marked 'either'.
 """
 import argparse, os, re, shutil, subprocess, sys, tempfile
 
-# (name, file, exact text to replace, replacement)
+# (name, file, exact text to replace, replacement[, extra raft-sim flags])
 BUGS = [
     # The consensus core.
     ("commit counts old-term entries (Figure 8)", "src/raft/log/mod.rs",
@@ -55,6 +55,22 @@ BUGS = [
     ("the log is compacted before the snapshot file is durable", "src/server/replica_snapshot.rs",
      "        self.out.jobs.push(IoJob::SaveSnapshot { meta, state });",
      "        self.out.jobs.push(IoJob::CompactLog(meta.clone()));\n        self.out.jobs.push(IoJob::SaveSnapshot { meta, state });"),
+    # Membership changes (run with --membership).
+    ("switch to C_new directly without the joint phase", "src/raft/conf_change.rs",
+     "        let index = self.append_conf_entry(ConfEntry { change, conf: next.to_conf_state() });",
+     "        let _ = change;\n        let next = next.apply(&ConfChange::Leave).unwrap_or(next);\n"
+     "        let index = self.append_conf_entry(ConfEntry { change: ConfChange::Leave, conf: next.to_conf_state() });",
+     ["--membership"]),
+    ("count learners toward commit", "src/raft/tracker/mod.rs",
+     "        self.config.committed_index(|v| {",
+     "        let with_learners = self.config.incoming().voters().chain(self.learners.iter().copied());\n"
+     "        let outgoing = self.config.outgoing().voters();\n"
+     "        JointConfig::joint(with_learners, outgoing).unwrap_or_else(|_| self.config.clone()).committed_index(|v| {",
+     ["--membership"]),
+    ("learners count as voters (commit, elections, quorum)", "src/raft/conf_change.rs",
+     "        let joint = conf.joint_config().unwrap_or_else(|_| JointConfig::none());",
+     "        let joint = JointConfig::joint(conf.voters().chain(conf.learners()), conf.outgoing()).unwrap_or_else(|_| JointConfig::none());",
+     ["--membership"]),
     # Sessions.
     ("a write of an unknown (evicted) session is applied anyway", "src/kv/store.rs",
      "            Admission::Refused(result) => result,",
@@ -76,7 +92,9 @@ def main():
     all_caught = True
     print(f"| injected bug | nodes | seeds failed / run | first failing seed | property |")
     print(f"|---|---|---|---|---|")
-    for name, path, old, new in BUGS:
+    for bug in BUGS:
+        name, path, old, new = bug[:4]
+        flags = bug[4] if len(bug) > 4 else []
         if args.only not in name:
             continue
         work = os.path.join(scratch, "tree")
@@ -97,7 +115,7 @@ def main():
         sim = os.path.join(target, "release", "raft-sim")
         caught_any = False
         for nodes in ("3", "5"):
-            out = run([sim, "--seeds", str(args.seeds), "--nodes", nodes], work).stdout
+            out = run([sim, "--seeds", str(args.seeds), "--nodes", nodes] + flags, work).stdout
             failures = re.findall(r"^VIOLATION seed=(\d+) nodes=\d+ step=\d+ property=(.*)$", out, re.M)
             first = failures[0] if failures else ("-", "-")
             caught_any |= bool(failures)

@@ -14,6 +14,7 @@
 use std::collections::VecDeque;
 
 use mini_raft::history::{check_with, CheckConfig, KeyVerdict};
+use mini_raft::raft::membership::Configuration;
 use mini_raft::raft::rng::Rng;
 use mini_raft::raft::{MessageBody, NodeId, Role};
 use mini_raft::server::replica::SnapshotPolicy;
@@ -22,6 +23,7 @@ use mini_raft::storage::WalOptions;
 
 use crate::checker::{Checker, Failure, Violation};
 use crate::clients::{Clients, Ctx, KEYS};
+use crate::membership::{Membership, SPARES};
 use crate::net::{ConnId, Net, NetFaults, Payload};
 use crate::node::{NodeSettings, SimNode};
 
@@ -47,6 +49,8 @@ pub struct SimOptions {
     pub seed: u64,
     /// Keep every trace line (for `--trace`), not only the last ones.
     pub full_trace: bool,
+    /// Random membership changes and transfers, with spare nodes (`membership.rs`).
+    pub membership: bool,
 }
 
 /// Per-seed fault intensities, drawn from the seed so that runs vary in character.
@@ -90,6 +94,12 @@ pub struct Stats {
     pub residual_losses: u64,
     /// Directed Figure 8 scripts started (see `figure8.rs`).
     pub figure8_scripts: u64,
+    /// Membership changes the leader accepted, refused; leadership transfers started; leaders
+    /// that proposed their own removal.
+    pub conf_changes: u64,
+    pub conf_refused: u64,
+    pub transfers: u64,
+    pub leaders_removed: u64,
 }
 
 /// Where the liveness check after healing is.
@@ -107,7 +117,7 @@ enum Phase {
 
 impl Stats {
     /// Every counter with its name, in the order they are printed.
-    pub fn named(&self) -> [(&'static str, u64); 23] {
+    pub fn named(&self) -> [(&'static str, u64); 27] {
         [
             ("elections", self.elections),
             ("commits", self.commits),
@@ -132,11 +142,15 @@ impl Stats {
             ("history_unknown_keys", self.history_unknown_keys),
             ("residual_losses", self.residual_losses),
             ("figure8_scripts", self.figure8_scripts),
+            ("conf_changes", self.conf_changes),
+            ("conf_refused", self.conf_refused),
+            ("transfers", self.transfers),
+            ("leaders_removed", self.leaders_removed),
         ]
     }
 
     pub fn add(&mut self, o: &Stats) {
-        let fields: [(&mut u64, u64); 23] = [
+        let fields: [(&mut u64, u64); 27] = [
             (&mut self.elections, o.elections),
             (&mut self.commits, o.commits),
             (&mut self.reads, o.reads),
@@ -160,6 +174,10 @@ impl Stats {
             (&mut self.history_unknown_keys, o.history_unknown_keys),
             (&mut self.residual_losses, o.residual_losses),
             (&mut self.figure8_scripts, o.figure8_scripts),
+            (&mut self.conf_changes, o.conf_changes),
+            (&mut self.conf_refused, o.conf_refused),
+            (&mut self.transfers, o.transfers),
+            (&mut self.leaders_removed, o.leaders_removed),
         ];
         for (mine, theirs) in fields {
             *mine += theirs;
@@ -171,11 +189,11 @@ pub struct World {
     opts: SimOptions,
     faults: Faults,
     settings: NodeSettings,
-    rng: Rng,
+    pub(crate) rng: Rng,
     step: u64,
     /// Logical event clock for the history: strictly increasing, finer than steps.
     clock: u64,
-    nodes: Vec<SimNode>,
+    pub(crate) nodes: Vec<SimNode>,
     net: Net,
     clients: Clients,
     checker: Checker,
@@ -195,6 +213,10 @@ pub struct World {
     /// Clients that start new operations (all of them until healing; then only as many as the
     /// session cap lets write without evicting one another; none once liveness is shown).
     submitting: usize,
+    /// The membership driver, with `--membership`.
+    pub(crate) membership: Option<Membership>,
+    /// Each running node's configuration at the start of the step (for `check_campaign`).
+    config_before: Vec<Option<Configuration>>,
 }
 
 impl World {
@@ -223,8 +245,11 @@ impl World {
             spare_step_bytes: [0, 4096, 16 << 10][rng.range(0, 3) as usize],
             ..WalOptions::with_segment_bytes(segment_bytes)
         };
+        // With membership changes, spare nodes start as joining nodes (no configuration).
+        let total = if opts.membership { opts.nodes + SPARES } else { opts.nodes };
         let settings = NodeSettings {
             voters: (1..=opts.nodes).collect(),
+            all_ids: (1..=total).collect(),
             wal_options,
             snapshot_policy: SnapshotPolicy { entries: rng.range(5, 60), log_bytes: rng.range(4 << 10, 64 << 10) },
             sessions_max: [2, 4, 1024][rng.range(0, 3) as usize],
@@ -236,10 +261,12 @@ impl World {
         };
         let client_count = rng.range(2, 6) as usize;
         let value_filler = [0, 8, 64][rng.range(0, 3) as usize];
-        let clients = Clients::new(client_count, opts.nodes, &mut rng, value_filler);
+        let clients = Clients::new(client_count, total, &mut rng, value_filler);
         let rotting = rng.range(0, opts.nodes) as usize;
-        let nodes = (1..=opts.nodes).map(|id| SimNode::new(id, opts.seed)).collect();
-        let n = opts.nodes as usize;
+        let nodes = (1..=total).map(|id| SimNode::new(id, opts.seed)).collect();
+        let n = total as usize;
+        let membership = opts.membership.then(|| Membership::new(&mut rng));
+        let bootstrap: Vec<NodeId> = (1..=opts.nodes).collect();
         let mut world = World {
             opts,
             faults,
@@ -250,7 +277,7 @@ impl World {
             nodes,
             net: Net::new(net_faults),
             clients,
-            checker: Checker::new(),
+            checker: Checker::new(bootstrap),
             stats: Stats::default(),
             trace: VecDeque::new(),
             rotting,
@@ -260,6 +287,8 @@ impl World {
             figure8: None,
             last_role: vec![None; n],
             submitting: usize::MAX,
+            membership,
+            config_before: vec![None; n],
         };
         let line = format!(
             "faults {:?} net {:?} settings {:?} clients {client_count} rotting n{}",
@@ -276,7 +305,7 @@ impl World {
         self.trace.iter()
     }
 
-    fn note(&mut self, line: String) {
+    pub(crate) fn note(&mut self, line: String) {
         if self.trace.len() == TRACE_LINES_MAX && !self.opts.full_trace {
             self.trace.pop_front();
         }
@@ -298,6 +327,7 @@ impl World {
         while self.step < self.opts.steps {
             self.step += 1;
             self.inject_faults();
+            self.membership_step();
             self.one_step()?;
         }
         self.heal_everything();
@@ -307,6 +337,9 @@ impl World {
 
     fn one_step(&mut self) -> Result<(), Violation> {
         self.restart_due_nodes()?;
+        for (i, node) in self.nodes.iter().enumerate() {
+            self.config_before[i] = node.raft().map(|r| r.configuration().clone());
+        }
         self.kill_scheduled();
         self.heal_scheduled();
         self.release_full_disks();
@@ -445,11 +478,18 @@ impl World {
                 self.stats.elections += 1;
                 let term = replica.raft().term();
                 self.note(format!("n{id} becomes LEADER term {term}"));
+                let result = self.nodes[i].raft().map_or(Ok(()), |raft| self.checker.became_leader(raft));
+                result.map_err(|f| self.violation(f))?;
             }
             self.last_role[i] = Some(role);
         }
+        let Some(replica) = self.nodes[i].replica() else { return Ok(()) };
+        let config = replica.raft().configuration().clone();
+        let may_campaign = replica.raft().may_campaign();
         self.record_applied(i, &out.applied, snapshot_index)?;
         for message in out.messages {
+            let before = self.config_before.get(i).and_then(|c| c.as_ref()).unwrap_or(&config);
+            Checker::check_campaign(before, &config, may_campaign, &message).map_err(|f| self.violation(f))?;
             self.checker.check_send(&self.nodes[i].shadow, &message).map_err(|f| self.violation(f))?;
             self.checker.check_vote_grant(recovery, &message).map_err(|f| self.violation(f))?;
             self.net.send_peer(&mut self.rng, self.step, message);
@@ -561,7 +601,7 @@ impl World {
                         net: &mut self.net,
                         now: self.step,
                         clock: &mut self.clock,
-                        nodes: self.opts.nodes,
+                        nodes: self.nodes.len() as u64,
                         up: &up,
                     };
                     self.clients.deliver(&mut ctx, reply);
@@ -579,7 +619,7 @@ impl World {
             net: &mut self.net,
             now: self.step,
             clock: &mut self.clock,
-            nodes: self.opts.nodes,
+            nodes: self.nodes.len() as u64,
             up: &up,
         };
         self.clients.act(&mut ctx, self.submitting);
@@ -587,7 +627,7 @@ impl World {
 
     // ----- faults ----------------------------------------------------------------------------------
 
-    fn live_leader(&self) -> Option<usize> {
+    pub(crate) fn live_leader(&self) -> Option<usize> {
         self.nodes.iter().position(|n| !n.is_paused(self.step) && n.raft().is_some_and(|r| r.role() == Role::Leader))
     }
 
@@ -818,9 +858,15 @@ impl World {
                     }
                 }
                 Phase::Apply { target } => {
-                    let running: Vec<_> = self.nodes.iter().filter_map(|n| n.replica()).collect();
-                    let majority = running.len() > self.nodes.len() / 2;
-                    if majority && running.iter().all(|r| r.kv().applied_index() >= target) {
+                    // The members of the final configuration (all nodes without membership
+                    // changes): a majority of its voters runs, and every running member applied
+                    // what committed; the configuration is not left joint.
+                    let (members, voters, joint) = self.final_configuration();
+                    let running: Vec<_> =
+                        self.nodes.iter().filter(|n| members.contains(&n.id)).filter_map(|n| n.replica()).collect();
+                    let voters_up = running.iter().filter(|r| voters.contains(&r.raft().id())).count();
+                    let majority = voters_up > voters.len() / 2;
+                    if majority && !joint && running.iter().all(|r| r.kv().applied_index() >= target) {
                         quiet += 1;
                     }
                     phase
@@ -844,7 +890,7 @@ impl World {
             net: &mut self.net,
             now: self.step,
             clock: &mut self.clock,
-            nodes: self.opts.nodes,
+            nodes: self.nodes.len() as u64,
             up: &up,
         };
         self.clients.read_on_every_client(&mut ctx, key);
@@ -881,7 +927,8 @@ impl World {
             })
             .collect();
         format!(
-            "{LIVENESS_TICKS_MAX} ticks after healing the cluster still does not serve every client ({phase:?}): {nodes:?}"
+            "{LIVENESS_TICKS_MAX} ticks after healing the cluster still does not serve every client ({phase:?}): {nodes:?}; clients {:?}",
+            self.clients.describe()
         )
     }
 
@@ -927,6 +974,8 @@ impl World {
 
     fn observe(&mut self) -> Result<(), Violation> {
         let rafts: Vec<_> = self.nodes.iter().filter_map(|n| n.raft()).collect();
+        let result = self.checker.check_conf_entries();
+        result.map_err(|f| self.violation(f))?;
         let shadows: Vec<_> = self.nodes.iter().map(|n| &n.shadow).collect();
         let result = self.checker.observe(&rafts, &shadows);
         result.map_err(|f| self.violation(f))?;

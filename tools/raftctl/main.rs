@@ -17,6 +17,7 @@ mod chaos;
 mod cluster;
 #[path = "../common/json.rs"]
 mod json;
+mod member;
 mod output;
 mod status;
 mod watch;
@@ -52,6 +53,11 @@ Commands:
   cas KEY OLD NEW             store NEW if the value is OLD; on mismatch exit 1 and print
   cas --absent KEY NEW        the current value. --absent: store NEW only if KEY does not exist
   status                      ask every node of --cluster for its status; print a table
+  member list | add ID ADDR [--learner] | promote ID | remove ID | replace OLD NEW ADDR
+                              change the members through the leader (one joint step each);
+                              waits until the change is committed and applied, then prints
+                              the configuration: id, address, role, match index, lag
+  transfer-leader [ID]        move leadership to ID (default: the most caught-up voter)
   watch [--interval SECS] [--once]
                               live dashboard: a row per node, throughput, commit latency,
                               leader and reachability events; q or Ctrl-C quits (default
@@ -172,6 +178,8 @@ fn run(args: &[std::ffi::OsString]) -> Result<u8, CliError> {
             status::run(&global)
         }
         "cluster" => cluster::run(rest, &first),
+        "member" => member::run(rest, &first),
+        "transfer-leader" => member::transfer(rest, &first),
         "watch" => watch::run(rest, &first),
         "bench" => bench::run(rest, &first),
         "chaos" => chaos::run(rest, &first),

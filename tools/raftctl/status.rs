@@ -1,10 +1,12 @@
 //! `raftctl status`: asks every node for its `StatusReport`, in parallel, and prints a table (or
-//! one JSON object per node). A node that cannot be asked gets a row with the error.
+//! one JSON object per node). A node that cannot be asked gets a row with the error. Below the
+//! table, the configuration in force as the leader reports it, and whether it is joint.
 
 use std::fmt::Write as _;
 use std::thread;
 
 use mini_raft::client::{Client, ClientError};
+use mini_raft::raft::membership::MemberRole;
 use mini_raft::server::status::role_name;
 use mini_raft::server::status::{status_error_json, status_json};
 use mini_raft::wire::StatusReport;
@@ -34,9 +36,35 @@ pub fn run(global: &Global) -> Result<u8, CliError> {
         }
     } else {
         print!("{}", render(&results));
+        let leader = results.iter().find(|(_, r)| r.as_ref().is_ok_and(|s| role_name(s.role) == "leader"));
+        if let Some(line) = leader.and_then(|(addr, _)| configuration_line(global, addr)) {
+            println!("{line}");
+        }
     }
     let answered = results.iter().any(|(_, result)| result.is_ok());
     Ok(if answered { 0 } else { EXIT_FAILED })
+}
+
+/// `configuration at index I: voters [..] outgoing [..] learners [..] (joint)`, from the leader
+/// at `addr` (`None` if it does not answer within a second: the table is what matters).
+fn configuration_line(global: &Global, addr: &str) -> Option<String> {
+    let mut options = global.client.clone();
+    options.deadline = options.deadline.min(std::time::Duration::from_secs(1));
+    let mut client = Client::new(vec![addr.to_string()], options).ok()?;
+    let report = client.member_list().ok()?.value;
+    let ids = |role: MemberRole| -> Vec<u64> {
+        report.members.iter().filter(|m| m.role == role).map(|m| m.node_id).collect()
+    };
+    let (voters, outgoing, learners) = (ids(MemberRole::Voter), ids(MemberRole::Outgoing), ids(MemberRole::Learner));
+    let mut line = format!("configuration at index {}: voters {voters:?}", report.conf_index);
+    if report.joint {
+        line.push_str(&format!(" outgoing {outgoing:?}"));
+    }
+    if !learners.is_empty() {
+        line.push_str(&format!(" learners {learners:?}"));
+    }
+    line.push_str(if report.joint { " (joint: a change is in progress)" } else { " (not joint)" });
+    Some(line)
 }
 
 fn ask(global: &Global, addr: &str) -> Result<StatusReport, String> {

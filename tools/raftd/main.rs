@@ -16,7 +16,18 @@ fn main() -> ExitCode {
     let mut opts = getopts::Options::new();
     opts.optopt("", "id", "this node's id (a positive integer, one of --peers)", "N");
     opts.optopt("", "listen", "address to serve peers and clients on", "HOST:PORT");
-    opts.optopt("", "peers", "every member, this node included", "1=HOST:PORT,2=HOST:PORT,...");
+    opts.optopt(
+        "",
+        "peers",
+        "every member, this node included (the bootstrap configuration); with --join: existing members",
+        "1=HOST:PORT,2=HOST:PORT,...",
+    );
+    opts.optflag(
+        "",
+        "join",
+        "join a running cluster: no configuration and no election of its own; waits to be added \
+         (raftctl member add ID ADDR --learner) and catches up from the leader",
+    );
     opts.optopt(
         "",
         "http-listen",
@@ -166,6 +177,7 @@ fn config_from(matches: &getopts::Matches) -> Result<NodeConfig, String> {
         log_window_bytes: mib(matches, "log-window-mib", 16)?,
         segment_bytes: segment_mib << 20,
         sessions_max: number(matches, "sessions-max", mini_raft::kv::SESSIONS_MAX_DEFAULT)?,
+        join: matches.opt_present("join"),
     };
     cfg.validate()?;
     Ok(cfg)

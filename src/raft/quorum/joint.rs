@@ -18,6 +18,14 @@ impl JointConfig {
         JointConfig::joint(voters, [])
     }
 
+    /// No voters at all: the configuration of a node that joins a cluster and has not yet been
+    /// told its configuration. Such a node never campaigns (it is no voter), so the answers of
+    /// the empty set (every index committed, every vote won) are never asked for; the core
+    /// asserts that a leader is a voter of its own configuration.
+    pub fn none() -> JointConfig {
+        JointConfig { incoming: MajorityConfig::default(), outgoing: MajorityConfig::default() }
+    }
+
     /// A joint configuration (C_old,new): `incoming` is C_new, `outgoing` C_old (may be empty).
     pub fn joint(
         incoming: impl IntoIterator<Item = NodeId>,

@@ -7,7 +7,9 @@
 //! for what it has made durable, DESIGN.md).
 //!
 //! Invariants:
-//! - progress exists only on a leader, for every voter but the leader itself;
+//! - progress exists only on a leader, for every member (voter or learner) but the leader
+//!   itself; learners get the log but are never asked for votes and never count (the quorum
+//!   arithmetic only knows the voters);
 //! - votes hold one answer per voter per election (a voter that answers twice, e.g. a duplicated
 //!   pre-vote answered before and after it heard from a leader, counts with its latest answer);
 //! - for every follower `matched < next` (see [`Progress`]).
@@ -27,39 +29,74 @@ use super::types::{Index, NodeId};
 #[derive(Clone, Debug)]
 pub struct ProgressTracker {
     config: JointConfig,
+    /// Members that receive the log without voting, ascending.
+    learners: Vec<NodeId>,
     progress: BTreeMap<NodeId, Progress>,
     votes: BTreeMap<NodeId, bool>,
 }
 
 impl ProgressTracker {
     pub fn new(config: JointConfig) -> ProgressTracker {
-        ProgressTracker { config, progress: BTreeMap::new(), votes: BTreeMap::new() }
+        ProgressTracker { config, learners: Vec::new(), progress: BTreeMap::new(), votes: BTreeMap::new() }
+    }
+
+    /// A membership change took effect (its entry was appended or truncated). Progress of members
+    /// that stay is kept; a leader (`leader_next` = its next index and inflight window) starts
+    /// tracking new members, presumed active for one CheckQuorum round. Votes of nodes that no
+    /// longer vote are dropped.
+    pub fn update_config(
+        &mut self,
+        config: JointConfig,
+        learners: Vec<NodeId>,
+        self_id: NodeId,
+        leader_next: Option<(Index, usize)>,
+    ) {
+        self.config = config;
+        self.learners = learners;
+        let members = self.members(self_id);
+        self.progress.retain(|id, _| members.contains(id));
+        if let Some((next, inflight_msgs_max)) = leader_next {
+            for id in members {
+                self.progress.entry(id).or_insert_with(|| {
+                    let mut pr = Progress::new(next, inflight_msgs_max);
+                    pr.recent_active = true;
+                    pr
+                });
+            }
+        }
+        let config = &self.config;
+        self.votes.retain(|id, _| config.contains(*id));
+    }
+
+    /// Every voter and learner but `self_id`, ascending.
+    pub fn members(&self, self_id: NodeId) -> Vec<NodeId> {
+        let mut ids: Vec<NodeId> = self.config.voters().into_iter().chain(self.learners.iter().copied()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids.retain(|&id| id != self_id);
+        ids
+    }
+
+    pub fn learners(&self) -> &[NodeId] {
+        &self.learners
     }
 
     pub fn config(&self) -> &JointConfig {
         &self.config
     }
 
-    /// Replaces the configuration (a snapshot carried another one). Progress and votes of the
-    /// old configuration no longer mean anything: callers reset their role right after.
-    pub fn set_config(&mut self, config: JointConfig) {
-        self.config = config;
-        self.progress.clear();
-        self.votes.clear();
-    }
-
-    /// Every voter but `self_id`, ascending.
+    /// Every voter but `self_id`, ascending: those asked for votes.
     pub fn peers(&self, self_id: NodeId) -> Vec<NodeId> {
         self.config.voters().into_iter().filter(|&v| v != self_id).collect()
     }
 
     // ----- replication progress (leader only) ------------------------------------------------
 
-    /// A new leader starts every follower probing at `next` and presumes it active, so that
-    /// CheckQuorum gives it a full election timeout before judging.
+    /// A new leader starts every follower (learners too) probing at `next` and presumes it
+    /// active, so that CheckQuorum gives it a full election timeout before judging.
     pub fn start_leading(&mut self, self_id: NodeId, next: Index, inflight_msgs_max: usize) {
         self.progress.clear();
-        for peer in self.peers(self_id) {
+        for peer in self.members(self_id) {
             let mut pr = Progress::new(next, inflight_msgs_max);
             pr.recent_active = true;
             self.progress.insert(peer, pr);
