@@ -36,6 +36,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::RwLock;
 
+/// How long `lock` waits for a lock held by another open file description.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Linux's O_DIRECT (x86-64 and aarch64 value).
 const O_DIRECT: i32 = 0o40000;
 /// Alignment of O_DIRECT buffers, offsets and lengths.
@@ -144,10 +147,21 @@ impl FileSystem for RealFs {
 
     fn lock(&self, path: &Path) -> io::Result<Box<dyn LockGuard>> {
         let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
-        match file.try_lock() {
-            Ok(()) => Ok(Box::new(RealLock { _file: file })),
-            Err(fs::TryLockError::WouldBlock) => Err(io::Error::from(io::ErrorKind::WouldBlock)),
-            Err(fs::TryLockError::Error(e)) => Err(e),
+        // A lock is held by an open file description, and a process that forks copies it until
+        // the child execs: a lock just released can still be held for a moment by a child of
+        // whoever held it (seen in tests that start raftd processes beside storage tests), and a
+        // node restarted at once may race its predecessor's exit. So wait a little before
+        // calling the directory taken; a second live node still gets the error.
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(Box::new(RealLock { _file: file })),
+                Err(fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(fs::TryLockError::WouldBlock) => return Err(io::Error::from(io::ErrorKind::WouldBlock)),
+                Err(fs::TryLockError::Error(e)) => return Err(e),
+            }
         }
     }
 
