@@ -51,6 +51,22 @@ struct PeerLink {
     last_heard: Option<Instant>,
 }
 
+impl PeerLink {
+    /// A link with no connection yet, to be dialed at once.
+    fn new(now: Instant) -> PeerLink {
+        PeerLink {
+            token: None,
+            inbound: None,
+            ready: false,
+            backoff: BACKOFF_MIN,
+            next_attempt: now,
+            dialed: false,
+            heartbeat_probe: None,
+            last_heard: None,
+        }
+    }
+}
+
 /// What became of one outgoing message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Sent {
@@ -77,16 +93,7 @@ impl PeerLinks {
             .keys()
             .filter(|&&id| id != self_id)
             .map(|&id| {
-                let link = PeerLink {
-                    token: None,
-                    inbound: None,
-                    ready: false,
-                    backoff: BACKOFF_MIN,
-                    next_attempt: now,
-                    dialed: false,
-                    heartbeat_probe: None,
-                    last_heard: None,
-                };
+                let link = PeerLink::new(now);
                 (id, link)
             })
             .collect();
@@ -146,16 +153,7 @@ impl PeerLinks {
                 info!("peer {id} is at {address}");
                 self.addresses.insert(*id, address.clone());
             }
-            self.links.entry(*id).or_insert_with(|| PeerLink {
-                token: None,
-                inbound: None,
-                ready: false,
-                backoff: BACKOFF_MIN,
-                next_attempt: now,
-                dialed: false,
-                heartbeat_probe: None,
-                last_heard: None,
-            });
+            self.links.entry(*id).or_insert_with(|| PeerLink::new(now));
         }
     }
 
