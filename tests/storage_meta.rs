@@ -112,33 +112,12 @@ fn a_directory_from_before_the_meta_file_gets_one_from_the_wal_hard_state() {
     wal.set_hard_state(HardState { term: 5, vote: 2, commit: 3 }).expect("hs");
     wal.sync().expect("sync");
     drop(wal);
-    let recovered = mini_raft::server::recovery::recover(
-        mini_raft::storage::fs::real(),
-        dir.path(),
-        mini_raft::server::recovery::RecoveryOptions {
-            cluster_id: 1,
-            node_id: 1,
-            wal_options: mini_raft::storage::WalOptions::with_segment_bytes(4 << 20),
-            sole_voter: false,
-        },
-    )
-    .expect("recover");
+    let recovered = recover_as(dir.path(), 1).expect("recover");
     assert_eq!(recovered.restored.hard_state, HardState { term: 5, vote: 2, commit: 3 });
     drop(recovered);
     let (_, m) = MetaStore::open(fs::real(), &dir.path().join("meta"), 1, 1).expect("meta");
     assert_eq!((m.term, m.vote), (5, 2));
-    let err = mini_raft::server::recovery::recover(
-        mini_raft::storage::fs::real(),
-        dir.path(),
-        mini_raft::server::recovery::RecoveryOptions {
-            cluster_id: 1,
-            node_id: 7,
-            wal_options: mini_raft::storage::WalOptions::with_segment_bytes(4 << 20),
-            sole_voter: false,
-        },
-    )
-    .err()
-    .expect("wrong node");
+    let err = recover_as(dir.path(), 7).err().expect("wrong node");
     assert!(err.to_string().contains("belongs to node 1 of cluster 1, not node 7"), "{err}");
 }
 
@@ -151,18 +130,22 @@ fn the_newer_of_meta_and_wal_wins_so_a_crash_between_the_two_writes_loses_no_vot
     let (mut store, m) = MetaStore::open(fs::real(), &dir.path().join("meta"), 1, 1).expect("meta");
     store.store(&Meta { term: 6, vote: 3, ..m }).expect("store");
     drop(store);
-    let recovered = mini_raft::server::recovery::recover(
-        mini_raft::storage::fs::real(),
-        dir.path(),
-        mini_raft::server::recovery::RecoveryOptions {
-            cluster_id: 1,
-            node_id: 1,
-            wal_options: mini_raft::storage::WalOptions::with_segment_bytes(4 << 20),
-            sole_voter: false,
-        },
-    )
-    .expect("recover");
+    let recovered = recover_as(dir.path(), 1).expect("recover");
     assert_eq!((recovered.restored.hard_state.term, recovered.restored.hard_state.vote), (6, 3));
+}
+
+/// Runs the node's start-up recovery on `dir` as node `node_id` of cluster 1.
+fn recover_as(
+    dir: &std::path::Path,
+    node_id: u64,
+) -> Result<mini_raft::server::recovery::Recovered, mini_raft::server::node::StartError> {
+    let options = mini_raft::server::recovery::RecoveryOptions {
+        cluster_id: 1,
+        node_id,
+        wal_options: mini_raft::storage::WalOptions::with_segment_bytes(4 << 20),
+        sole_voter: false,
+    };
+    mini_raft::server::recovery::recover(mini_raft::storage::fs::real(), dir, options)
 }
 
 #[path = "support/mod.rs"]

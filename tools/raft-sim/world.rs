@@ -594,24 +594,15 @@ impl World {
                     }
                 }
                 reply @ (Payload::Reply { .. } | Payload::Closed { .. }) => {
-                    let nodes = &self.nodes;
-                    let up = |id: NodeId| nodes.get((id - 1) as usize).is_some_and(|n| n.running.is_some());
-                    let mut ctx = Ctx {
-                        rng: &mut self.rng,
-                        net: &mut self.net,
-                        now: self.step,
-                        clock: &mut self.clock,
-                        nodes: self.nodes.len() as u64,
-                        up: &up,
-                    };
-                    self.clients.deliver(&mut ctx, reply);
+                    self.with_clients(|clients, ctx| clients.deliver(ctx, reply));
                 }
             }
         }
         Ok(())
     }
 
-    fn client_step(&mut self) {
+    /// Runs `f` on the clients with their view of the world (network, clock, which nodes are up).
+    fn with_clients<R>(&mut self, f: impl FnOnce(&mut Clients, &mut Ctx) -> R) -> R {
         let nodes = &self.nodes;
         let up = |id: NodeId| nodes.get((id - 1) as usize).is_some_and(|n| n.running.is_some());
         let mut ctx = Ctx {
@@ -622,7 +613,12 @@ impl World {
             nodes: self.nodes.len() as u64,
             up: &up,
         };
-        self.clients.act(&mut ctx, self.submitting);
+        f(&mut self.clients, &mut ctx)
+    }
+
+    fn client_step(&mut self) {
+        let submitting = self.submitting;
+        self.with_clients(|clients, ctx| clients.act(ctx, submitting));
     }
 
     // ----- faults ----------------------------------------------------------------------------------
@@ -883,17 +879,7 @@ impl World {
     /// Every client reads `key` (linearizably).
     fn start_final_reads(&mut self, key: u64) -> Phase {
         let reads_before = self.clients.stats.reads_ok;
-        let nodes = &self.nodes;
-        let up = |id: NodeId| nodes.get((id - 1) as usize).is_some_and(|n| n.running.is_some());
-        let mut ctx = Ctx {
-            rng: &mut self.rng,
-            net: &mut self.net,
-            now: self.step,
-            clock: &mut self.clock,
-            nodes: self.nodes.len() as u64,
-            up: &up,
-        };
-        self.clients.read_on_every_client(&mut ctx, key);
+        self.with_clients(|clients, ctx| clients.read_on_every_client(ctx, key));
         Phase::Reads { key, reads_before }
     }
 
