@@ -139,11 +139,12 @@ fn verify_fails_on_a_corrupt_snapshot_naming_it() {
     assert!(out.contains("crc_ok=false"), "{out}");
 }
 
-/// Zeroes the last 512-byte sector holding the final batch's commit record: what a power loss
-/// during that batch's write can leave.
+/// Makes the last 512-byte sector holding the final batch's commit record unwritten again: what
+/// a power loss during that batch's write can leave.
 fn tear_final_commit(last: &Path) -> Vec<u8> {
     let mut buf = std::fs::read(last).expect("read");
-    let end = mini_raft::storage::analyze::dirty_end(&buf);
+    let fill = mini_raft::storage::analyze::image_fill(&buf);
+    let end = fill.dirty_end(&buf);
     // The final batch starts after the previous Commit record; older bytes of the sector stay.
     let mut batch_start = 0;
     record::scan::<()>(&buf[..end - record::COMMIT_RECORD_LEN], 0, |off, d| {
@@ -154,7 +155,7 @@ fn tear_final_commit(last: &Path) -> Vec<u8> {
     })
     .expect("scan");
     let sector = ((end - 1) / 512 * 512).max(batch_start);
-    buf[sector..end].fill(0);
+    fill.write(sector as u64, &mut buf[sector..end]);
     std::fs::write(last, &buf).expect("write");
     buf
 }

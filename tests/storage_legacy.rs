@@ -1,10 +1,13 @@
-//! Data directories written by the previous format (segment version 1: no commit records) still
-//! open with the legacy rules, and the log continues in version 2 segments.
+//! Data directories written by previous formats still open: segment version 1 (no commit records)
+//! with the legacy rules, version 2 (commit records, zero-filled) with the version 2 rules; the
+//! log continues in version 3 segments (filled with the pattern of `storage::fill`).
 
 mod storage_support;
 
 use mini_raft::raft::types::{EntryKind, HardState};
-use mini_raft::storage::record::{self, Record, SegmentHeader, SEGMENT_VERSION_LEGACY};
+use mini_raft::storage::record::{
+    self, Commit, Record, SegmentHeader, SEGMENT_VERSION_LEGACY, SEGMENT_VERSION_ZERO_FILL,
+};
 use mini_raft::storage::segment::segment_name;
 use std::path::{Path, PathBuf};
 use storage_support::{all_entries, entries, open_real, segment_files};
@@ -41,8 +44,77 @@ fn write_v1(dir: &Path, seq: u64, lo: u64, hi: u64, hs: HardState, prev_hs: Hard
     (path, offsets)
 }
 
+/// Writes a version 2 segment as the previous code did: header, then one batch per entry of
+/// `lo..=hi` (term 1), each closed by a Commit record; zeros after. Returns its path and the
+/// offset where the last batch starts.
+fn write_v2(dir: &Path, lo: u64, hi: u64) -> (PathBuf, usize) {
+    std::fs::create_dir_all(dir).expect("dir");
+    let header = SegmentHeader {
+        version: SEGMENT_VERSION_ZERO_FILL,
+        seq: 1,
+        prev_index: lo - 1,
+        prev_term: 0,
+        floor_index: 0,
+        floor_term: 0,
+        hard_state: HardState::default(),
+        batch_seq: 0,
+    };
+    let mut buf = vec![0u8; SEG as usize];
+    let mut off = record::encode(&mut buf, &Record::SegmentHeader(header));
+    let mut last_start = off;
+    for (n, e) in entries(lo, hi, 1, 40).into_iter().enumerate() {
+        last_start = off;
+        off += record::encode(
+            &mut buf[off..],
+            &Record::Entry { index: e.index, term: 1, kind: EntryKind::Normal, data: &e.data },
+        );
+        let c = Commit {
+            batch_seq: n as u64 + 1,
+            batch_offset: last_start as u32,
+            batch_len: (off - last_start) as u32,
+            batch_crc: record::batch_crc(&buf[last_start..off]),
+            last_index: e.index,
+            last_term: 1,
+            hs_term: 0,
+            hs_vote: 0,
+        };
+        off += record::encode(&mut buf[off..], &Record::Commit(c));
+    }
+    let path = dir.join(segment_name(1, lo));
+    std::fs::write(&path, &buf).expect("write");
+    (path, last_start)
+}
+
 #[test]
-fn a_version_1_directory_opens_and_continues_in_version_2_segments() {
+fn a_version_2_directory_keeps_its_rules_and_continues_in_version_3_segments() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (path, last_start) = write_v2(dir.path(), 1, 12);
+    // The final (synced) batch zeroed: in a zero-filled segment that reads as never written, so
+    // the version 2 rules lose it silently (the window version 3 closes).
+    let mut buf = std::fs::read(&path).expect("read");
+    buf[last_start..last_start + 2 * record::record_len(40)].fill(0);
+    std::fs::write(&path, &buf).expect("write");
+    let (mut wal, report) = open_real(dir.path(), SEG).expect("open");
+    assert!(report.corruption.is_none(), "{report:?}");
+    assert!(report.upgraded_to.is_some(), "{report:?}");
+    assert_eq!(all_entries(&wal), entries(1, 11, 1, 40));
+    wal.append(&entries(12, 15, 2, 40)).expect("append");
+    wal.sync().expect("sync");
+    drop(wal);
+    let files = segment_files(dir.path());
+    let newest = std::fs::read(files.last().expect("a segment")).expect("read");
+    match record::decode(&newest, 0).map(|d| d.record) {
+        Ok(Record::SegmentHeader(h)) => assert_eq!(h.version, record::SEGMENT_VERSION),
+        other => panic!("the new segment starts with a header: {other:?}"),
+    }
+    assert!(newest[newest.len() - 4096..].iter().all(|&b| b != 0), "version 3 space is the fill, not zeros");
+    let (wal, report) = open_real(dir.path(), SEG).expect("reopen");
+    assert!(report.upgraded_to.is_none() && report.corruption.is_none() && report.bytes_truncated == 0, "{report:?}");
+    assert_eq!(all_entries(&wal), [entries(1, 11, 1, 40), entries(12, 15, 2, 40)].concat());
+}
+
+#[test]
+fn a_version_1_directory_opens_and_continues_in_version_3_segments() {
     let dir = tempfile::tempdir().expect("tempdir");
     let hs1 = HardState { term: 1, vote: 1, commit: 10 };
     write_v1(dir.path(), 1, 1, 20, hs1, HardState::default());

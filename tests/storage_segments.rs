@@ -4,7 +4,8 @@
 mod storage_support;
 
 use mini_raft::raft::types::HardState;
-use mini_raft::storage::record::{self, TailKind};
+use mini_raft::storage::analyze::Verdict;
+use mini_raft::storage::record;
 use mini_raft::storage::segment::parse_segment_name;
 use mini_raft::storage::StorageError;
 use std::fs;
@@ -32,14 +33,14 @@ fn rotation_names_segments_by_seq_and_first_index_and_never_splits_a_record() {
         let buf = fs::read(f).expect("read");
         assert_eq!(buf.len() as u64, SEG, "segments are preallocated to a fixed size");
         let mut first_entry = None;
-        let end = record::scan::<()>(&buf, 0, |_, d| {
-            if let record::Record::Entry { index, .. } = d.record {
-                first_entry.get_or_insert(index);
+        let a = mini_raft::storage::analyze::analyze(&buf, i + 1 == files.len(), None, &mut |_, r| {
+            if let record::Record::Entry { index, .. } = r {
+                first_entry.get_or_insert(*index);
             }
             Ok(())
         })
-        .expect("scan");
-        assert_eq!(end.tail, TailKind::Clean, "{name}: every record whole, zeros after");
+        .expect("analyze");
+        assert_eq!(a.verdict, Verdict::Clean, "{name}: every record whole, unwritten space after");
         if let Some(fe) = first_entry {
             assert_eq!(fe, first, "{name}: first entry matches the name");
         }

@@ -172,7 +172,7 @@ impl LogState {
             None if h.prev_index < h.floor_index => Err("segment header prev_index below its floor".to_string()),
             None => Ok(()),
             Some(prev) if seq != prev + 1 => Err(format!("segment {seq} follows segment {prev}")),
-            Some(_) if h.version == super::record::SEGMENT_VERSION && h.batch_seq != self.batch_seq => Err(format!(
+            Some(_) if super::record::has_commit_records(h.version) && h.batch_seq != self.batch_seq => Err(format!(
                 "segment header says the last batch before it was {}, the replayed log says {}",
                 h.batch_seq, self.batch_seq
             )),

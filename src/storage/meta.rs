@@ -329,7 +329,8 @@ impl MetaStore {
 fn create(fs: &dyn FileSystem, path: &Path, meta: &Meta) -> Result<(), StorageError> {
     let tmp = path.with_extension("tmp");
     let file = fs.open(&tmp, OpenMode::CreateTruncate).map_err(|e| StorageError::io("create meta file", &tmp, e))?;
-    file.allocate(META_FILE_BYTES).map_err(|e| StorageError::io("allocate meta file", &tmp, e))?;
+    file.allocate(META_FILE_BYTES, super::fill::Fill::Zeros)
+        .map_err(|e| StorageError::io("allocate meta file", &tmp, e))?;
     let slot = encode_slot(1, meta);
     for off in SLOT_OFFSETS {
         file.write_at(off, &slot).map_err(|e| StorageError::io("write meta slot", &tmp, e))?;

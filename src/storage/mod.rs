@@ -6,6 +6,7 @@
 //!   memory, deterministic, with power loss, latent errors, EIO and ENOSPC on request).
 //! - `record`: the byte layout of WAL records (documented there, offsets and byte order);
 //!   `scan`: walking the valid records of an image; `analyze`: judging a segment at recovery.
+//! - `fill`: what unwritten segment space holds (zeros, or the pattern of version 3 segments).
 //! - `segment`: segment files (`{seq:020}-{first_index:020}.wal`, allocated for real, created
 //!   atomically; appends are one `pwrite` per batch, see `segment` for the measurement).
 //! - `log_state`: the index rebuilt by replaying records; shared by writer, recovery, raft-dump.
@@ -22,6 +23,7 @@
 pub mod analyze;
 pub mod dir;
 pub mod error;
+pub mod fill;
 pub mod fs;
 pub mod log_state;
 pub mod meta;

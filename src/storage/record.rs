@@ -19,18 +19,24 @@
 //!
 //! SegmentHeader payload: magic `b"MRWALSEG"` (8), version u32, reserved u32 = 0, seq u64,
 //! prev_index u64, prev_term u64, floor_index u64, floor_term u64, hs_term u64, hs_vote u64,
-//! hs_commit u64 (80 bytes: version 1), then batch_seq u64 (88 bytes: version 2). Version 1
-//! segments (no commit records) are read with the legacy rules (see `analyze`); new segments are
-//! version 2. `batch_seq` of a version 2 header is the sequence number of the last batch
-//! committed before the segment was created (the first Commit record in it carries that + 1).
+//! hs_commit u64 (80 bytes: version 1), then batch_seq u64 (88 bytes: versions 2 and 3). Version 1
+//! segments (no commit records) are read with the legacy rules (see `analyze`); version 2 has
+//! commit records and zero-filled unwritten space; new segments are version 3: as version 2, but
+//! unwritten space holds the fill pattern (`fill`), so damage is never mistaken for it.
+//! `batch_seq` of a version 2/3 header is the sequence number of the last batch committed before
+//! the segment was created (the first Commit record in it carries that + 1).
 //!
-//! Commit record (type 6, version 2 segments only), the end of every synced batch: header
+//! Commit record (type 6, versions 2 and 3), the end of every synced batch: header
 //! `index` = the log's last index after the batch, `term` = its term; payload (40 bytes):
 //! batch_seq u64 (consecutive across segments), hs_term u64, hs_vote u64 (the hard state after
 //! the batch), batch_offset u32 (where the batch starts in this segment), batch_len u32 (bytes
 //! from batch_offset up to this record), batch_crc u32 (CRC-32 of those bytes), reserved u32 = 0.
-//! A confirmation is a Commit record for a batch of zeros: it sits at the next 4096-aligned
-//! offset after the batch it confirms, and its "batch" is the unwritten zero gap before it.
+//! A confirmation is a Commit record that closes an empty batch, written when the WAL is idle so
+//! that the batch before it is known to be synced. Version 3: right after that batch
+//! (`batch_len` 0, the CRC of no bytes). Version 2: at the next 4096-aligned offset, its "batch"
+//! the zero gap before it (so a zeroed page could not take both; version 3 needs no gap, since a
+//! zeroed page is seen as damage there, and a gap of unwritten space would look like a lost
+//! sector of a torn batch).
 //!
 pub use super::scan::{first_nonzero, is_zero, scan, ScanEnd, TailKind};
 use crate::raft::types::{EntryKind, HardState};
@@ -50,8 +56,11 @@ pub const SEGMENT_HEADER_PAYLOAD_LEN: usize = 88;
 pub const COMMIT_PAYLOAD_LEN: usize = 40;
 /// Bytes a Commit record occupies (header + payload).
 pub const COMMIT_RECORD_LEN: usize = HEADER_LEN + COMMIT_PAYLOAD_LEN;
-/// Segment format written by this code.
-pub const SEGMENT_VERSION: u32 = 2;
+/// Segment format written by this code: commit records, unwritten space holds the fill pattern
+/// (`fill`).
+pub const SEGMENT_VERSION: u32 = 3;
+/// Commit records, unwritten space is zeros (still read; see `fill` for why it changed).
+pub const SEGMENT_VERSION_ZERO_FILL: u32 = 2;
 /// The format without batch commit records, still read.
 pub const SEGMENT_VERSION_LEGACY: u32 = 1;
 /// Bytes of a HardState payload.
@@ -98,7 +107,8 @@ impl RecordType {
 /// state at the moment it was created, so that older segments can be deleted freely.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SegmentHeader {
-    /// SEGMENT_VERSION for new segments, SEGMENT_VERSION_LEGACY for old ones.
+    /// SEGMENT_VERSION for new segments; SEGMENT_VERSION_ZERO_FILL or SEGMENT_VERSION_LEGACY
+    /// for older ones.
     pub version: u32,
     pub seq: u64,
     /// Last log index when the segment was created; its first entry (if any) is prev_index + 1.
@@ -284,6 +294,11 @@ fn segment_header_len(version: u32) -> usize {
     }
 }
 
+/// True if segments of `version` end every batch in a Commit record (versions 2 and 3).
+pub fn has_commit_records(version: u32) -> bool {
+    version != SEGMENT_VERSION_LEGACY
+}
+
 /// CRC-32 of a batch's bytes, as a Commit record stores it.
 pub fn batch_crc(bytes: &[u8]) -> u32 {
     crc32fast::hash(bytes)
@@ -310,7 +325,10 @@ fn hard_state_payload(hs: &HardState) -> [u8; HARD_STATE_PAYLOAD_LEN] {
 
 fn segment_header_payload(h: &SegmentHeader) -> [u8; SEGMENT_HEADER_PAYLOAD_LEN] {
     let mut p = [0u8; SEGMENT_HEADER_PAYLOAD_LEN];
-    assert!(matches!(h.version, SEGMENT_VERSION_LEGACY | SEGMENT_VERSION), "unknown segment version");
+    assert!(
+        matches!(h.version, SEGMENT_VERSION_LEGACY | SEGMENT_VERSION_ZERO_FILL | SEGMENT_VERSION),
+        "unknown segment version"
+    );
     p[0..8].copy_from_slice(SEGMENT_MAGIC);
     LE::write_u32(&mut p[8..12], h.version);
     let fields = [
@@ -439,7 +457,8 @@ fn decode_segment_header(p: &[u8], no_index: bool) -> Result<Record<'_>, DecodeE
         return Err(DecodeError::BadPayload("segment header magic"));
     }
     let version = LE::read_u32(&p[8..12]);
-    let ok = matches!(version, SEGMENT_VERSION_LEGACY | SEGMENT_VERSION) && p.len() == segment_header_len(version);
+    let known = matches!(version, SEGMENT_VERSION_LEGACY | SEGMENT_VERSION_ZERO_FILL | SEGMENT_VERSION);
+    let ok = known && p.len() == segment_header_len(version);
     if !ok {
         return Err(DecodeError::BadPayload("segment header version or length"));
     }
@@ -452,7 +471,7 @@ fn decode_segment_header(p: &[u8], no_index: bool) -> Result<Record<'_>, DecodeE
         floor_index: f(3),
         floor_term: f(4),
         hard_state: HardState { term: f(5), vote: f(6), commit: f(7) },
-        batch_seq: if version == SEGMENT_VERSION { f(8) } else { 0 },
+        batch_seq: if has_commit_records(version) { f(8) } else { 0 },
     }))
 }
 

@@ -18,6 +18,7 @@
 pub use super::dir::sync_dir;
 use super::dir::Naming;
 use super::error::StorageError;
+use super::fill::Fill;
 use super::fs::{FileHandle, FileSystem, OpenMode, PAGE_BYTES};
 use super::record::{self, Commit, Record, COMMIT_RECORD_LEN, HEADER_LEN, SEGMENT_HEADER_PAYLOAD_LEN};
 use bytes::Bytes;
@@ -159,7 +160,8 @@ impl Segment {
                 (tmp, file)
             }
         };
-        file.allocate(bytes).map_err(|e| StorageError::io("allocate segment", &tmp, e))?;
+        file.allocate(bytes, Fill::of_segment_version(header.version))
+            .map_err(|e| StorageError::io("allocate segment", &tmp, e))?;
         let mut buf = vec![0u8; record::record_len(SEGMENT_HEADER_PAYLOAD_LEN)];
         let n = record::encode(&mut buf, &Record::SegmentHeader(header));
         file.write_at(0, &buf[..n]).map_err(|e| StorageError::io("write segment header", &tmp, e))?;
@@ -270,17 +272,19 @@ impl Segment {
         Ok(c)
     }
 
-    /// Writes and syncs a confirmation (module doc of `record`) at the next page boundary.
-    /// Returns its offset and content, or None if the segment has no room for it.
+    /// Writes and syncs a confirmation (module doc of `record`): a Commit record of an empty
+    /// batch right after the last one. Returns its offset and content, or None if the segment has
+    /// no room for it. Only current-format segments are written to.
     pub fn confirm(&mut self, mut c: Commit) -> Result<Option<(usize, Commit)>, StorageError> {
         assert!(!self.has_pending(), "confirmation with an uncommitted batch");
-        let at = self.write_pos.div_ceil(PAGE_BYTES as usize) * PAGE_BYTES as usize;
+        assert_eq!(self.version, record::SEGMENT_VERSION, "only current-format segments are appended to");
+        let at = self.write_pos;
         if at + COMMIT_RECORD_LEN > self.len {
             return Ok(None);
         }
-        c.batch_offset = self.write_pos as u32;
-        c.batch_len = (at - self.write_pos) as u32;
-        c.batch_crc = record::batch_crc(&vec![0u8; at - self.write_pos]);
+        c.batch_offset = at as u32;
+        c.batch_len = 0;
+        c.batch_crc = record::batch_crc(&[]);
         let mut buf = [0u8; COMMIT_RECORD_LEN];
         record::encode(&mut buf, &Record::Commit(c));
         self.file.write_at(at as u64, &buf).map_err(|e| StorageError::io("write confirmation", &self.path, e))?;
@@ -290,20 +294,23 @@ impl Segment {
         Ok(Some((at, c)))
     }
 
-    /// Overwrites `[from, to)` with zeros and makes that durable (dropping a torn tail or a
-    /// damaged suffix).
-    pub fn zero_range(&mut self, from: usize, to: usize) -> Result<(), StorageError> {
+    /// Overwrites `[from, to)` with the segment's fill (unwritten space: zeros or the pattern)
+    /// and makes that durable (dropping a torn tail or a damaged suffix).
+    pub fn unwrite_range(&mut self, from: usize, to: usize) -> Result<(), StorageError> {
         assert!(from <= to && to <= self.len && !self.has_pending());
-        let zeros = vec![0u8; (to - from).min(1 << 20)];
+        assert!(self.version != 0, "the segment's version is known before its tail is dropped");
+        let fill = Fill::of_segment_version(self.version);
+        let mut chunk = vec![0u8; (to - from).min(1 << 20)];
         let mut pos = from;
         while pos < to {
-            let n = (to - pos).min(zeros.len());
+            let n = (to - pos).min(chunk.len());
+            fill.write(pos as u64, &mut chunk[..n]);
             self.file
-                .write_at(pos as u64, &zeros[..n])
-                .map_err(|e| StorageError::io("zero segment tail", &self.path, e))?;
+                .write_at(pos as u64, &chunk[..n])
+                .map_err(|e| StorageError::io("drop segment tail", &self.path, e))?;
             pos += n;
         }
-        self.file.sync_data().map_err(|e| StorageError::io("fdatasync zeroed tail", &self.path, e))
+        self.file.sync_data().map_err(|e| StorageError::io("fdatasync dropped tail", &self.path, e))
     }
 }
 
@@ -333,7 +340,9 @@ impl Spare {
     /// Allocates up to `step_bytes` more and syncs them, so that rotation has little left to do.
     pub fn step(&mut self, step_bytes: u64) -> Result<(), StorageError> {
         let next = (self.allocated + step_bytes).min(self.target);
-        self.file.allocate(next).map_err(|e| StorageError::io("allocate spare segment", &self.path, e))?;
+        self.file
+            .allocate(next, Fill::of_segment_version(record::SEGMENT_VERSION))
+            .map_err(|e| StorageError::io("allocate spare segment", &self.path, e))?;
         self.file.sync_data().map_err(|e| StorageError::io("fdatasync spare segment", &self.path, e))?;
         self.allocated = next;
         Ok(())

@@ -32,7 +32,9 @@
 //! - Every segment starts with a header that checkpoints floor, last index, hard state and the
 //!   batch sequence, so deleting older segments never loses them.
 //!
-//! Recovery rules (version 2 segments; implemented in `analyze`, applied in `wal_open`):
+//! Recovery rules (version 2 and 3 segments; implemented in `analyze`, applied in `wal_open`).
+//! "Unwritten" below is what a segment is allocated with: zeros in version 2, the fill pattern
+//! of `fill` in version 3 (what this code writes):
 //! 1. Recovery keeps the records up to the end of the last Commit record that validates in the
 //!    chain (record CRC, batch offset, length, batch CRC, sequence number).
 //! 2. Damage (bad CRC, bad padding, zeros where a record should be, an inconsistent record)
@@ -41,45 +43,52 @@
 //!    returned, so every byte before its batch was synced.
 //! 3. Damage only after the last validating Commit (the final batch) in the newest segment is a
 //!    torn tail if a crash can explain it: each 512-byte sector of the batch is either what was
-//!    written or unwritten zeros (the batch went into the zero tail of a preallocated segment), so
-//!    every stretch that is not a valid record must touch a sector that is all zero from the batch
-//!    start on. Then the whole final batch is dropped (it was never acknowledged), even if valid
+//!    written or unwritten (the batch went into the unwritten tail of a preallocated segment), so
+//!    every stretch that is not a valid record must touch a sector that is all unwritten from the
+//!    batch start on. Then the whole final batch is dropped (it was never acknowledged), even if valid
 //!    records follow a missing sector (pages written back out of order): never a "hole". Damage a
-//!    crash cannot produce (a non-zero sector that is not what was written, e.g. a flipped bit,
-//!    while the batch's Commit record is intact) is corruption.
-//! 4. Any non-zero byte after the last Commit of a segment that is not the newest is corruption.
+//!    crash cannot produce (a sector that is neither what was written nor unwritten, e.g. a
+//!    flipped bit, or in version 3 a zeroed sector) is corruption.
+//! 4. Any byte that is not unwritten after the last Commit of a segment that is not the newest is
+//!    corruption.
 //! 5. Corruption does not fail `open`: the log is cut at the start of the damaged batch (later
 //!    records and segments are dropped) and the report carries a `Corruption` with the first lost
 //!    index and a guard (the highest (index, term) any valid record in the dropped part shows).
 //!    `repair` makes the cut durable, crash-safely: delete later segments newest first with a
 //!    directory sync each (a crash leaves a shorter suffix with the same damage, found again),
-//!    then zero the damaged segment from the cut and sync (a crash leaves the damage, or zeros:
-//!    either way the log ends at the cut). A damaged header of the first segment cannot be cut
+//!    then make the damaged segment unwritten again from the cut and sync (a crash leaves the
+//!    damage, or unwritten space: either way the log ends at the cut). A damaged header of the first segment cannot be cut
 //!    around: `open` fails with `StorageError::Unsalvageable` (file and offset), and the node
 //!    layer discards the whole log after recording a guard (`discard_unsalvageable`).
 //! 6. Version 1 segments (no Commit records) keep the legacy rules: a bad record followed only by
 //!    non-records in the newest segment is a torn tail; anything else is corruption as in 5. The
-//!    first start after an upgrade continues in a new version 2 segment.
+//!    first start after an upgrade continues in a new version 3 segment (from version 1 or 2).
 //!
-//! Residual window (what rule 3 cannot tell apart): a *synced and acknowledged* final batch whose
-//! damage looks like a crash (a zeroed sector, or garbage only in a stretch that also touches a
-//! zero sector) is treated as torn and dropped. The window closes when the next Commit record is
-//! durable: the next batch, or a confirmation (`confirm_if_idle`: an empty-batch Commit at the next
-//! 4096-byte boundary, so that a zeroed 4 KiB page cannot destroy both it and the batch it
-//! confirms; when the segment has no room left for one, the WAL rotates and the next segment's
-//! header confirms it). So it spans from each sync until the next batch or ~10 ms of idleness, and,
-//! on a node killed right after a sync, until its restart confirms. Losing such a batch is not
-//! always survivable: if this node was one of the only majority that held an entry, the entry can
-//! be lost (raft-sim shows it when damage is aimed at the newest page of a stopped node). No mark in
-//! the file can close the window, since out-of-order writeback can leave any subset of an unsynced
-//! batch's pages, so only a later durable record tells a finished sync from an unfinished one; the
-//! remedy is a second sync per batch or a protocol-level rule (a torn tail counted as possibly
-//! acknowledged), both left for later. Rule 2 covers all older data. Errors are assumed to come
-//! one at a time: two that zero both a batch's page and its confirmation's page also look torn.
+//! Why version 3 fills unwritten space with a pattern (the closed "residual window"): with zero
+//! fill, a *synced and acknowledged* final batch whose damage looks like a crash (a zeroed
+//! sector, or a zeroed page holding the whole batch, which then reads as never written) was
+//! treated as torn and dropped until the next durable Commit record confirmed it; if this node
+//! was one of the only majority that held an entry, the entry was lost (raft-sim found it). No mark
+//! written *with* a batch can tell a finished sync from an unfinished one, since out-of-order
+//! writeback can leave any subset of an unsynced batch's pages. What can is the content of the
+//! space the batch went into: damage yields zeros or flipped bits, a crash yields the old content,
+//! and the pattern of `fill` is never zero and never what damage leaves. So rule 3 sees damage in
+//! a synced final batch as corruption (rule 5, protocol-aware recovery), at the cost of writing the
+//! pattern once when a segment is allocated (ahead of need, off the commit path). What remains:
+//! a disk that *drops* a synced write (the old content, the pattern, survives) is not told from a
+//! crash here; the recovering-node rules cover amnesia only when it is seen (`raft::recovery`).
+//! Errors are assumed to come one at a time: two that damage both a batch's Commit record and
+//! the batch can look torn. Confirmations (`confirm_if_idle`) still bound how long a final batch
+//! stays unconfirmed. In version 3 they follow the batch with no gap: a legitimate stretch of
+//! unwritten space inside the log (version 2's page-aligned confirmations) let a zeroed page
+//! after it pass as a torn batch (raft-sim seed 99: a zeroed page took a confirmation and two
+//! synced batches).
 //!
 //! Back of the envelope: a 100-byte entry costs a 136-byte record; a 64 MiB segment holds about
 //! 490k of them; each batch adds a 72-byte Commit record (batch of 1: 208 bytes per sync, still
-//! one page); a confirmation costs one sync and up to 4 KiB of segment space per idle period.
+//! one page); a confirmation costs one sync and 72 bytes of segment space per idle period.
+//! Allocation writes each segment's bytes once (the pattern), in `spare_step_bytes` steps on the
+//! storage thread while the current segment fills: 64 MiB per ~490k small entries.
 
 use super::error::StorageError;
 use super::fs::{FileSystem, LockGuard};
@@ -389,7 +398,7 @@ impl Wal {
 
     /// One step of allocating the next segment ahead of need (`spare_step_bytes`, synced), once
     /// the current segment is half full, so that rotation does not stall for a whole segment of
-    /// zero-writing. A failure here is not fatal: it is logged, the spare is dropped, and
+    /// fill-writing. A failure here is not fatal: it is logged, the spare is dropped, and
     /// rotation allocates synchronously (where ENOSPC is an error). Returns true if it did work.
     pub fn allocate_ahead(&mut self) -> Result<bool, StorageError> {
         self.usable()?;

@@ -37,7 +37,8 @@ pub struct Corruption {
     /// The index after the last entry kept.
     pub first_lost_index: u64,
     /// The highest (index, term) that any valid record in the dropped part shows the log had
-    /// reached; None if nothing valid follows the damage.
+    /// reached, if that bounds the lost log (the newest file ends in a valid record followed by
+    /// unwritten space); None if nothing does: the guard's extent is then unknown.
     pub guard: Option<LogPosition>,
     /// The highest term any valid record in the dropped part mentions (0 if none).
     pub term_max: u64,
@@ -207,9 +208,14 @@ impl Wal {
         // instead of leaving it open to look torn until the next write.
         let header_len = record::record_len(record::SEGMENT_HEADER_PAYLOAD_LEN);
         self.unconfirmed = self.current().write_pos > header_len;
-        if self.repair.is_none() && self.current().version == record::SEGMENT_VERSION_LEGACY {
+        if self.repair.is_none() && self.current().version != record::SEGMENT_VERSION {
+            let old = self.current().version;
             self.rotate()?;
-            log::info!("{}: continuing in a version 2 segment {}", self.dir.display(), self.current().path.display());
+            let (dir, path) = (self.dir.display(), self.current().path.display());
+            log::info!(
+                "{dir}: continuing after a version {old} segment in a version {} segment {path}",
+                record::SEGMENT_VERSION
+            );
             report.upgraded_to = Some(self.current().path.clone());
         }
         report.segments = self.segments.len();
@@ -326,7 +332,7 @@ impl Wal {
     fn drop_tail(&mut self, seg: &mut Segment, a: &Analysis, report: &mut RecoveryReport) -> Result<(), StorageError> {
         let keep = a.keep_end;
         let cached = seg.image()?;
-        let zero_to = a.dirty_end.max(analyze::dirty_end(&cached[keep..]) + keep);
+        let zero_to = a.dirty_end.max(analyze::dirty_end(a.version, &cached)).max(keep);
         if zero_to <= keep {
             return Ok(());
         }
@@ -339,7 +345,7 @@ impl Wal {
             seg.path.display(),
             zero_to - keep
         );
-        seg.zero_range(keep, zero_to)?;
+        seg.unwrite_range(keep, zero_to)?;
         report.bytes_truncated += (zero_to - keep) as u64;
         report.truncated_at = Some((seg.path.clone(), keep as u64));
         report.torn_reason = Some(reason);
@@ -365,10 +371,20 @@ impl Wal {
         for f in &files[i + 1..] {
             seen.merge(self.seen_in_file(f));
         }
+        // What the dropped part shows bounds the lost log only if its newest file ends intact
+        // (raft-sim: a zeroed final page left older records visible, and a guard below the lost
+        // entries let the node vote for a candidate without them).
+        let bounded = match files[i + 1..].last() {
+            None => analyze::ends_in_a_valid_record(buf, a.keep_end),
+            Some(f) => self.file_ends_in_a_valid_record(f),
+        };
+        if !bounded {
+            seen.position = None;
+        }
         let zero_to = if a.keep_end == 0 {
             0
         } else {
-            a.dirty_end.max(analyze::dirty_end(&seg.image()?[a.keep_end..]) + a.keep_end)
+            a.dirty_end.max(analyze::dirty_end(a.version, &seg.image()?)).max(a.keep_end)
         };
         let mut delete: Vec<PathBuf> = files[i + 1..].iter().map(|f| f.path.clone()).collect();
         if a.keep_end == 0 {
@@ -381,6 +397,14 @@ impl Wal {
         log::error!("{corruption}");
         self.repair = Some(Repair { cut: a.keep_end, zero_to, delete, corruption });
         Ok(())
+    }
+
+    /// See `analyze::ends_in_a_valid_record` (false if the file cannot be read).
+    fn file_ends_in_a_valid_record(&self, f: &SegmentFile) -> bool {
+        match Segment::open(self.fs.as_ref(), f).and_then(|s| s.image()) {
+            Ok(img) => analyze::ends_in_a_valid_record(&img, 0),
+            Err(_) => false,
+        }
     }
 
     /// What a dropped later segment shows (whatever can be read of it).
@@ -434,9 +458,9 @@ impl Wal {
         }
         if plan.zero_to > plan.cut {
             let seg = self.segments.back_mut().ok_or_else(super::wal::no_segment)?;
-            seg.zero_range(plan.cut, plan.zero_to)?;
+            seg.unwrite_range(plan.cut, plan.zero_to)?;
         }
-        if self.current().version == record::SEGMENT_VERSION_LEGACY {
+        if self.current().version != record::SEGMENT_VERSION {
             self.rotate()?;
         }
         Ok(())

@@ -404,8 +404,10 @@ fn print_records(args: &Args, files: &[SegmentFile]) {
         let filtered = args.from > 0 || args.to < u64::MAX;
         let mut prev_end = 0usize;
         let mut gaps: Vec<usize> = Vec::new();
-        analyze::for_each_valid(&buf, 0, buf.len(), &mut |off, d| {
-            if off > prev_end && !record::is_zero(&buf[prev_end..off]) {
+        let fill = analyze::image_fill(&buf);
+        let dirty = fill.dirty_end(&buf);
+        analyze::for_each_valid(&buf, 0, dirty, &mut |off, d| {
+            if off > prev_end && !fill.matches(prev_end as u64, &buf[prev_end..off]) {
                 gaps.push(prev_end);
             }
             prev_end = off + d.len;
@@ -426,7 +428,7 @@ fn print_records(args: &Args, files: &[SegmentFile]) {
             fields.push(("crc_ok", V::B(true)));
             emit(args.json, "record", &fields);
         });
-        if analyze::dirty_end(&buf) > prev_end {
+        if dirty > prev_end {
             gaps.push(prev_end);
         }
         for at in gaps {

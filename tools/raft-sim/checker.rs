@@ -196,17 +196,20 @@ impl Checker {
 
     /// A node started: what recovery brought back must hold everything its storage reported
     /// durable before (`before`), unless latent damage was injected and the node says so (a
-    /// recovery guard that covers what was lost). Returns true if the node silently lost a
-    /// suffix of its log to damage in the storage's residual window (`in_window`, see
-    /// `storage::wal`), which is allowed and counted.
+    /// recovery guard that covers what was lost). No loss is silent: the version 2 "residual
+    /// window" (a damaged final batch read as torn) is closed by the fill of version 3 segments.
+    /// After a failed write (`write_failed`) an entry may come back replaced by one of a newer
+    /// term, and the entries after it gone: the failed batch's first part (a truncation and new
+    /// entries), committed before a rotation that failed, is durable though never reported (what
+    /// Raft allows of any unacknowledged write).
     pub fn node_started(
         &mut self,
         id: NodeId,
         before: &MemStorage,
         started: &Started,
         damaged: bool,
-        in_window: bool,
-    ) -> Result<bool, Failure> {
+        write_failed: bool,
+    ) -> Result<(), Failure> {
         self.last_commit.remove(&id);
         self.last_applied.insert(id, started.applied);
         self.image_at(id, started.applied, started.kv_image.clone());
@@ -230,27 +233,19 @@ impl Checker {
             let first = started.entries.first()?.index;
             started.entries.get(usize::try_from(index.checked_sub(first)?).ok()?).map(|e| e.term)
         };
-        let mut lost_suffix_from = None;
+        let mut overwritten = false;
         for entry in before.entries.iter().filter(|e| e.index > snap_now) {
             let found = recovered_term(entry.index);
             if found == Some(entry.term) {
-                if lost_suffix_from.is_some() {
-                    lost_suffix_from = Some(Index::MAX); // a hole, not a suffix
-                }
                 continue;
             }
             let guard_covers = started.recovery.is_some_and(|g| (g.term, g.index) >= (entry.term, entry.index));
             if damaged && guard_covers {
                 continue; // lost to the injected damage, and the node knows it
             }
-            // In the residual window the last batch may vanish whole: its entries are missing,
-            // or, if it had overwritten a suffix, the older entries it replaced are back.
-            let lost = found.is_none_or(|t| t < entry.term);
-            if in_window && lost && lost_suffix_from.is_none() {
-                lost_suffix_from = Some(entry.index);
-                continue;
-            }
-            if in_window && lost && lost_suffix_from != Some(Index::MAX) {
+            // The durable part of the failed batch truncated the log here: what followed is gone.
+            overwritten |= write_failed && found.is_some_and(|t| t > entry.term);
+            if overwritten {
                 continue;
             }
             return Err((
@@ -261,7 +256,7 @@ impl Checker {
                 ),
             ));
         }
-        Ok(lost_suffix_from.is_some())
+        Ok(())
     }
 
     // ----- applied entries and state machine images ----------------------------------------------

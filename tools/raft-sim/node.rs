@@ -19,6 +19,8 @@ use mini_raft::raft::{Entry, MemStorage, NodeId, Raft, RaftConfig, Recovery, Sna
 use mini_raft::server::recovery::{recover, RecoveryOptions};
 use mini_raft::server::replica::{Replica, ReplicaInit, SnapshotPolicy};
 use mini_raft::server::storage_thread::{IoDone, IoJob, Lane, SnapshotWorker, WalWorker};
+use mini_raft::storage::analyze;
+use mini_raft::storage::fs::{CorruptionKind, InjectedCorruption};
 use mini_raft::storage::{SimFs, WalOptions};
 
 /// How every node of a seed is configured.
@@ -83,10 +85,9 @@ pub struct SimNode {
     /// and must then say so (a recovery guard that covers them) or refuse to start. It stays set:
     /// damage hidden by the page cache surfaces only after a power cut, starts later.
     pub damaged: bool,
-    /// The damage hit the WAL while its last batch was not yet confirmed by a later durable
-    /// Commit record: the storage's documented residual window (`storage::wal`), in which
-    /// damage to that batch looks like a torn write and the batch is dropped without a guard.
-    pub damaged_in_window: bool,
+    /// The node stopped on a failed WAL write: a batch split across a rotation may have its
+    /// first part durable (with its own Commit record) though the sync was reported failed.
+    pub write_failed: bool,
     /// Latent damage not yet read back from the disk (the page cache may still hide it): no
     /// second error is injected on this node until a start after the caches were dropped, so
     /// that errors come one at a time (two at once can zero a batch and its confirmation).
@@ -112,7 +113,7 @@ impl SimNode {
             shadow: MemStorage::default(),
             snapshot_file: None,
             damaged: false,
-            damaged_in_window: false,
+            write_failed: false,
             rot_unread: false,
             caches_dropped: false,
             unconfirmed_at_stop: false,
@@ -209,7 +210,7 @@ impl SimNode {
         Ok(started)
     }
 
-    /// True if the WAL's last batch is not yet confirmed (see `damaged_in_window`).
+    /// True if the WAL's last batch is not yet confirmed by a later durable Commit record.
     pub fn wal_unconfirmed(&self) -> bool {
         match &self.running {
             Some(r) => r.wal.idle_after().is_some(),
@@ -233,6 +234,29 @@ impl SimNode {
                 let _ = std::fs::write(target, image);
             }
         }
+    }
+
+    /// A latent error in the WAL's final batch as the disk holds it: the page of the newest
+    /// segment's last written byte zeroed, or one bit of that batch's last 4 KiB flipped.
+    pub fn damage_final_batch(&self, rng: &mut Rng) -> Option<InjectedCorruption> {
+        let wal_dir = self.dir.join("wal");
+        let newest = self
+            .fs
+            .file_paths()
+            .into_iter()
+            .filter(|p| p.starts_with(&wal_dir) && p.extension().is_some_and(|e| e == "wal"))
+            .max()?;
+        let image = self.fs.durable_image(&newest).ok()?;
+        let end = analyze::image_fill(&image).dirty_end(&image) as u64;
+        let kind = match rng.chance(1, 2) {
+            true => CorruptionKind::ZeroPage,
+            false => CorruptionKind::BitFlip { bit: rng.range(0, 8) as u8 },
+        };
+        let offset = match kind {
+            CorruptionKind::ZeroPage => end.checked_sub(1)?,
+            CorruptionKind::BitFlip { .. } => end.checked_sub(rng.range(1, end.min(4096) + 1))?,
+        };
+        self.fs.corrupt_at(&newest, offset, kind).ok()
     }
 
     /// kill -9: the process and its queued work are gone; the page cache is not.

@@ -91,7 +91,8 @@ pub struct Stats {
     pub images_compared: u64,
     pub history_ops: u64,
     pub history_unknown_keys: u64,
-    pub residual_losses: u64,
+    /// Latent errors aimed at a WAL's unconfirmed final batch.
+    pub rot_final_batch: u64,
     /// Directed Figure 8 scripts started (see `figure8.rs`).
     pub figure8_scripts: u64,
     /// Membership changes the leader accepted, refused; leadership transfers started; leaders
@@ -140,7 +141,7 @@ impl Stats {
             ("images_compared", self.images_compared),
             ("history_ops", self.history_ops),
             ("history_unknown_keys", self.history_unknown_keys),
-            ("residual_losses", self.residual_losses),
+            ("rot_final_batch", self.rot_final_batch),
             ("figure8_scripts", self.figure8_scripts),
             ("conf_changes", self.conf_changes),
             ("conf_refused", self.conf_refused),
@@ -172,7 +173,7 @@ impl Stats {
             (&mut self.images_compared, o.images_compared),
             (&mut self.history_ops, o.history_ops),
             (&mut self.history_unknown_keys, o.history_unknown_keys),
-            (&mut self.residual_losses, o.residual_losses),
+            (&mut self.rot_final_batch, o.rot_final_batch),
             (&mut self.figure8_scripts, o.figure8_scripts),
             (&mut self.conf_changes, o.conf_changes),
             (&mut self.conf_refused, o.conf_refused),
@@ -361,6 +362,7 @@ impl World {
             self.nodes[i].run_storage(&mut self.rng, per_mille);
             if let Err(e) = self.nodes[i].deliver_done(&mut self.rng, per_mille) {
                 self.stats.storage_failures += 1;
+                self.nodes[i].write_failed = true;
                 self.stop_node(i, format!("stopped: {e}"), false);
             }
         }
@@ -382,16 +384,13 @@ impl World {
                 continue;
             }
             let before = node.expected_durable();
-            let damaged = node.damaged;
-            let in_window = node.damaged_in_window;
+            let (damaged, write_failed) = (node.damaged, node.write_failed);
             let id = node.id;
             match self.nodes[i].start(&self.settings, self.opts.seed) {
                 Ok(started) => {
-                    let residual = self.checker.node_started(id, &before, &started, damaged, in_window);
-                    if residual.map_err(|f| self.violation(f))? {
-                        self.stats.residual_losses += 1;
-                        self.note(format!("n{id} lost its unconfirmed last batch to damage (the residual window)"));
-                    }
+                    self.nodes[i].write_failed = false;
+                    let r = self.checker.node_started(id, &before, &started, damaged, write_failed);
+                    r.map_err(|f| self.violation(f))?;
                     if let Some(g) = started.recovery {
                         self.stats.recoveries += 1;
                         self.note(format!("n{id} starts RECOVERING (guard {}@{})", g.index, g.term));
@@ -466,6 +465,7 @@ impl World {
         let Some(replica) = self.nodes[i].replica_mut() else { return Ok(()) };
         if let Err(e) = replica.flush() {
             self.stats.storage_failures += 1;
+            self.nodes[i].write_failed = true;
             self.stop_node(i, format!("stopped: {e}"), false);
             return Ok(());
         }
@@ -698,13 +698,21 @@ impl World {
         if self.rng.chance(self.faults.rot_per_10k, 10_000) && !self.nodes[i].rot_unread {
             let dir = self.nodes[i].dir().to_path_buf();
             self.nodes[i].dump(&format!("before-damage-t{}", self.step));
-            if let Some(damage) = self.nodes[i].fs.corrupt_durable(&mut self.rng, &dir) {
+            // Half the time while the WAL's last batch is unconfirmed, aim at that batch: with
+            // zero-filled segments this was the residual window (a zeroed final batch read as
+            // never written); version 3 segments must report it as damage.
+            let aimed = self.nodes[i].wal_unconfirmed() && self.rng.chance(1, 2);
+            let damage = match aimed {
+                true => self.nodes[i].damage_final_batch(&mut self.rng),
+                false => None,
+            };
+            let damage = damage.or_else(|| self.nodes[i].fs.corrupt_durable(&mut self.rng, &dir));
+            if let Some(damage) = damage {
                 self.nodes[i].damaged = true;
                 self.nodes[i].rot_unread = true;
                 self.nodes[i].caches_dropped = false;
-                self.nodes[i].damaged_in_window |=
-                    damage.path.starts_with(dir.join("wal")) && self.nodes[i].wal_unconfirmed();
                 self.stats.rot += 1;
+                self.stats.rot_final_batch += u64::from(aimed);
                 let id = self.nodes[i].id;
                 self.note(format!("n{id}: LATENT DAMAGE {damage:?}"));
                 if self.rng.chance(1, 2) {

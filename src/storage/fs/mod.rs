@@ -90,9 +90,9 @@ pub trait FileHandle: Send + Sync {
     fn read_at(&self, offset: u64, len: usize) -> io::Result<Bytes>;
     /// Writes all of `data` at `offset` (one `pwrite`), growing the file if needed.
     fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()>;
-    /// Grows the file to `len` bytes by writing zeros (no-op if it is already that long), so
+    /// Grows the file to `len` bytes by writing `fill` (no-op if it is already that long), so
     /// that the blocks are really allocated: ENOSPC is reported here.
-    fn allocate(&self, len: u64) -> io::Result<()>;
+    fn allocate(&self, len: u64, fill: super::fill::Fill) -> io::Result<()>;
     /// fdatasync: makes every write so far (and the file size) durable.
     fn sync_data(&self) -> io::Result<()>;
     /// The whole file as the disk holds it, bypassing the page cache (O_DIRECT).

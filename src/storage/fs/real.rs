@@ -27,6 +27,7 @@
 
 use super::{FileHandle, FileSystem, LockGuard, OpenMode};
 use crate::raft::rng::Rng;
+use crate::storage::fill::Fill;
 use bytes::Bytes;
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -220,15 +221,16 @@ impl FileHandle for RealFile {
         self.file.write_all_at(data, offset)
     }
 
-    fn allocate(&self, len: u64) -> io::Result<()> {
+    fn allocate(&self, len: u64, fill: Fill) -> io::Result<()> {
         let mut pos = self.file.metadata()?.len();
         if len <= pos {
             return Ok(());
         }
-        let zeros = vec![0u8; CHUNK_BYTES];
+        let mut chunk = vec![0u8; CHUNK_BYTES];
         while pos < len {
             let n = (len - pos).min(CHUNK_BYTES as u64) as usize;
-            self.file.write_all_at(&zeros[..n], pos)?;
+            fill.write(pos, &mut chunk[..n]);
+            self.file.write_all_at(&chunk[..n], pos)?;
             pos += n as u64;
         }
         if self.map_files {

@@ -32,6 +32,7 @@
 
 use super::{FileHandle, FileSystem, LockGuard, OpenMode, PAGE_BYTES};
 use crate::raft::rng::Rng;
+use crate::storage::fill::Fill;
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -329,7 +330,7 @@ impl SimFs {
     }
 
     /// A latent error in synced data of one file under `under`: a bit flip or a zeroed 4 KiB
-    /// page, aimed at a page that holds data. `None` if no such file exists.
+    /// page, aimed at a page that holds data (not only unwritten space: zeros or the fill). `None` if no such file exists.
     pub fn corrupt_durable(&self, rng: &mut Rng, under: &Path) -> Option<InjectedCorruption> {
         let (path, offset, kind) = {
             let st = self.lock_state();
@@ -348,7 +349,9 @@ impl SimFs {
             for _ in 0..64 {
                 let start = (page * PAGE_BYTES) as usize;
                 let end = (start + PAGE_BYTES as usize).min(image.len());
-                if image[start..end].iter().any(|&b| b != 0) {
+                let unwritten =
+                    [Fill::Zeros, Fill::Pattern].iter().any(|f| f.matches(start as u64, &image[start..end]));
+                if !unwritten {
                     break;
                 }
                 page = rng.range(0, pages);
@@ -553,7 +556,7 @@ impl FileHandle for SimFile {
         })
     }
 
-    fn allocate(&self, len: u64) -> io::Result<()> {
+    fn allocate(&self, len: u64, fill: Fill) -> io::Result<()> {
         self.with(true, |st, ino| {
             let cur = inode_mut(st, ino)?.current.len() as u64;
             if len <= cur {
@@ -561,8 +564,18 @@ impl FileHandle for SimFile {
             }
             st.reserve(len - cur)?;
             let inode = inode_mut(st, ino)?;
-            inode.current.resize(len as usize, 0);
-            inode.pending.push(Pending { offset: cur, data: PendingData::Zeros(len - cur) });
+            let data = match fill {
+                Fill::Zeros => {
+                    inode.current.resize(len as usize, 0);
+                    PendingData::Zeros(len - cur)
+                }
+                Fill::Pattern => {
+                    let bytes = fill.bytes(cur, (len - cur) as usize);
+                    inode.current.extend_from_slice(&bytes);
+                    PendingData::Bytes(bytes)
+                }
+            };
+            inode.pending.push(Pending { offset: cur, data });
             Ok(())
         })
     }
