@@ -51,10 +51,12 @@ pub enum RequestType {
     Cas,
     Register,
     Status,
+    /// Membership requests: member list / change, leadership transfer.
+    Member,
 }
 
 impl RequestType {
-    const LABELS: [&'static str; 7] = ["get", "stale_get", "set", "delete", "cas", "register", "status"];
+    const LABELS: [&'static str; 8] = ["get", "stale_get", "set", "delete", "cas", "register", "status", "member"];
 
     fn index(self) -> usize {
         self as usize

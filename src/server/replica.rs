@@ -161,7 +161,7 @@ impl Replica {
 
     /// True if a client request waits for the log or a read round.
     pub fn has_waiting_requests(&self) -> bool {
-        !self.requests.is_empty() || !self.proposals_batch.is_empty()
+        !self.requests.is_empty() || !self.proposals_batch.is_empty() || self.has_member_waits()
     }
 
     /// Answers every waiting request `ShuttingDown` (graceful shutdown's deadline passed).
@@ -172,6 +172,7 @@ impl Replica {
         for (waiter, why, kind) in self.requests.abandon_all() {
             self.reply_abandoned(waiter, why, kind);
         }
+        self.abandon_member_requests();
     }
 
     pub fn raft(&self) -> &Raft {

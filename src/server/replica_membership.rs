@@ -84,11 +84,11 @@ impl Replica {
 
     pub(super) fn member_request(&mut self, waiter: Waiter, request: ClientRequest) {
         if self.raft.role() != Role::Leader {
-            return self.reply_not_leader(waiter, RequestType::Status);
+            return self.reply_not_leader(waiter, RequestType::Member);
         }
         if self.member_waits.len() >= MEMBER_WAITS_MAX {
             let text = "too many membership requests waiting".to_string();
-            return self.reply_error(waiter, RequestType::Status, ErrorCode::Overloaded, text);
+            return self.reply_error(waiter, RequestType::Member, ErrorCode::Overloaded, text);
         }
         let what = match request {
             ClientRequest::MemberChange(changes) => match self.propose_conf_change(changes) {
@@ -106,12 +106,26 @@ impl Replica {
     }
 
     fn refuse(&mut self, waiter: Waiter, text: String) {
-        self.reply_error(waiter, RequestType::Status, ErrorCode::MembershipRefused, text);
+        self.reply_error(waiter, RequestType::Member, ErrorCode::MembershipRefused, text);
     }
 
     fn reply_members(&mut self, waiter: Waiter) {
         let report = self.members_report();
-        self.reply(waiter, RequestType::Status, FrameBody::Reply(ClientReply::Members(report)));
+        self.reply(waiter, RequestType::Member, FrameBody::Reply(ClientReply::Members(report)));
+    }
+
+    /// True if a membership request waits for its change or transfer to finish.
+    pub(super) fn has_member_waits(&self) -> bool {
+        !self.member_waits.is_empty()
+    }
+
+    /// Graceful shutdown's deadline passed: every waiting membership request gets
+    /// `ShuttingDown` (its change may still complete: `member list` tells).
+    pub(super) fn abandon_member_requests(&mut self) {
+        for wait in std::mem::take(&mut self.member_waits) {
+            let text = "the node is shutting down; the change or transfer may still complete (member list)";
+            self.reply_error(wait.waiter, RequestType::Member, ErrorCode::ShuttingDown, text.to_string());
+        }
     }
 
     /// Once per loop iteration: learn the addresses of a new configuration and answer the
@@ -132,7 +146,7 @@ impl Replica {
             match self.member_wait_outcome(&wait.what) {
                 None => self.member_waits.push(wait),
                 Some(Ok(())) => self.reply_members(wait.waiter),
-                Some(Err((code, text))) => self.reply_error(wait.waiter, RequestType::Status, code, text),
+                Some(Err((code, text))) => self.reply_error(wait.waiter, RequestType::Member, code, text),
             }
         }
     }

@@ -251,3 +251,21 @@ fn a_frozen_state_for_another_index_is_refused() {
     let meta = SnapshotMeta { index: 5, term: 1, conf: ConfState::from_voters(vec![1]) };
     assert!(worker.run(IoJob::SaveSnapshot { meta, state: KvStore::new().freeze() }).is_err());
 }
+
+#[test]
+fn a_membership_change_still_waiting_at_shutdown_is_answered_shutting_down() {
+    use crate::raft::membership::{ChangeOp, MemberChange};
+    use crate::wire::ErrorCode;
+    let mut replica = large_sole_voter();
+    become_leader(&mut replica);
+    // Node 2 never answers: the joint configuration {1} + {1, 2} cannot commit.
+    let change = MemberChange { op: ChangeOp::AddVoter, id: 2, address: "127.0.0.1:1".into() };
+    replica.client_request(waiter(1), ClientRequest::MemberChange(vec![change]));
+    let replies = run_loop(&mut replica, &mut Vec::new());
+    assert!(replies.is_empty(), "the change waits for node 2: {replies:?}");
+    assert!(replica.has_waiting_requests(), "graceful shutdown waits for it");
+    replica.abandon_all_requests();
+    let replies: Vec<FrameBody> = replica.take_output().replies.into_iter().map(|(_, body)| body).collect();
+    assert!(matches!(replies.as_slice(), [FrameBody::Error(e)] if e.code == ErrorCode::ShuttingDown), "{replies:?}");
+    assert!(!replica.has_waiting_requests());
+}
