@@ -129,7 +129,14 @@ impl World {
             let all: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
             return (all.clone(), all, false);
         }
-        let newest = self.nodes.iter().filter_map(|n| n.raft()).max_by_key(|r| (r.configuration_index(), r.term()));
+        // A joining node knows no configuration yet (no voters): it never decides (seed 12938
+        // picked one that had the newest term, and the cluster looked memberless forever).
+        let newest = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.raft())
+            .filter(|r| r.configuration().voters().next().is_some())
+            .max_by_key(|r| (r.configuration_index(), r.term()));
         let Some(raft) = newest else { return (Vec::new(), Vec::new(), false) };
         let conf = raft.configuration();
         let voters: Vec<NodeId> = conf.voters().chain(conf.outgoing()).collect::<BTreeSet<_>>().into_iter().collect();
