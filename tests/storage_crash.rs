@@ -291,9 +291,6 @@ fn a_flipped_bit_in_the_final_unconfirmed_batch_with_an_intact_commit_is_corrupt
     for byte in (start..commit_at).step_by(7) {
         let mut img = orig.clone();
         img[byte] ^= 0x20;
-        if img[byte] == 0 && orig[byte] != 0 {
-            continue; // a flip to zero could be a lost sector's worth of content
-        }
         copy_with(&seg, dir.path(), &img);
         let (wal, report) = open_real(dir.path(), SEGMENT_BYTES).expect("open");
         let c = report.corruption.unwrap_or_else(|| panic!("flip at {byte}: not reported"));
@@ -370,4 +367,38 @@ fn after_a_restart_the_last_batch_is_confirmed_at_the_first_idle_moment() {
         .unwrap_or_else(|| panic!("damage to a confirmed batch must be corruption: {report:?}"));
     assert_eq!((c.first_lost_index, report.bytes_truncated), (13, 0));
     assert_eq!(all.len(), 16);
+}
+
+#[test]
+fn damage_in_space_the_log_never_used_loses_nothing_and_cuts_nothing() {
+    // Found in review: with fill-patterned segments any damage after an older segment's last
+    // batch read as corruption, and the cut dropped every newer segment although the next
+    // header proves where the log ended.
+    let src = tempfile::tempdir().expect("tempdir");
+    let (all, layout) = build_multi_segment(src.path());
+    let mut checked = 0;
+    for (fi, img) in layout.images.iter().enumerate() {
+        let end = dirty_end(img);
+        if end + 64 > img.len() {
+            continue; // no unused space to speak of
+        }
+        for (what, damage) in [("zeroed end", 0u8), ("flipped bit", 1u8)] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            for (f, image) in layout.files.iter().zip(&layout.images) {
+                fs::write(dir.path().join(f.file_name().expect("name")), image).expect("copy");
+            }
+            let mut bad = img.clone();
+            let tail = img.len() - 64;
+            match damage {
+                0 => bad[tail..].fill(0),
+                _ => bad[tail + 9] ^= 0x10,
+            }
+            fs::write(dir.path().join(layout.files[fi].file_name().expect("name")), &bad).expect("write");
+            let (wal, report) = open_real(dir.path(), 8192).unwrap_or_else(|e| panic!("{what} in segment {fi}: {e}"));
+            assert!(report.corruption.is_none(), "{what} in segment {fi}: {report:?}");
+            assert_eq!(all_entries(&wal), all, "{what} in segment {fi}: nothing is lost");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 2, "the layout has unused space to damage ({checked})");
 }

@@ -160,3 +160,24 @@ fn a_hole_in_a_version_1_segment_is_reported_corruption_not_a_refusal() {
     assert_eq!(c.guard.map(|g| g.index), Some(20));
     assert_eq!(wal.last_index(), 9);
 }
+
+#[test]
+fn a_segment_of_a_newer_format_is_refused_never_cut_as_damage() {
+    // A rollback to an older binary must not read a newer segment header as corruption (that
+    // path discards or cuts the log): it refuses to start and says why.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (path, _) = write_v2(dir.path(), 1, 3);
+    let mut buf = std::fs::read(&path).expect("read");
+    let header_len = record::record_len(record::SEGMENT_HEADER_PAYLOAD_LEN);
+    let mut header = buf[..header_len].to_vec();
+    let version_at = record::HEADER_LEN + 8;
+    header[version_at..version_at + 4].copy_from_slice(&(record::SEGMENT_VERSION + 1).to_le_bytes());
+    let crc = record::record_crc(&header);
+    header[4..8].copy_from_slice(&crc.to_le_bytes());
+    buf[..header_len].copy_from_slice(&header);
+    std::fs::write(&path, &buf).expect("write");
+    let err = open_real(dir.path(), SEG).err().expect("refused");
+    let text = err.to_string();
+    assert!(text.contains("newer than this binary"), "{text}");
+    assert!(path.exists() && std::fs::read(&path).expect("read") == buf, "nothing was changed on disk");
+}

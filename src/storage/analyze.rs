@@ -15,7 +15,7 @@
 //! 2. If any Commit record that validates on its own (record CRC and batch CRC over its stated
 //!    batch) lies after `keep_end`, the chain break before it is damage in synced data:
 //!    `Corrupt` at the break.
-//! 3. Otherwise, if non-zero bytes follow `keep_end`: in a segment that is not the newest that is
+//! 3. Otherwise, if bytes that are not unwritten follow `keep_end`: in a segment that is not the newest that is
 //!    `Corrupt` (it was synced completely before its successor was created); in the newest it is
 //!    the final batch, `Torn` if a crash can explain it and `Corrupt` if not (`crash_consistent`).
 //!
@@ -34,7 +34,7 @@ pub const CONFIRM_ALIGN: usize = super::fs::PAGE_BYTES as usize;
 /// What follows the records recovery keeps.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
-    /// Only zeros follow `keep_end`.
+    /// Only unwritten space follows `keep_end`.
     Clean,
     /// The final batch never completed its sync: `[keep_end, dirty_end)` is dropped.
     Torn { reason: String },
@@ -48,7 +48,7 @@ pub struct Analysis {
     pub version: u32,
     /// One past the last record recovery keeps.
     pub keep_end: usize,
-    /// One past the last non-zero byte of the image.
+    /// One past the last byte of the image that is not unwritten space.
     pub dirty_end: usize,
     /// Sequence number of the last kept batch (v2; the header's `batch_seq` if none).
     pub batch_seq: u64,
@@ -136,11 +136,12 @@ fn broken_header(dirty: usize, reason: String) -> Analysis {
     Analysis { version: 0, keep_end: 0, dirty_end: dirty, batch_seq: 0, verdict: Verdict::Corrupt { at: 0, reason } }
 }
 
-/// Where the chain walk of a version 2 segment stopped.
+/// Where the chain walk of a version 2 or 3 segment stopped.
 struct Walk {
     keep_end: usize,
     seq: u64,
-    /// First offset at or after `keep_end` where the chain is broken, and why (None: zeros).
+    /// First offset at or after `keep_end` where the chain is broken, and why (None: only
+    /// unwritten space follows).
     damage: Option<(usize, String)>,
     /// The break was imposed by `stop_at`.
     forced: bool,
@@ -263,6 +264,14 @@ fn apply_batch<'a>(
     Ok(())
 }
 
+/// True if Commit `c` at `at` describes a batch that ends right before it and starts at or after
+/// `keep_end` (as every Commit the WAL writes does): a record that only looks like one, inside an
+/// entry's data that a torn write exposed, would have to match its own position as well.
+fn describes_bytes_before(at: usize, c: &Commit, keep_end: usize) -> bool {
+    let start = c.batch_offset as usize;
+    start >= keep_end && start.checked_add(c.batch_len as usize) == Some(at)
+}
+
 /// Steps 2 and 3 of the module doc (step 2 also: a Commit record of a batch after the next one,
 /// whatever its own batch's state, proves the next batch was synced).
 fn judge_rest(buf: &[u8], fill: Fill, walk: &Walk, dirty: usize, is_newest: bool) -> Verdict {
@@ -274,7 +283,7 @@ fn judge_rest(buf: &[u8], fill: Fill, walk: &Walk, dirty: usize, is_newest: bool
         if let Record::Commit(c) = d.record {
             if commit_validates(buf, at, &c) {
                 last_valid_commit = Some(at);
-            } else if c.batch_seq > walk.seq + 1 {
+            } else if c.batch_seq > walk.seq + 1 && describes_bytes_before(at, &c, walk.keep_end) {
                 later_batch.get_or_insert((at, c.batch_seq));
             }
         }

@@ -192,6 +192,9 @@ pub enum DecodeError {
         computed: u32,
     },
     BadPayload(&'static str),
+    /// A segment header with a valid CRC and magic, of a format this code does not know (written
+    /// by a newer release): never damage, and never to be cut around.
+    UnsupportedVersion(u32),
 }
 
 impl std::fmt::Display for DecodeError {
@@ -209,6 +212,10 @@ impl std::fmt::Display for DecodeError {
                 write!(f, "crc mismatch (stored {stored:#010x}, computed {computed:#010x})")
             }
             DecodeError::BadPayload(what) => write!(f, "bad payload: {what}"),
+            DecodeError::UnsupportedVersion(v) => write!(
+                f,
+                "segment format version {v} is newer than this binary reads ({SEGMENT_VERSION_LEGACY} to {SEGMENT_VERSION})"
+            ),
         }
     }
 }
@@ -458,6 +465,9 @@ fn decode_segment_header(p: &[u8], no_index: bool) -> Result<Record<'_>, DecodeE
     }
     let version = LE::read_u32(&p[8..12]);
     let known = matches!(version, SEGMENT_VERSION_LEGACY | SEGMENT_VERSION_ZERO_FILL | SEGMENT_VERSION);
+    if !known && version > SEGMENT_VERSION {
+        return Err(DecodeError::UnsupportedVersion(version));
+    }
     let ok = known && p.len() == segment_header_len(version);
     if !ok {
         return Err(DecodeError::BadPayload("segment header version or length"));

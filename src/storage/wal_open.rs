@@ -70,9 +70,9 @@ pub struct RecoveryReport {
     pub legacy_segments: usize,
     pub records: u64,
     pub entries: u64,
-    /// Bytes of segment files examined (including the zero tail of the newest segment).
+    /// Bytes of segment files examined (including the unwritten tail of the newest segment).
     pub bytes_scanned: u64,
-    /// Bytes of a torn tail that were zeroed (0 if the log ended cleanly).
+    /// Bytes of a torn tail that were made unwritten again (0 if the log ended cleanly).
     pub bytes_truncated: u64,
     /// File and offset where the torn tail started, if any.
     pub truncated_at: Option<(PathBuf, u64)>,
@@ -82,7 +82,7 @@ pub struct RecoveryReport {
     pub corruption: Option<Corruption>,
     /// Leftover `.tmp` segment files (interrupted creations, spares) that were removed.
     pub temp_files_removed: Vec<PathBuf>,
-    /// The version 2 segment started because the newest segment had the legacy format.
+    /// The current-format segment started because the newest segment had an older format.
     pub upgraded_to: Option<PathBuf>,
     /// Bytes and time of the segments other than the newest (read through the mapping): the
     /// recovery scan rate on page-cached data.
@@ -273,7 +273,15 @@ impl Wal {
             } else {
                 Image::Cached(seg.image()?)
             };
+            // A newer format is not damage: refuse to start rather than cut the log around it.
+            if let Err(e @ record::DecodeError::UnsupportedVersion(_)) = record::decode(image.bytes(), 0) {
+                return Err(ReplayError::Storage(StorageError::Invalid(format!(
+                    "{}: {e}; refusing to open the log (start the release that wrote it)",
+                    f.path.display()
+                ))));
+            }
             let stop_here = stop.filter(|s| s.0 == i).map(|s| (s.1, s.2.clone()));
+            let forced = stop_here.is_some();
             let analysis = self
                 .analyze_one(f, image.bytes(), is_last, stop_here, report)
                 .map_err(|err| ReplayError::Apply { segment: i, err })?;
@@ -289,6 +297,17 @@ impl Wal {
                     if is_last {
                         self.drop_tail(&mut seg, &analysis, report)?;
                     }
+                    self.segments.push_back(seg);
+                }
+                Verdict::Corrupt { at, reason }
+                    if !forced && self.damage_is_past_the_end(files, i, image.bytes(), &analysis) =>
+                {
+                    log::warn!(
+                        "{}: damage at offset {at} lies after the segment's last batch, in space the log never \
+                         used (the next segment's header says where it ended): ignored ({reason})",
+                        f.path.display()
+                    );
+                    seg.set_recovered(analysis.keep_end, analysis.version);
                     self.segments.push_back(seg);
                 }
                 Verdict::Corrupt { at, reason } => {
@@ -326,7 +345,7 @@ impl Wal {
         })
     }
 
-    /// The newest segment ends at `keep_end`: zero whatever follows in either view (the disk's,
+    /// The newest segment ends at `keep_end`: make whatever follows unwritten in either view (the disk's,
     /// and the cache's, which may hold pages of a failed sync) and sync, so that later appends
     /// never leave stale bytes behind them.
     fn drop_tail(&mut self, seg: &mut Segment, a: &Analysis, report: &mut RecoveryReport) -> Result<(), StorageError> {
@@ -399,6 +418,27 @@ impl Wal {
         Ok(())
     }
 
+    /// Damage in a segment that is not the newest, after its last kept batch, where the next
+    /// segment's header proves the log ended exactly there (its `batch_seq` and `prev_index` are
+    /// those of the kept chain) and no valid record follows: it hit space the log never used (the
+    /// fill after a rotation), so nothing is lost. Rule 4 would cut every later segment.
+    fn damage_is_past_the_end(&self, files: &[SegmentFile], i: usize, buf: &[u8], a: &Analysis) -> bool {
+        let Some(next) = files.get(i + 1) else { return false };
+        if !record::has_commit_records(a.version) || a.keep_end == 0 {
+            return false;
+        }
+        if analyze::seen_in(buf, a.keep_end, buf.len()).position.is_some() {
+            return false;
+        }
+        let header = Segment::open(self.fs.as_ref(), next).and_then(|s| s.image()).ok().and_then(|img| {
+            match record::decode(&img, 0).ok()?.record {
+                Record::SegmentHeader(h) => Some(h),
+                _ => None,
+            }
+        });
+        header.is_some_and(|h| h.batch_seq == a.batch_seq && h.prev_index == self.state.last)
+    }
+
     /// See `analyze::ends_in_a_valid_record` (false if the file cannot be read).
     fn file_ends_in_a_valid_record(&self, f: &SegmentFile) -> bool {
         match Segment::open(self.fs.as_ref(), f).and_then(|s| s.image()) {
@@ -419,8 +459,8 @@ impl Wal {
     }
 
     /// Makes the cut that `open` reported durable (crash-safe, see the `wal` module doc):
-    /// deletes later segments newest first with a directory sync each, then zeroes the damaged
-    /// segment from the cut and syncs it. Call only after the recovery guard is durable
+    /// deletes later segments newest first with a directory sync each, then makes the damaged
+    /// segment unwritten from the cut and syncs it. Call only after the recovery guard is durable
     /// (`repair_after_corruption`). Returns the corruption it repaired, if any.
     pub fn repair(&mut self) -> Result<Option<Corruption>, StorageError> {
         if let Some(reason) = &self.poisoned {
