@@ -212,10 +212,10 @@ impl std::fmt::Display for DecodeError {
                 write!(f, "crc mismatch (stored {stored:#010x}, computed {computed:#010x})")
             }
             DecodeError::BadPayload(what) => write!(f, "bad payload: {what}"),
-            DecodeError::UnsupportedVersion(v) => write!(
-                f,
-                "segment format version {v} is newer than this binary reads ({SEGMENT_VERSION_LEGACY} to {SEGMENT_VERSION})"
-            ),
+            DecodeError::UnsupportedVersion(v) => {
+                let (lo, hi) = (SEGMENT_VERSION_LEGACY, SEGMENT_VERSION);
+                write!(f, "segment format version {v} is newer than this binary reads ({lo} to {hi})")
+            }
         }
     }
 }

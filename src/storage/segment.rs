@@ -2,11 +2,11 @@
 //!
 //! A segment is a fixed-size file named `{seq:020}-{first_index:020}.wal`, where `first_index` is
 //! the index its first entry has (or would have), allocated for real (its fill written: the
-//! pattern of `fill` for version 3, see `fs::FileHandle::allocate`). Creation is atomic: the file is allocated under a `.wal.tmp`
-//! name (a spare prepared ahead of time by `Spare`, or synchronously), its SegmentHeader record is
-//! written with `write_at` and synced, then it is renamed and the directory synced. A `.wal.tmp`
-//! file is therefore never part of the log, and a segment under its final name always starts
-//! with a durable header and is full length.
+//! pattern of `fill` for version 3, see `fs::FileHandle::allocate`). Creation is atomic: the
+//! file is allocated under a `.wal.tmp` name (a spare prepared ahead of time by `Spare`, or
+//! synchronously), its SegmentHeader record is written with `write_at` and synced, then it is
+//! renamed and the directory synced. A `.wal.tmp` file is therefore never part of the log, and
+//! a segment under its final name always starts with a durable header and is full length.
 //!
 //! Appends: records of a batch collect in memory and reach the file in one `pwrite`, together
 //! with the batch's Commit record, right before the sync (`commit`). Why not store through a

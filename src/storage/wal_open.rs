@@ -345,9 +345,9 @@ impl Wal {
         })
     }
 
-    /// The newest segment ends at `keep_end`: make whatever follows unwritten in either view (the disk's,
-    /// and the cache's, which may hold pages of a failed sync) and sync, so that later appends
-    /// never leave stale bytes behind them.
+    /// The newest segment ends at `keep_end`: make whatever follows unwritten in either view (the
+    /// disk's, and the cache's, which may hold pages of a failed sync) and sync, so that later
+    /// appends never leave stale bytes behind them.
     fn drop_tail(&mut self, seg: &mut Segment, a: &Analysis, report: &mut RecoveryReport) -> Result<(), StorageError> {
         let keep = a.keep_end;
         let cached = seg.image()?;
