@@ -42,6 +42,18 @@ use crate::wire::{ClientRequest, ErrorReply, Frame, FrameBody};
 /// server's cap on requests in flight per connection (1,024).
 pub const PIPELINE_WRITES_IN_FLIGHT_MAX: usize = SESSION_REPLIES_MAX;
 
+/// How long an address that refused a connection is not followed in a redirect. Long enough for
+/// the followers of a dead leader to elect another (a few election timeouts: 150–300 ms each by
+/// default); short enough that a node back up is followed again. Without a bound, a client
+/// cycling through nodes whose stale hints skipped the live leader never reached it again
+/// (raft-sim --membership seed 593: the marker was cleared only by connecting to that address).
+pub const REFUSED_HOLD: Duration = Duration::from_secs(1);
+
+/// True if `addr` refused a connection less than `REFUSED_HOLD` before `now`.
+pub(super) fn refused_recently(unreachable: Option<&(String, Instant)>, addr: &str, now: Instant) -> bool {
+    unreachable.is_some_and(|(a, at)| a == addr && now.saturating_duration_since(*at) < REFUSED_HOLD)
+}
+
 /// Writes of one session in flight on one connection. See the module doc.
 pub struct PipelinedSession {
     /// Registers sessions (following the leader) and holds the options, cluster and rng.
@@ -50,8 +62,9 @@ pub struct PipelinedSession {
     writes: SessionWrites<Instant>,
     /// Where the next connection goes: the last leader heard of.
     target: String,
-    /// The last address a connection to it failed; a redirect there is not followed at once.
-    unreachable: Option<String>,
+    /// The last address a connection to it failed, and when; a redirect there is not followed
+    /// for `REFUSED_HOLD` after (see `refused_recently`).
+    unreachable: Option<(String, Instant)>,
     connection: Option<Connection>,
     /// When the current connection last delivered a frame (or was opened).
     last_progress: Instant,
@@ -271,7 +284,7 @@ impl PipelinedSession {
     fn redirect(&mut self, leader_addr: String) {
         let follow = !leader_addr.is_empty()
             && leader_addr != self.target
-            && self.unreachable.as_deref() != Some(leader_addr.as_str());
+            && !refused_recently(self.unreachable.as_ref(), &leader_addr, Instant::now());
         if !follow {
             let failure = Failure::NotLeader { leader_id: 0, leader_addr };
             return self.lose_connection(failure);
@@ -309,7 +322,7 @@ impl PipelinedSession {
         let connect_until = until.min(Instant::now() + options.connect_timeout);
         match Connection::open(&self.target, options.cluster_id, options.connect_timeout, connect_until) {
             Ok(connection) => {
-                if self.unreachable.as_deref() == Some(self.target.as_str()) {
+                if self.unreachable.as_ref().is_some_and(|(addr, _)| *addr == self.target) {
                     self.unreachable = None;
                 }
                 self.connection = Some(connection);
@@ -317,7 +330,7 @@ impl PipelinedSession {
                 true
             }
             Err(failure) => {
-                self.unreachable = Some(self.target.clone());
+                self.unreachable = Some((self.target.clone(), Instant::now()));
                 self.lose_connection(failure);
                 false
             }

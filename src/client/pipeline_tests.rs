@@ -4,7 +4,7 @@
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -164,4 +164,18 @@ fn first_outstanding_is_the_lowest_unanswered_seq_and_the_window_is_bounded() {
     assert!(matches!(stuck.result, Err(ref e) if e.is_outcome_unknown()), "{stuck:?}");
     let kv = node.kv.lock().expect("lock");
     assert_eq!(kv.get(b"stuck").map(|v| v.as_ref()), Some(&b"1"[..]), "it did apply, once");
+}
+
+#[test]
+fn an_address_that_refused_a_connection_is_skipped_in_redirects_only_for_a_while() {
+    use super::pipeline::{refused_recently, REFUSED_HOLD};
+    let now = Instant::now();
+    let marked = ("127.0.0.1:1".to_string(), now);
+    assert!(refused_recently(Some(&marked), "127.0.0.1:1", now + Duration::from_millis(10)));
+    assert!(!refused_recently(Some(&marked), "127.0.0.1:2", now), "only the address that refused");
+    assert!(
+        !refused_recently(Some(&marked), "127.0.0.1:1", now + REFUSED_HOLD),
+        "a node back up is followed again once the hold passed"
+    );
+    assert!(!refused_recently(None, "127.0.0.1:1", now));
 }

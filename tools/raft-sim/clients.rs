@@ -31,6 +31,8 @@ const WRITE_DEADLINE_TICKS: u64 = 400;
 const READ_DEADLINE_TICKS: u64 = 200;
 /// A connection with requests outstanding and silent for this long is dropped.
 const REQUEST_TIMEOUT_TICKS: u64 = 60;
+/// `client::pipeline::REFUSED_HOLD` in ticks: a few election timeouts (15–30 ticks each).
+const REFUSED_HOLD_TICKS: u64 = 100;
 /// Backoff after a failure: doubles from 1 tick up to this many.
 const BACKOFF_TICKS_MAX: u64 = 40;
 /// Keys the clients share: few, so operations contend.
@@ -94,7 +96,8 @@ pub struct SimClient {
     id: usize,
     writes: SessionWrites<u64>,
     target: NodeId,
-    unreachable: Option<NodeId>,
+    /// The node that last refused a connection, and when (`REFUSED_HOLD_TICKS`).
+    unreachable: Option<(NodeId, u64)>,
     conn: Option<Conn>,
     next_serial: u64,
     next_request_id: u64,
@@ -256,12 +259,12 @@ impl Clients {
     fn connect(&mut self, i: usize, ctx: &mut Ctx) -> bool {
         let target = self.list[i].target;
         if !(ctx.up)(target) {
-            self.list[i].unreachable = Some(target);
+            self.list[i].unreachable = Some((target, ctx.now));
             self.lose_connection(i, ctx);
             return false;
         }
         let c = &mut self.list[i];
-        if c.unreachable == Some(target) {
+        if c.unreachable.is_some_and(|(n, _)| n == target) {
             c.unreachable = None;
         }
         let id = ConnId { client: c.id, serial: c.next_serial };
@@ -560,7 +563,8 @@ impl Clients {
         self.stats.redirects += 1;
         let leader = leader_addr.strip_prefix('n').and_then(|id| id.parse::<NodeId>().ok());
         let c = &self.list[i];
-        let follow = leader.filter(|&l| l != c.target && c.unreachable != Some(l));
+        let refused = |l: NodeId| c.unreachable.is_some_and(|(n, at)| n == l && ctx.now - at < REFUSED_HOLD_TICKS);
+        let follow = leader.filter(|&l| l != c.target && !refused(l));
         let Some(leader) = follow else { return self.lose_connection(i, ctx) };
         self.disconnect(i);
         let c = &mut self.list[i];

@@ -248,6 +248,9 @@ impl SimNode {
             .max()?;
         let image = self.fs.durable_image(&newest).ok()?;
         let end = analyze::image_fill(&image).dirty_end(&image) as u64;
+        if end == 0 {
+            return None;
+        }
         let kind = match rng.chance(1, 2) {
             true => CorruptionKind::ZeroPage,
             false => CorruptionKind::BitFlip { bit: rng.range(0, 8) as u8 },
@@ -257,6 +260,25 @@ impl SimNode {
             CorruptionKind::BitFlip { .. } => end.checked_sub(rng.range(1, end.min(4096) + 1))?,
         };
         self.fs.corrupt_at(&newest, offset, kind).ok()
+    }
+
+    /// A latent error at a random offset of a random WAL segment (written or unused space).
+    pub fn damage_wal_anywhere(&self, rng: &mut Rng) -> Option<InjectedCorruption> {
+        let wal_dir = self.dir.join("wal");
+        let segments: Vec<_> = self
+            .fs
+            .file_paths()
+            .into_iter()
+            .filter(|p| p.starts_with(&wal_dir) && p.extension().is_some_and(|e| e == "wal"))
+            .collect();
+        let path = segments.get(rng.range(0, segments.len().max(1) as u64) as usize)?;
+        let len = self.fs.durable_image(path).ok()?.len() as u64;
+        let offset = rng.range(0, len.max(1));
+        let kind = match rng.chance(1, 2) {
+            true => CorruptionKind::ZeroPage,
+            false => CorruptionKind::BitFlip { bit: rng.range(0, 8) as u8 },
+        };
+        self.fs.corrupt_at(path, offset, kind).ok()
     }
 
     /// kill -9: the process and its queued work are gone; the page cache is not.

@@ -701,9 +701,12 @@ impl World {
             // Half the time while the WAL's last batch is unconfirmed, aim at that batch: with
             // zero-filled segments this was the residual window (a zeroed final batch read as
             // never written); version 3 segments must report it as damage.
+            // Otherwise, one time in eight, anywhere in a WAL file, unused space included (the
+            // fill after the last batch: ignored in older segments, a recovery in the newest).
             let aimed = self.nodes[i].wal_unconfirmed() && self.rng.chance(1, 2);
             let damage = match aimed {
                 true => self.nodes[i].damage_final_batch(&mut self.rng),
+                false if self.rng.chance(1, 8) => self.nodes[i].damage_wal_anywhere(&mut self.rng),
                 false => None,
             };
             let damage = damage.or_else(|| self.nodes[i].fs.corrupt_durable(&mut self.rng, &dir));
