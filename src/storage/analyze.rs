@@ -108,19 +108,17 @@ pub fn analyze(
     stop_at: Option<(usize, String)>,
     apply: &mut Apply<'_>,
 ) -> Result<Analysis, ApplyError> {
-    // Until the header is read the fill is unknown; zeros only matter for a broken header's report.
-    let dirty = dirty_end(record::SEGMENT_VERSION_LEGACY, buf);
     let (header, header_len) = match decode(buf, 0) {
         Ok(d) => match d.record {
             Record::SegmentHeader(h) => {
                 if let Err(reason) = apply(0, &d.record) {
-                    return Ok(broken_header(dirty, reason));
+                    return Ok(broken_header(buf, reason));
                 }
                 (h, d.len)
             }
-            _ => return Ok(broken_header(dirty, "the first record is not a segment header".into())),
+            _ => return Ok(broken_header(buf, "the first record is not a segment header".into())),
         },
-        Err(e) => return Ok(broken_header(dirty, format!("bad segment header: {e}"))),
+        Err(e) => return Ok(broken_header(buf, format!("bad segment header: {e}"))),
     };
     if header.version == record::SEGMENT_VERSION_LEGACY {
         return analyze_legacy(buf, header_len, is_newest, stop_at, apply);
@@ -132,7 +130,9 @@ pub fn analyze(
     Ok(Analysis { version: header.version, keep_end: walk.keep_end, dirty_end: dirty, batch_seq: walk.seq, verdict })
 }
 
-fn broken_header(dirty: usize, reason: String) -> Analysis {
+/// With the header unreadable the fill is unknown: `dirty_end` is reported as for zeros.
+fn broken_header(buf: &[u8], reason: String) -> Analysis {
+    let dirty = dirty_end(record::SEGMENT_VERSION_LEGACY, buf);
     Analysis { version: 0, keep_end: 0, dirty_end: dirty, batch_seq: 0, verdict: Verdict::Corrupt { at: 0, reason } }
 }
 

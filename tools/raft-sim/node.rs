@@ -236,16 +236,17 @@ impl SimNode {
         }
     }
 
+    /// The node's WAL segment files (not spares or files being created).
+    fn wal_segments(&self) -> Vec<PathBuf> {
+        let wal_dir = self.dir.join("wal");
+        let is_segment = |p: &PathBuf| p.starts_with(&wal_dir) && p.extension().is_some_and(|e| e == "wal");
+        self.fs.file_paths().into_iter().filter(is_segment).collect()
+    }
+
     /// A latent error in the WAL's final batch as the disk holds it: the page of the newest
     /// segment's last written byte zeroed, or one bit of that batch's last 4 KiB flipped.
     pub fn damage_final_batch(&self, rng: &mut Rng) -> Option<InjectedCorruption> {
-        let wal_dir = self.dir.join("wal");
-        let newest = self
-            .fs
-            .file_paths()
-            .into_iter()
-            .filter(|p| p.starts_with(&wal_dir) && p.extension().is_some_and(|e| e == "wal"))
-            .max()?;
+        let newest = self.wal_segments().into_iter().max()?;
         let image = self.fs.durable_image(&newest).ok()?;
         let end = analyze::image_fill(&image).dirty_end(&image) as u64;
         if end == 0 {
@@ -264,13 +265,7 @@ impl SimNode {
 
     /// A latent error at a random offset of a random WAL segment (written or unused space).
     pub fn damage_wal_anywhere(&self, rng: &mut Rng) -> Option<InjectedCorruption> {
-        let wal_dir = self.dir.join("wal");
-        let segments: Vec<_> = self
-            .fs
-            .file_paths()
-            .into_iter()
-            .filter(|p| p.starts_with(&wal_dir) && p.extension().is_some_and(|e| e == "wal"))
-            .collect();
+        let segments = self.wal_segments();
         let path = segments.get(rng.range(0, segments.len().max(1) as u64) as usize)?;
         let len = self.fs.durable_image(path).ok()?.len() as u64;
         let offset = rng.range(0, len.max(1));
