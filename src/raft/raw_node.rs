@@ -156,7 +156,7 @@ impl Raft {
         self.log.evict(self.opts.log_window_bytes_max);
         self.maybe_finish_recovery();
         if self.role == Role::Leader && self.maybe_commit() {
-            self.broadcast_append();
+            self.after_commit();
         }
     }
 }

@@ -43,6 +43,18 @@ impl Raft {
         true
     }
 
+    /// The commit index moved: send each follower the entries it has not been sent yet, which
+    /// carry the new commit index. A follower with nothing new learns it from the next append
+    /// or heartbeat (at most a heartbeat interval later), not from an append of its own: that
+    /// doubled the messages, and the wake-ups of every node, per write at low concurrency.
+    /// Nothing waits on a follower knowing the commit index: commits, reads and transfers
+    /// are decided by the leader (a leader leaving the configuration tells them explicitly).
+    pub(super) fn after_commit(&mut self) {
+        for peer in self.tracker.followers() {
+            self.maybe_send_append(peer, false);
+        }
+    }
+
     pub(super) fn broadcast_append(&mut self) {
         let peers = self.tracker.followers();
         for peer in peers {
@@ -199,10 +211,14 @@ impl Raft {
                 }
                 self.release_confirmed_reads();
             }
-            MessageBody::LogLost { last_index, .. } => {
+            MessageBody::LogLost { last_index, last_term } => {
                 // Stop counting acknowledgements the follower no longer has; probe from its end
-                // (or from ours: its log may hold a longer suffix of an older term).
-                pr.forget_beyond(last_index.min(self.log.last_index()));
+                // (or from ours: its log may hold a longer suffix of an older term). What it
+                // still matches is proven only if its last entry is ours (Log Matching): it may
+                // hold an older suffix at indexes it once acknowledged.
+                let end = last_index.min(self.log.last_index());
+                let proven = if self.log.term(last_index) == Some(last_term) { end } else { 0 };
+                pr.forget_beyond(end, proven);
                 self.maybe_send_append(from, true);
             }
             _ => {}
@@ -247,7 +263,7 @@ impl Raft {
         }
         self.maybe_send_timeout_now(from);
         if self.maybe_commit() {
-            self.broadcast_append();
+            self.after_commit();
         } else if was_paused {
             // The follower was waiting on us; an empty append still tells it the commit index.
             self.maybe_send_append(from, true);

@@ -129,14 +129,19 @@ impl World {
             let all: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
             return (all.clone(), all, false);
         }
-        // A joining node knows no configuration yet (no voters): it never decides (seed 12938
-        // picked one that had the newest term, and the cluster looked memberless forever).
+        // The configuration in the most up-to-date log (the one an election lets win, §5.4.1),
+        // not the newest configuration entry anywhere: a node the cluster never added may hold
+        // an uncommitted change that added it, overwritten everywhere else, and nobody will tell
+        // it (seeds 13445 and 16224 --membership picked such a node's view, which had it as a
+        // voter far behind). A joining node knows no configuration yet (no voters): it never
+        // decides (seed 12938 picked one that had the newest term, and the cluster looked
+        // memberless forever).
         let newest = self
             .nodes
             .iter()
             .filter_map(|n| n.raft())
             .filter(|r| r.configuration().voters().next().is_some())
-            .max_by_key(|r| (r.configuration_index(), r.term()));
+            .max_by_key(|r| (r.log_term(r.last_index()).unwrap_or(0), r.last_index(), r.configuration_index()));
         let Some(raft) = newest else { return (Vec::new(), Vec::new(), false) };
         let conf = raft.configuration();
         let voters: Vec<NodeId> = conf.voters().chain(conf.outgoing()).collect::<BTreeSet<_>>().into_iter().collect();

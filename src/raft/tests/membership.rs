@@ -115,7 +115,7 @@ fn a_removed_leader_steps_down_after_c_new_commits_and_stays_quiet() {
     let leaders = c.leaders();
     assert!(leaders.len() == 1 && leaders[0] != 1, "one of C_new leads: {leaders:?}");
     let index = c.node_mut(leaders[0]).propose(Bytes::from_static(b"after")).expect("new leader");
-    c.settle();
+    c.settle_and_heartbeat();
     assert_eq!(c.node(3).committed(), index, "two voters commit without the removed node");
     assert_eq!(c.node(2).committed(), index);
 }
@@ -156,7 +156,7 @@ fn a_replace_is_one_joint_step_and_the_snapshot_records_the_configuration() {
     // Node 3 is gone: 1, 2 and 4 commit.
     c.isolate(3);
     let index = c.node_mut(1).propose(Bytes::from_static(b"y")).expect("leader");
-    c.settle();
+    c.settle_and_heartbeat();
     assert_eq!(c.node(4).committed(), index);
 }
 

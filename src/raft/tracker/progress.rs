@@ -95,9 +95,11 @@ impl Progress {
     }
 
     /// The follower lost every entry after `last_index` (protocol-aware recovery): what it matched
-    /// beyond it no longer counts, and replication starts over from its end.
-    pub fn forget_beyond(&mut self, last_index: Index) {
-        self.matched = self.matched.min(last_index);
+    /// beyond `proven` (at most `last_index`) no longer counts, and replication starts over from
+    /// its end.
+    pub fn forget_beyond(&mut self, last_index: Index, proven: Index) {
+        debug_assert!(proven <= last_index);
+        self.matched = self.matched.min(proven);
         self.state = ProgressState::Probe;
         self.next = last_index + 1;
         self.probe_sent = false;
