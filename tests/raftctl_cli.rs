@@ -382,3 +382,18 @@ fn cluster_up_reports_a_dead_node_and_keeps_the_others() {
         assert!(Path::new(&format!("{data}/node-{id}")).is_dir());
     }
 }
+
+#[test]
+fn a_closed_stdout_ends_raftctl_quietly_as_sigpipe_would() {
+    // A pipe whose reader is gone before raftctl writes (as after `raftctl status | head -1`).
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let output = Command::new(env!("CARGO_BIN_EXE_raftctl"))
+        .arg("--help")
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("raftctl runs");
+    assert_eq!(output.status.code(), Some(141), "stderr: {}", stderr(&output));
+    assert!(!stderr(&output).contains("panicked"), "no panic report: {}", stderr(&output));
+}

@@ -132,6 +132,25 @@ pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_FAILED: u8 = 3;
 pub const EXIT_OUTCOME_UNKNOWN: u8 = 4;
 
+/// `raftctl status | head` closes stdout early; `println!` then panics with a backtrace. Exit
+/// as a tool killed by SIGPIPE would (128 + 13), silently. SIGPIPE itself stays ignored: socket
+/// writes must fail with EPIPE, not kill the process.
+fn quiet_on_closed_stdout() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default_hook(info);
+    }));
+}
+
 /// The options every command understands.
 pub struct Global {
     pub cluster: Vec<String>,
@@ -141,6 +160,7 @@ pub struct Global {
 }
 
 fn main() -> ExitCode {
+    quiet_on_closed_stdout();
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     match run(&args) {
         Ok(code) => ExitCode::from(code),
