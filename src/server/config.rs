@@ -19,6 +19,9 @@ pub struct NodeConfig {
     /// `--metrics off` clears this: no counter or histogram is updated (state gauges are still
     /// sampled when `/metrics` is rendered). For measuring what the updates cost.
     pub metrics_updates: bool,
+    /// `--wal-sync loop`: ready batches are synced on the event loop while the WAL thread is
+    /// idle (see `wal_lane.rs`); `thread`: always on the WAL thread.
+    pub wal_on_loop: bool,
     /// Every voter, this node included: id -> the address this node dials to reach it (and, unless
     /// `client_addrs` says otherwise, the address clients are sent to).
     pub peers: BTreeMap<NodeId, String>,
@@ -157,6 +160,7 @@ mod tests {
             listen: "127.0.0.1:7001".parse().expect("address"),
             http_listen: None,
             metrics_updates: true,
+            wal_on_loop: true,
             peers: parse_peers(peers).expect("peers"),
             client_addrs: if client_addrs.is_empty() {
                 BTreeMap::new()

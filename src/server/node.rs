@@ -146,7 +146,7 @@ impl Node {
             wal_worker = wal_worker.with_metrics(std::sync::Arc::clone(m));
             snapshot_worker = snapshot_worker.with_metrics(std::sync::Arc::clone(m));
         }
-        let storage = StorageThread::spawn(wal_worker, snapshot_worker, waker)
+        let storage = StorageThread::spawn(wal_worker, snapshot_worker, waker, cfg.wal_on_loop)
             .map_err(|e| StartError(format!("cannot start the storage thread: {e}")))?;
         let mut peers = PeerLinks::new(cfg.id, cfg.cluster_id, cfg.peers.clone(), seed);
         if let Some(m) = updates {
@@ -189,7 +189,11 @@ impl Node {
     /// the shutdown stops the node at once (`Err`).
     pub fn run(mut self) -> Result<(), String> {
         loop {
-            let timeout = self.next_tick.saturating_duration_since(Instant::now());
+            let timeout = if self.storage.has_done() {
+                Duration::ZERO // a batch synced on the loop: take its outcome after this poll
+            } else {
+                self.next_tick.saturating_duration_since(Instant::now())
+            };
             let events = self.reactor.poll(timeout)?;
             let busy_since = Instant::now();
             self.handle_events(events)?;
@@ -201,6 +205,8 @@ impl Node {
             self.deliver()?;
             self.maintain_connections()?;
             self.reactor.flush_all();
+            // After the flush: a leader's appends are on the wire while it syncs its own copy.
+            self.storage.run_deferred()?;
             self.note_stall(busy_since);
             if self.shutdown_finished()? {
                 return Ok(());

@@ -14,12 +14,16 @@
 //!   and decoding it before it is installed. Large snapshot files never hold up the commit path.
 //!
 //! Each lane does its jobs strictly in order. The workers are plain values: `raftd` runs each on
-//! a thread ([`StorageThread`]); the simulator runs them itself, when its seed says. A storage
+//! a thread ([`StorageThread`]), and by default makes a ready batch durable on the event loop
+//! itself while the WAL thread is idle (`wal_lane.rs`: two thread hand-offs fewer per batch);
+//! the simulator runs them itself, when its seed says (a batch finished at once is one of its
+//! schedules). A storage
 //! error on the WAL lane, or on the snapshot lane while saving the node's own snapshot, is fatal
 //! to the node: it can no longer promise durability, so it must stop acknowledging. A snapshot
 //! that cannot be read for a follower, or a received one that fails verification, is reported and
 //! the transfer retried.
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
@@ -31,6 +35,7 @@ use mio::Waker;
 
 use super::node_metrics::{NodeMetrics, SnapshotOp};
 use super::snapshot_transfer::ChunkRead;
+use super::wal_lane::WalLane;
 use crate::kv::{FrozenKv, KvStore};
 use crate::raft::{Entry, HardState, LoadRequest, NodeId, RecoveryChange, Snapshot, SnapshotMeta, Term};
 use crate::storage::snapshot::snapshot_name;
@@ -187,6 +192,11 @@ impl WalWorker {
     /// rotation never waits for a whole segment of zeros, and a full disk shows up early).
     pub fn after_job(&mut self) -> Result<(), StorageError> {
         self.wal.allocate_ahead().map(|_| ())
+    }
+
+    /// Whether `after_job` has a step of allocation to take.
+    pub fn wants_allocation(&self) -> bool {
+        self.wal.allocation_due()
     }
 
     /// How long to wait for a job before `idle` is due (`None`: nothing to do when idle).
@@ -411,42 +421,72 @@ fn decode_image(fs: &dyn FileSystem, path: &Path, meta: &SnapshotMeta) -> Result
 
 // ----- threads -----------------------------------------------------------------------------------
 
-/// The two lanes on their threads, for `raftd`.
+/// The two lanes on their threads, for `raftd` (the WAL lane may also sync on the loop: see
+/// `wal_lane.rs`).
 pub struct StorageThread {
-    wal_jobs: Option<Sender<IoJob>>,
+    wal: WalLane,
     snapshot_jobs: Option<Sender<IoJob>>,
     done: Receiver<IoDone>,
+    /// Outcomes produced on the loop, in job order after those the threads had sent before.
+    ready: VecDeque<IoDone>,
     handles: Vec<JoinHandle<()>>,
 }
 
 impl StorageThread {
-    pub fn spawn(wal: WalWorker, snapshots: SnapshotWorker, waker: Arc<Waker>) -> std::io::Result<Self> {
+    /// `wal_on_loop`: ready batches are made durable on the event loop when the WAL thread is
+    /// idle (`run_deferred`), instead of always on the thread.
+    pub fn spawn(
+        wal: WalWorker,
+        snapshots: SnapshotWorker,
+        waker: Arc<Waker>,
+        wal_on_loop: bool,
+    ) -> std::io::Result<Self> {
         let (done_tx, done_rx) = mpsc::channel::<IoDone>();
-        let (wal_jobs, wal_thread) = lane("raft-wal", done_tx.clone(), Arc::clone(&waker), Box::new(wal))?;
+        let wal = WalLane::spawn(wal, done_tx.clone(), Arc::clone(&waker), wal_on_loop)?;
         let (snapshot_jobs, snapshot_thread) = lane("raft-snapshot", done_tx, waker, Box::new(snapshots))?;
         Ok(StorageThread {
-            wal_jobs: Some(wal_jobs),
+            wal,
             snapshot_jobs: Some(snapshot_jobs),
             done: done_rx,
-            handles: vec![wal_thread, snapshot_thread],
+            ready: VecDeque::new(),
+            handles: vec![snapshot_thread],
         })
     }
 
-    /// Queues a job on its lane. Fails only if that lane's thread is gone (after a storage
-    /// failure).
-    pub fn submit(&self, job: IoJob) -> Result<(), String> {
-        let lane = match job.lane() {
-            Lane::Wal => &self.wal_jobs,
-            Lane::Snapshot => &self.snapshot_jobs,
-        };
-        match lane {
-            Some(tx) if tx.send(job).is_ok() => Ok(()),
-            _ => Err("a storage thread has stopped".into()),
+    /// Queues a job on its lane (a WAL job runs at `run_deferred`). Fails only if that lane
+    /// has stopped (after a storage failure).
+    pub fn submit(&mut self, job: IoJob) -> Result<(), String> {
+        match job.lane() {
+            Lane::Wal => self.wal.submit(job),
+            Lane::Snapshot => match &self.snapshot_jobs {
+                Some(tx) if tx.send(job).is_ok() => Ok(()),
+                _ => Err("a storage thread has stopped".into()),
+            },
         }
     }
 
-    pub fn try_done(&self) -> Option<IoDone> {
-        self.done.try_recv().ok()
+    /// Runs the WAL jobs submitted since the last call; call after the loop flushed its sockets.
+    pub fn run_deferred(&mut self) -> Result<(), String> {
+        self.wal.run_deferred(&self.done, &mut self.ready)
+    }
+
+    /// True if an outcome is waiting (the loop must not sleep in its poll).
+    pub fn has_done(&self) -> bool {
+        !self.ready.is_empty()
+    }
+
+    pub fn try_done(&mut self) -> Option<IoDone> {
+        self.ready.pop_front().or_else(|| self.done.try_recv().ok())
+    }
+
+    #[cfg(test)]
+    pub fn wal_thread_idle(&self) -> bool {
+        self.wal.thread_idle()
+    }
+
+    #[cfg(test)]
+    pub fn every_wal_sync_is_slow(&mut self) {
+        self.wal.every_sync_is_slow();
     }
 }
 
@@ -461,21 +501,6 @@ pub trait LaneWorker: Send {
     }
     fn idle(&mut self) -> Result<(), StorageError> {
         Ok(())
-    }
-}
-
-impl LaneWorker for WalWorker {
-    fn run(&mut self, job: IoJob) -> Result<IoDone, StorageError> {
-        WalWorker::run(self, job)
-    }
-    fn after_job(&mut self) -> Result<(), StorageError> {
-        WalWorker::after_job(self)
-    }
-    fn idle_after(&self) -> Option<Duration> {
-        WalWorker::idle_after(self)
-    }
-    fn idle(&mut self) -> Result<(), StorageError> {
-        WalWorker::idle(self)
     }
 }
 
@@ -526,8 +551,8 @@ fn lane(
 
 impl Drop for StorageThread {
     fn drop(&mut self) {
-        // Closing the channels lets the threads finish queued jobs and exit.
-        self.wal_jobs.take();
+        // Closing the channels lets the threads finish queued jobs and exit (the WAL lane's
+        // own drop does the same for it).
         self.snapshot_jobs.take();
         for handle in self.handles.drain(..) {
             let _ = handle.join();

@@ -402,14 +402,10 @@ impl Wal {
     /// rotation allocates synchronously (where ENOSPC is an error). Returns true if it did work.
     pub fn allocate_ahead(&mut self) -> Result<bool, StorageError> {
         self.usable()?;
+        if !self.allocation_due() {
+            return Ok(false);
+        }
         let step = self.opts.spare_step_bytes;
-        let cur = self.current();
-        if step == 0 || self.spare_failed || cur.write_pos < cur.len() / 2 {
-            return Ok(false);
-        }
-        if self.spare.as_ref().is_some_and(Spare::is_ready) {
-            return Ok(false);
-        }
         if self.spare.is_none() {
             match Spare::start(self.fs.as_ref(), &self.dir, self.opts.segment_bytes) {
                 Ok(s) => self.spare = Some(s),
@@ -421,6 +417,13 @@ impl Wal {
             Ok(()) => Ok(true),
             Err(e) => Ok(self.drop_spare(e)),
         }
+    }
+
+    /// Whether `allocate_ahead` has a step to take.
+    pub fn allocation_due(&self) -> bool {
+        let cur = self.current();
+        let started = self.opts.spare_step_bytes != 0 && !self.spare_failed && cur.write_pos >= cur.len() / 2;
+        started && !self.spare.as_ref().is_some_and(Spare::is_ready)
     }
 
     fn drop_spare(&mut self, e: StorageError) -> bool {

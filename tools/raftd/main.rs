@@ -53,6 +53,13 @@ fn main() -> ExitCode {
         "on: update counters and histograms (default); off: only state gauges, to measure the cost",
         "on|off",
     );
+    opts.optopt(
+        "",
+        "wal-sync",
+        "loop: a ready batch is synced on the event loop when the WAL thread is idle (default); \
+         thread: always on the WAL thread (two thread hand-offs per batch, the loop never waits for a sync)",
+        "loop|thread",
+    );
     opts.optopt("", "tick-ms", "length of one logical tick in milliseconds (default 10)", "MS");
     opts.optopt("", "heartbeat-ticks", "leader heartbeat interval in ticks (default 5 = 50 ms)", "N");
     opts.optopt("", "election-ticks", "base election timeout in ticks, randomized up to twice that (default 15)", "N");
@@ -165,6 +172,11 @@ fn config_from(matches: &getopts::Matches) -> Result<NodeConfig, String> {
             None | Some("on") => true,
             Some("off") => false,
             Some(other) => return Err(format!("--metrics must be on or off, got {other:?}")),
+        },
+        wal_on_loop: match matches.opt_str("wal-sync").as_deref() {
+            None | Some("loop") => true,
+            Some("thread") => false,
+            Some(other) => return Err(format!("--wal-sync must be loop or thread, got {other:?}")),
         },
         peers,
         client_addrs,
