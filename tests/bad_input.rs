@@ -128,6 +128,14 @@ fn raftd_rejects_bad_flags_and_occupied_ports() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_raftd")).args(["--id", "x"]).output().expect("run raftd");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--id needs a positive integer"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_raftd"))
+        .args(["--id", "1", "--listen", "127.0.0.1:0", "--peers", "1=127.0.0.1:1", "--data-dir", "unused"])
+        .args(["--wal-sync", "sometimes"])
+        .output()
+        .expect("run raftd");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--wal-sync must be loop or thread, got \"sometimes\""), "{stderr}");
 
     let cluster = node();
     let dir = tempfile::tempdir().expect("tempdir");

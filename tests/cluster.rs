@@ -76,7 +76,17 @@ fn five_nodes_keep_serving_with_two_down_and_catch_them_up() {
 
 #[test]
 fn full_cluster_restart_after_kill_9_keeps_every_acknowledged_write() {
-    let mut cluster = TestCluster::start(3, &[]);
+    restart_after_kill_9_keeps_every_acknowledged_write(&[]);
+}
+
+/// The same with every batch synced on the WAL thread, never on the event loop.
+#[test]
+fn with_wal_sync_thread_a_full_cluster_restart_after_kill_9_keeps_every_acknowledged_write() {
+    restart_after_kill_9_keeps_every_acknowledged_write(&["--wal-sync", "thread"]);
+}
+
+fn restart_after_kill_9_keeps_every_acknowledged_write(args: &[&str]) {
+    let mut cluster = TestCluster::start(3, args);
     cluster.wait_leader(Duration::from_secs(10)).expect("leader");
     write_keys(&cluster, 0..100);
     for id in 1..=3 {
