@@ -189,8 +189,8 @@ impl Node {
     /// the shutdown stops the node at once (`Err`).
     pub fn run(mut self) -> Result<(), String> {
         loop {
-            let timeout = if self.storage.has_done() {
-                Duration::ZERO // a batch synced on the loop: take its outcome after this poll
+            let timeout = if self.storage.has_loop_work() {
+                Duration::ZERO // a batch synced on the loop (or one to sync): no sleeping
             } else {
                 self.next_tick.saturating_duration_since(Instant::now())
             };

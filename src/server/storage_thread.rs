@@ -194,6 +194,17 @@ impl WalWorker {
         self.wal.allocate_ahead().map(|_| ())
     }
 
+    /// Whether `job` could rotate into a segment not yet allocated ahead (a long synced write).
+    pub fn may_rotate_unprepared(&self, job: &IoJob) -> bool {
+        match job {
+            IoJob::Persist { entries, .. } => {
+                let bytes = entries.iter().map(|e| e.size_bytes() as u64).sum();
+                self.wal.may_rotate_unprepared(entries.len(), bytes)
+            }
+            _ => true,
+        }
+    }
+
     /// Whether `after_job` has a step of allocation to take.
     pub fn wants_allocation(&self) -> bool {
         self.wal.allocation_due()
@@ -470,9 +481,15 @@ impl StorageThread {
         self.wal.run_deferred(&self.done, &mut self.ready)
     }
 
-    /// True if an outcome is waiting (the loop must not sleep in its poll).
+    /// True if an outcome produced on the loop is waiting.
     pub fn has_done(&self) -> bool {
         !self.ready.is_empty()
+    }
+
+    /// True if the loop must not sleep in its poll: an outcome is waiting, or a WAL job waits
+    /// for `run_deferred` (submitted after this iteration's call, e.g. while shutting down).
+    pub fn has_loop_work(&self) -> bool {
+        self.has_done() || self.wal.has_deferred()
     }
 
     pub fn try_done(&mut self) -> Option<IoDone> {

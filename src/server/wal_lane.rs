@@ -15,8 +15,9 @@
 //! loop's heartbeats.
 //!
 //! The thread keeps what must not hold the loop: reading evicted entries back for followers,
-//! compacting the log, the steps that allocate the next segment (a synced MiB each), and the
-//! confirmation of an idle batch. While the thread holds the WAL (or has a job queued), a batch
+//! compacting the log, the steps that allocate the next segment (a synced MiB each), a batch
+//! that could rotate into a segment not allocated yet (the rotation writes the rest of it), and
+//! the confirmation of an idle batch. While the thread holds the WAL (or has a job queued), a batch
 //! goes to the thread like any other job, so the WAL sees its jobs in the order they were
 //! submitted.
 //!
@@ -113,6 +114,11 @@ impl WalLane {
         Ok(())
     }
 
+    /// True if jobs wait for `run_deferred`.
+    pub fn has_deferred(&self) -> bool {
+        !self.deferred.is_empty()
+    }
+
     /// Runs this iteration's jobs, in order: a ready batch on the loop if the thread is idle,
     /// anything else (and everything after it) on the thread. Outcomes produced here go to
     /// `ready`, after whatever the thread had already reported (drained from `channel`).
@@ -146,6 +152,12 @@ impl WalLane {
             // A panic on the thread while it held the WAL: let the thread's path report it.
             Err(TryLockError::Poisoned(_)) => return Some(job),
         };
+        // Checked again under the lock: the thread may have failed since the caller looked.
+        // A batch that could rotate into a segment not yet allocated goes to the thread: the
+        // rotation would write the rest of that segment.
+        if self.shared.failed.load(Ordering::Acquire) || worker.may_rotate_unprepared(&job) {
+            return Some(job);
+        }
         // Every job before this one has been reported; keep their outcomes ahead of this one's.
         while let Ok(done) = channel.try_recv() {
             ready.push_back(done);
@@ -208,6 +220,9 @@ fn wal_thread(shared: &Shared, jobs: &Receiver<ToThread>, done: &Sender<IoDone>,
     };
     let lock = || shared.worker.lock().map_err(|_| "the WAL lock was poisoned".to_string());
     loop {
+        if shared.failed.load(Ordering::Acquire) {
+            return; // a batch on the loop failed: nothing more may be written here either
+        }
         let idle_after = match lock() {
             Ok(w) => w.idle_after(),
             Err(e) => {

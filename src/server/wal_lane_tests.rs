@@ -173,3 +173,27 @@ fn after_a_slow_sync_on_the_loop_the_next_batches_go_to_the_thread() {
     drop(storage);
     assert_eq!(durable_last_index(&fs), 2);
 }
+
+#[test]
+fn a_batch_that_could_rotate_into_a_segment_not_allocated_yet_goes_to_the_thread() {
+    let fs = SimFs::new(7);
+    let (mut storage, _poll) = start(&fs, true);
+    // Five entries of 900 KiB do not fit the rest of a fresh 4 MiB segment, and nothing of the
+    // next segment is allocated yet (that starts once the current one is half full).
+    let entries = (1..=5)
+        .map(|index| Entry { index, term: 1, kind: EntryKind::Normal, data: Bytes::from(vec![7u8; 900 << 10]) })
+        .collect();
+    let hard_state = Some(HardState { term: 1, vote: 1, commit: 0 });
+    storage.submit(IoJob::Persist { snapshot: None, entries, hard_state, recovery: None }).expect("submitted");
+    storage.run_deferred().expect("runs");
+    assert!(!storage.has_done(), "the rotation would write a whole segment on the loop");
+    assert!(matches!(next_done(&mut storage), IoDone::Persisted { .. }));
+    // A small batch after it fits the new segment and is synced on the loop again.
+    wait_until_thread_idle(&storage);
+    storage.submit(persist(6, 6)).expect("submitted");
+    storage.run_deferred().expect("runs");
+    assert!(storage.has_done(), "a batch that fits is synced on the loop");
+    assert!(matches!(storage.try_done(), Some(IoDone::Persisted { .. })));
+    drop(storage);
+    assert_eq!(durable_last_index(&fs), 6);
+}

@@ -419,6 +419,20 @@ impl Wal {
         }
     }
 
+    /// Whether a batch of `count` entries holding `payload_bytes` (and a hard state) could
+    /// rotate into a next segment that is not allocated yet: rotation would then write the rest
+    /// of that segment itself (tens of MiB, synced). Errs on the side of yes.
+    pub fn may_rotate_unprepared(&self, count: usize, payload_bytes: u64) -> bool {
+        let spare_ready = self.spare.as_ref().is_some_and(|s| s.is_ready() && s.target == self.opts.segment_bytes);
+        if spare_ready {
+            return false;
+        }
+        // Per record: header plus the fixed fields of an entry or a hard state (under 64 bytes).
+        let records = count as u64 + 1;
+        let need = payload_bytes + records * (record::record_len(0) as u64 + 64) + 2 * COMMIT_RECORD_LEN as u64;
+        need > self.current().remaining() as u64
+    }
+
     /// Whether `allocate_ahead` has a step to take.
     pub fn allocation_due(&self) -> bool {
         let cur = self.current();
