@@ -5,7 +5,8 @@
 //! arrived; hand client requests and peer messages to the replica; collect finished storage jobs;
 //! tick the core for the wall time that passed; let the replica propose this iteration's writes,
 //! start one ReadIndex round and take the next ready batch; deliver what it produced (peer
-//! messages, client replies, storage jobs); reap idle connections, redial peers; flush.
+//! messages, client replies, storage jobs); reap idle connections, redial peers; flush; then
+//! make this iteration's ready batch durable here if the WAL thread is idle (`wal_lane.rs`).
 //!
 //! Invariants: frames of a connection are handled in arrival order and none after the one that
 //! got it refused; every client request counted in flight on its connection is answered once.
