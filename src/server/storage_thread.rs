@@ -502,6 +502,11 @@ impl StorageThread {
     }
 
     #[cfg(test)]
+    pub fn pause_wal_thread(&self, paused: bool) {
+        self.wal.pause_thread(paused);
+    }
+
+    #[cfg(test)]
     pub fn every_wal_sync_is_slow(&mut self) {
         self.wal.every_sync_is_slow();
     }

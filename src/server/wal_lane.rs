@@ -55,6 +55,9 @@ struct Shared {
     /// A nudge is on its way (one is enough).
     nudged: AtomicBool,
     failed: AtomicBool,
+    /// Tests hold the thread before it takes its next job (see `pause_thread`).
+    #[cfg(test)]
+    paused: AtomicBool,
 }
 
 /// The WAL lane as the event loop sees it.
@@ -88,6 +91,8 @@ impl WalLane {
             loop_batches: AtomicU64::new(0),
             nudged: AtomicBool::new(false),
             failed: AtomicBool::new(false),
+            #[cfg(test)]
+            paused: AtomicBool::new(false),
         });
         let (tx, rx) = mpsc::channel::<ToThread>();
         let thread_shared = Arc::clone(&shared);
@@ -237,6 +242,10 @@ fn wal_thread(shared: &Shared, jobs: &Receiver<ToThread>, done: &Sender<IoDone>,
         };
         let ok = match message {
             Ok(ToThread::Job(job)) => {
+                #[cfg(test)]
+                while shared.paused.load(Ordering::Acquire) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
                 let outcome = lock().and_then(|mut w| w.run(*job).map_err(|e| e.to_string()));
                 let ok = report(outcome);
                 // Counted down only once reported: the loop may run a batch only after this.
@@ -271,6 +280,12 @@ fn after_job(shared: &Shared, report: &dyn Fn(Result<IoDone, String>) -> bool) -
 
 #[cfg(test)]
 impl WalLane {
+    /// The thread takes no job until `paused` is false again (it has received them: they count
+    /// as queued, and the WAL's lock is free).
+    pub fn pause_thread(&self, paused: bool) {
+        self.shared.paused.store(paused, Ordering::Release);
+    }
+
     /// Makes every sync on the loop count as slow.
     pub fn every_sync_is_slow(&mut self) {
         self.slow_sync = Duration::ZERO;
@@ -284,8 +299,10 @@ impl WalLane {
 
 impl Drop for WalLane {
     fn drop(&mut self) {
-        // Jobs submitted in the last iteration still run; closing the channel then lets the
-        // thread finish them and exit.
+        #[cfg(test)]
+        self.pause_thread(false); // a test that failed while the thread was held must still end
+                                  // Jobs submitted in the last iteration still run; closing the channel then lets the
+                                  // thread finish them and exit.
         while let Some(job) = self.deferred.pop_front() {
             if self.send(job).is_err() {
                 break;

@@ -110,11 +110,14 @@ fn a_batch_behind_a_job_on_the_thread_goes_to_the_thread_and_outcomes_keep_their
     storage.submit(persist(1, 2)).expect("submitted");
     storage.run_deferred().expect("runs");
     assert!(matches!(storage.try_done(), Some(IoDone::Persisted { .. })));
-    // One iteration hands over a read-back (the thread's job) and then a batch.
+    // One iteration hands over a read-back (the thread's job) and then a batch. The thread has
+    // the read-back but has not started it (the WAL's lock is free): the batch must not pass it.
+    storage.pause_wal_thread(true);
     storage.submit(load(1)).expect("submitted");
     storage.submit(persist(3, 4)).expect("submitted");
     storage.run_deferred().expect("runs");
     assert!(!storage.has_done(), "the batch must wait behind the read-back, on the thread");
+    storage.pause_wal_thread(false);
     match next_done(&mut storage) {
         IoDone::Loaded { entries: Some(entries), .. } => assert_eq!(entries.len(), 2, "read back before the batch"),
         other => panic!("the read-back first, got {other:?}"),
