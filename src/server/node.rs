@@ -239,6 +239,10 @@ impl Node {
         info!("node {} shutting down: no new connections or requests; a second signal stops it at once", self.cfg.id);
         self.reactor.stop_listening();
         self.lifecycle = Lifecycle::Draining { since: Instant::now() };
+        // Writes that arrived before the signal in this iteration are still buffered: propose
+        // them now, or the transfer below refuses them as Overloaded (a reply the drain never
+        // promises; seen in CI). From here on, new requests are answered ShuttingDown.
+        self.replica.flush()?;
         // A leader hands leadership to the most caught-up voter first (dissertation §3.10), so
         // the cluster does not wait an election timeout for a new one.
         if self.replica.raft().role() == crate::raft::Role::Leader {
