@@ -25,7 +25,7 @@
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -454,7 +454,7 @@ impl StorageThread {
     ) -> std::io::Result<Self> {
         let (done_tx, done_rx) = mpsc::channel::<IoDone>();
         let wal = WalLane::spawn(wal, done_tx.clone(), Arc::clone(&waker), wal_on_loop)?;
-        let (snapshot_jobs, snapshot_thread) = lane("raft-snapshot", done_tx, waker, Box::new(snapshots))?;
+        let (snapshot_jobs, snapshot_thread) = snapshot_lane(done_tx, waker, snapshots)?;
         Ok(StorageThread {
             wal,
             snapshot_jobs: Some(snapshot_jobs),
@@ -512,58 +512,23 @@ impl StorageThread {
     }
 }
 
-/// What a lane's thread runs: jobs in order, work after each one, and work when idle.
-pub trait LaneWorker: Send {
-    fn run(&mut self, job: IoJob) -> Result<IoDone, StorageError>;
-    fn after_job(&mut self) -> Result<(), StorageError> {
-        Ok(())
-    }
-    fn idle_after(&self) -> Option<Duration> {
-        None
-    }
-    fn idle(&mut self) -> Result<(), StorageError> {
-        Ok(())
-    }
-}
-
-impl LaneWorker for SnapshotWorker {
-    fn run(&mut self, job: IoJob) -> Result<IoDone, StorageError> {
-        SnapshotWorker::run(self, job)
-    }
-}
-
-/// Starts a thread that runs `worker` on every job it is sent, in order, reporting each outcome
-/// and waking the reactor; between jobs it does the worker's idle work. It stops after the first
-/// error: nothing more may be written.
-fn lane(
-    name: &str,
+/// Starts the snapshot lane's thread: it runs every job it is sent, in order, reporting each
+/// outcome and waking the reactor. It stops after the first error: nothing more may be written.
+/// (The WAL lane, with its idle and after-job work, is `wal_lane.rs`.)
+fn snapshot_lane(
     done: Sender<IoDone>,
     waker: Arc<Waker>,
-    mut worker: Box<dyn LaneWorker>,
+    mut worker: SnapshotWorker,
 ) -> std::io::Result<(Sender<IoJob>, JoinHandle<()>)> {
     let (jobs_tx, jobs_rx) = mpsc::channel::<IoJob>();
-    let handle = std::thread::Builder::new().name(name.into()).spawn(move || {
-        // Reports an outcome and wakes the reactor (a failed wake only delays it until its next
-        // tick). False if the lane must stop.
-        let report = |result: Result<IoDone, StorageError>| -> bool {
+    let handle = std::thread::Builder::new().name("raft-snapshot".into()).spawn(move || {
+        for job in jobs_rx {
+            let result = worker.run(job);
             let failed = result.is_err();
             let message = result.unwrap_or_else(|e| IoDone::Failed(e.to_string()));
             let sent = done.send(message).is_ok();
-            let _ = waker.wake();
-            sent && !failed
-        };
-        loop {
-            let job = match worker.idle_after() {
-                Some(wait) => jobs_rx.recv_timeout(wait),
-                None => jobs_rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
-            };
-            let ok = match job {
-                // The outcome goes out first: the next step of work must not delay it.
-                Ok(job) => report(worker.run(job)) && worker.after_job().map_err(|e| report(Err(e))).is_ok(),
-                Err(RecvTimeoutError::Timeout) => worker.idle().map_err(|e| report(Err(e))).is_ok(),
-                Err(RecvTimeoutError::Disconnected) => return,
-            };
-            if !ok {
+            let _ = waker.wake(); // a failed wake only delays the outcome until the next tick
+            if failed || !sent {
                 return; // nothing more may be written after a storage failure
             }
         }

@@ -63,6 +63,14 @@ fn next_done(storage: &mut StorageThread) -> IoDone {
     }
 }
 
+/// Submits `job` and runs it, asserting which side made it durable (`on_loop`) and that it was.
+fn persist_where(storage: &mut StorageThread, job: IoJob, on_loop: bool, why: &str) {
+    storage.submit(job).expect("submitted");
+    storage.run_deferred().expect("runs");
+    assert_eq!(storage.has_done(), on_loop, "{why}");
+    assert!(matches!(next_done(storage), IoDone::Persisted { .. }));
+}
+
 fn wait_until_thread_idle(storage: &StorageThread) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !storage.wal_thread_idle() {
@@ -95,10 +103,7 @@ fn a_batch_submitted_while_the_wal_thread_is_idle_is_durable_when_run_deferred_r
 fn with_wal_sync_thread_a_batch_is_never_synced_on_the_loop() {
     let fs = SimFs::new(2);
     let (mut storage, _poll) = start(&fs, false);
-    storage.submit(persist(1, 2)).expect("submitted");
-    storage.run_deferred().expect("runs");
-    assert!(!storage.has_done(), "the batch went to the thread");
-    assert!(matches!(next_done(&mut storage), IoDone::Persisted { .. }));
+    persist_where(&mut storage, persist(1, 2), false, "the batch went to the thread");
     drop(storage);
     assert_eq!(durable_last_index(&fs), 2);
 }
@@ -107,9 +112,7 @@ fn with_wal_sync_thread_a_batch_is_never_synced_on_the_loop() {
 fn a_batch_behind_a_job_on_the_thread_goes_to_the_thread_and_outcomes_keep_their_order() {
     let fs = SimFs::new(3);
     let (mut storage, _poll) = start(&fs, true);
-    storage.submit(persist(1, 2)).expect("submitted");
-    storage.run_deferred().expect("runs");
-    assert!(matches!(storage.try_done(), Some(IoDone::Persisted { .. })));
+    persist_where(&mut storage, persist(1, 2), true, "the thread is idle: synced on the loop");
     // One iteration hands over a read-back (the thread's job) and then a batch. The thread has
     // the read-back but has not started it (the WAL's lock is free): the batch must not pass it.
     storage.pause_wal_thread(true);
@@ -131,9 +134,7 @@ fn a_batch_behind_a_job_on_the_thread_goes_to_the_thread_and_outcomes_keep_their
 fn outcomes_the_thread_reported_come_before_a_batch_synced_on_the_loop() {
     let fs = SimFs::new(4);
     let (mut storage, _poll) = start(&fs, true);
-    storage.submit(persist(1, 2)).expect("submitted");
-    storage.run_deferred().expect("runs");
-    assert!(matches!(storage.try_done(), Some(IoDone::Persisted { .. })));
+    persist_where(&mut storage, persist(1, 2), true, "the thread is idle: synced on the loop");
     storage.submit(load(1)).expect("submitted");
     storage.run_deferred().expect("runs");
     // The thread has reported the read-back, and the loop has not taken the outcome yet.
@@ -165,14 +166,8 @@ fn after_a_slow_sync_on_the_loop_the_next_batches_go_to_the_thread() {
     let fs = SimFs::new(6);
     let (mut storage, _poll) = start(&fs, true);
     storage.every_wal_sync_is_slow();
-    storage.submit(persist(1, 1)).expect("submitted");
-    storage.run_deferred().expect("runs");
-    assert!(storage.has_done(), "the first batch is synced on the loop");
-    assert!(matches!(storage.try_done(), Some(IoDone::Persisted { .. })));
-    storage.submit(persist(2, 2)).expect("submitted");
-    storage.run_deferred().expect("runs");
-    assert!(!storage.has_done(), "after a slow sync the loop hands batches to the thread");
-    assert!(matches!(next_done(&mut storage), IoDone::Persisted { .. }));
+    persist_where(&mut storage, persist(1, 1), true, "the first batch is synced on the loop");
+    persist_where(&mut storage, persist(2, 2), false, "after a slow sync the loop hands batches to the thread");
     drop(storage);
     assert_eq!(durable_last_index(&fs), 2);
 }
@@ -193,10 +188,7 @@ fn a_batch_that_could_rotate_into_a_segment_not_allocated_yet_goes_to_the_thread
     assert!(matches!(next_done(&mut storage), IoDone::Persisted { .. }));
     // A small batch after it fits the new segment and is synced on the loop again.
     wait_until_thread_idle(&storage);
-    storage.submit(persist(6, 6)).expect("submitted");
-    storage.run_deferred().expect("runs");
-    assert!(storage.has_done(), "a batch that fits is synced on the loop");
-    assert!(matches!(storage.try_done(), Some(IoDone::Persisted { .. })));
+    persist_where(&mut storage, persist(6, 6), true, "a batch that fits is synced on the loop");
     drop(storage);
     assert_eq!(durable_last_index(&fs), 6);
 }
